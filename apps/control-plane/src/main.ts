@@ -1,0 +1,3 @@
+import { PROTOCOL_VERSION } from '@flotilla/protocol';
+
+console.log(PROTOCOL_VERSION);
