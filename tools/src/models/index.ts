@@ -1,0 +1,1 @@
+export const MODEL_PRESETS = ['tiny', 'bench'] as const;
