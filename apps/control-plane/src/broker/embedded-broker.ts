@@ -1,0 +1,192 @@
+import { createServer, type Server as NetServer } from 'node:net';
+import type { IncomingMessage, Server as HttpServer } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
+import type { Logger } from 'pino';
+import { WebSocketServer, createWebSocketStream } from 'ws';
+import { listenOn } from '../common/ports.js';
+
+/** Who a connected MQTT client is, once authenticated. */
+export interface BrokerPrincipal {
+  deviceId: string;
+}
+
+/** Pluggable security: the broker itself knows nothing of devices or credentials. */
+export interface BrokerSecurity {
+  authenticate(clientId: string, username: string | undefined, password: Buffer | undefined): Promise<BrokerPrincipal | null>;
+  canPublish(principal: BrokerPrincipal, topic: string): boolean;
+  canSubscribe(principal: BrokerPrincipal, filter: string): boolean;
+}
+
+export interface EmbeddedBrokerOptions {
+  host: string;
+  port: number;
+  keepaliveLimitSeconds: number;
+  maxMessageBytes: number;
+  connectTimeoutMs?: number;
+  drainTimeoutMs?: number;
+  security: BrokerSecurity;
+  logger: Logger;
+}
+
+export interface BrokerMessage {
+  topic: string;
+  /** The ACL only lets a device publish under its own subtree, so the topic names the sender. */
+  payload: Buffer;
+  retain: boolean;
+}
+
+type Handler = (message: BrokerMessage) => void;
+
+const PRINCIPAL = Symbol('flotilla.principal');
+type ClientWithPrincipal = Client & { [PRINCIPAL]?: BrokerPrincipal };
+
+function authError(message: string, returnCode: number): AuthenticateError {
+  return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
+}
+
+/**
+ * aedes embedded in the control plane: MQTT over TCP (TCP_NODELAY, see FACTS) and over WebSocket.
+ * The narrow surface (publish, subscribe, disconnect) is what a clustered broker must provide too.
+ */
+export class EmbeddedBroker {
+  private constructor(
+    private readonly aedes: Aedes,
+    private readonly tcp: NetServer,
+    readonly port: number,
+    private readonly logger: Logger,
+  ) {}
+
+  private wss: WebSocketServer | undefined;
+
+  static async start(options: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
+    const { security, logger } = options;
+    const aedes = await Aedes.createBroker({
+      id: 'flotilla-control-plane',
+      keepaliveLimit: options.keepaliveLimitSeconds,
+      connectTimeout: options.connectTimeoutMs ?? 10_000,
+      drainTimeout: options.drainTimeoutMs ?? 30_000,
+      maxClientsIdLength: 64,
+      authenticate: (client, username, password, done) => {
+        security
+          .authenticate(client.id, username ?? undefined, password ?? undefined)
+          .then((principal) => {
+            if (!principal) {
+              done(authError('bad username or password', 4), false);
+              return;
+            }
+            (client as ClientWithPrincipal)[PRINCIPAL] = principal;
+            done(null, true);
+          })
+          .catch((error: unknown) => {
+            logger.error({ err: error, clientId: client.id }, 'MQTT authentication failed');
+            done(authError('server unavailable', 3), false);
+          });
+      },
+      authorizePublish: (client, packet, done) => {
+        if (!client) return done(null); // the control plane's own publish
+        const principal = (client as ClientWithPrincipal)[PRINCIPAL];
+        const size = Buffer.isBuffer(packet.payload) ? packet.payload.length : Buffer.byteLength(String(packet.payload));
+        if (size > options.maxMessageBytes) {
+          logger.warn({ deviceId: principal?.deviceId, topic: packet.topic, size }, 'MQTT message over the size limit');
+          return done(new Error(`message of ${size} bytes exceeds ${options.maxMessageBytes}`));
+        }
+        if (!principal || !security.canPublish(principal, packet.topic)) {
+          logger.warn({ deviceId: principal?.deviceId, topic: packet.topic }, 'MQTT publish denied');
+          return done(new Error('publish not authorized'));
+        }
+        done(null);
+      },
+      authorizeSubscribe: (client, subscription: Subscription, done) => {
+        const principal = (client as ClientWithPrincipal)[PRINCIPAL];
+        if (!principal || !security.canSubscribe(principal, subscription.topic)) {
+          logger.warn({ deviceId: principal?.deviceId, topic: subscription.topic }, 'MQTT subscribe denied');
+          // A null subscription answers SUBACK 0x80 without dropping the connection.
+          return done(null, null);
+        }
+        done(null, subscription);
+      },
+    });
+    aedes.on('clientError', (client, error) => {
+      logger.debug({ clientId: client.id, err: error.message }, 'MQTT client error');
+    });
+    aedes.on('connectionError', (client, error) => {
+      logger.debug({ clientId: client.id, err: error.message }, 'MQTT connection error');
+    });
+    const tcp = createServer({ noDelay: true }, (socket) => aedes.handle(socket));
+    try {
+      const port = await listenOn(tcp, {
+        host: options.host,
+        port: options.port,
+        variable: 'FLOTILLA_MQTT_PORT',
+        purpose: 'MQTT',
+      });
+      logger.info({ port }, 'MQTT broker listening');
+      return new EmbeddedBroker(aedes, tcp, port, logger);
+    } catch (error) {
+      await new Promise<void>((done) => aedes.close(() => done()));
+      throw error;
+    }
+  }
+
+  /** Serves MQTT over WebSocket on `path` of an existing HTTP server. */
+  attachWebSocket(server: HttpServer, path = '/mqtt'): void {
+    const wss = new WebSocketServer({ noServer: true });
+    this.wss = wss;
+    server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+      const url = new URL(request.url ?? '/', 'http://localhost');
+      if (url.pathname !== path) return;
+      wss.handleUpgrade(request, socket, head, (ws) => {
+        const stream = createWebSocketStream(ws);
+        stream.on('error', () => ws.terminate());
+        this.aedes.handle(stream, request);
+      });
+    });
+  }
+
+  get connectedClients(): number {
+    return this.aedes.connectedClients;
+  }
+
+  publish(topic: string, payload: Buffer | string, options: { qos?: 0 | 1; retain?: boolean } = {}): Promise<void> {
+    const packet = {
+      cmd: 'publish',
+      topic,
+      payload: typeof payload === 'string' ? Buffer.from(payload) : payload,
+      qos: options.qos ?? 1,
+      retain: options.retain ?? false,
+      dup: false,
+    } as PublishPacket;
+    return new Promise((resolve, reject) => this.aedes.publish(packet, (error) => (error ? reject(error) : resolve())));
+  }
+
+  /** Subscribes the control plane itself; returns an unsubscribe function. */
+  subscribe(filter: string, handler: Handler): Promise<() => Promise<void>> {
+    const deliver = (packet: PublishPacket, callback: () => void) => {
+      try {
+        handler({
+          topic: packet.topic,
+          payload: Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(String(packet.payload)),
+          retain: packet.retain,
+        });
+      } catch (error) {
+        this.logger.error({ err: error, topic: packet.topic }, 'MQTT handler failed');
+      } finally {
+        callback();
+      }
+    };
+    return new Promise((resolve) =>
+      this.aedes.subscribe(filter, deliver, () =>
+        resolve(() => new Promise<void>((done) => this.aedes.unsubscribe(filter, deliver, () => done()))),
+      ),
+    );
+  }
+
+  close(): Promise<void> {
+    this.wss?.clients.forEach((ws) => ws.terminate());
+    this.wss?.close();
+    return new Promise((resolve) => {
+      this.aedes.close(() => this.tcp.close(() => resolve()));
+    });
+  }
+}

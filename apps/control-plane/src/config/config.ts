@@ -1,0 +1,83 @@
+import { resolve } from 'node:path';
+import { z } from 'zod';
+
+const port = (name: string, fallback: number) =>
+  z.coerce
+    .number({ error: `${name} must be a port number` })
+    .int(`${name} must be an integer`)
+    .min(0, `${name} must be between 0 and 65535`)
+    .max(65535, `${name} must be between 0 and 65535`)
+    .default(fallback);
+
+const optionalString = z
+  .string()
+  .trim()
+  .transform((value) => (value === '' ? undefined : value))
+  .optional();
+
+/** Environment variables the control plane reads, validated once at boot. */
+export const controlPlaneEnvSchema = z.object({
+  FLOTILLA_DATA_DIR: z.string().trim().min(1).default('./.flotilla'),
+  FLOTILLA_HTTP_HOST: z.string().trim().min(1).default('0.0.0.0'),
+  FLOTILLA_HTTP_PORT: port('FLOTILLA_HTTP_PORT', 8080),
+  FLOTILLA_MQTT_HOST: z.string().trim().min(1).default('0.0.0.0'),
+  FLOTILLA_MQTT_PORT: port('FLOTILLA_MQTT_PORT', 1883),
+  FLOTILLA_PUBLIC_URL: optionalString.pipe(z.url({ error: 'FLOTILLA_PUBLIC_URL must be a URL' }).optional()),
+  DATABASE_URL: optionalString.pipe(
+    z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, 'DATABASE_URL must be a postgres:// or postgresql:// URL')
+      .optional(),
+  ),
+  FLOTILLA_MIGRATIONS_DIR: optionalString,
+  FLOTILLA_DASHBOARD_DIR: optionalString,
+  FLOTILLA_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  FLOTILLA_ADMIN_EMAIL: z.email({ error: 'FLOTILLA_ADMIN_EMAIL must be an e-mail address' }).default('admin@flotilla.local'),
+  FLOTILLA_MQTT_KEEPALIVE_LIMIT_S: z.coerce.number().int().min(0).max(3600).default(120),
+  FLOTILLA_MQTT_MAX_MESSAGE_BYTES: z.coerce.number().int().min(1024).max(256 * 1024 * 1024).default(1024 * 1024),
+});
+
+export interface ControlPlaneConfig {
+  dataDir: string;
+  http: { host: string; port: number; publicUrl: string | undefined };
+  mqtt: { host: string; port: number; keepaliveLimitSeconds: number; maxMessageBytes: number };
+  database: { url: string | undefined; migrationsDir: string | undefined };
+  dashboardDir: string | undefined;
+  logLevel: z.infer<typeof controlPlaneEnvSchema>['FLOTILLA_LOG_LEVEL'];
+  adminEmail: string;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Parses the environment, listing every problem at once. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): ControlPlaneConfig {
+  const parsed = controlPlaneEnvSchema.safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((issue) => {
+        const key = issue.path.join('.');
+        return issue.message.includes(key) ? issue.message : `${key}: ${issue.message}`;
+      }),
+    );
+  }
+  const e = parsed.data;
+  return {
+    dataDir: resolve(e.FLOTILLA_DATA_DIR),
+    http: { host: e.FLOTILLA_HTTP_HOST, port: e.FLOTILLA_HTTP_PORT, publicUrl: e.FLOTILLA_PUBLIC_URL },
+    mqtt: {
+      host: e.FLOTILLA_MQTT_HOST,
+      port: e.FLOTILLA_MQTT_PORT,
+      keepaliveLimitSeconds: e.FLOTILLA_MQTT_KEEPALIVE_LIMIT_S,
+      maxMessageBytes: e.FLOTILLA_MQTT_MAX_MESSAGE_BYTES,
+    },
+    database: { url: e.DATABASE_URL, migrationsDir: e.FLOTILLA_MIGRATIONS_DIR },
+    dashboardDir: e.FLOTILLA_DASHBOARD_DIR,
+    logLevel: e.FLOTILLA_LOG_LEVEL,
+    adminEmail: e.FLOTILLA_ADMIN_EMAIL,
+  };
+}
