@@ -1,10 +1,9 @@
-// Shared Vitest settings: resolve workspace libraries to their TypeScript sources.
-export const sourceConditions = ['@flotilla/source', 'node', 'import', 'module', 'default'];
-
+// Shared Vitest settings: resolve workspace libraries to their TypeScript sources
+// through the `@flotilla/source` export condition; everything else resolves as Node would.
 export function nodeProject(name, extra = {}) {
   return {
-    resolve: { conditions: sourceConditions },
-    ssr: { resolve: { conditions: sourceConditions, externalConditions: ['@flotilla/source'] } },
+    resolve: { conditions: ['@flotilla/source', 'module', 'node', 'development|production'] },
+    ssr: { resolve: { conditions: ['@flotilla/source', 'module', 'node', 'development|production'] } },
     test: {
       name,
       environment: 'node',
