@@ -11,6 +11,7 @@ export function nodeProject(name, extra = {}) {
       testTimeout: 60_000,
       hookTimeout: 120_000,
       pool: 'forks',
+      reporters: ['default', ['json', { outputFile: 'test-output/vitest.json' }]],
       ...extra,
     },
   };

@@ -13,5 +13,6 @@ export default defineConfig({
     environment: 'node',
     include: ['src/**/*.spec.ts', 'src/**/*.spec.tsx', 'test/**/*.spec.ts'],
     testTimeout: 60_000,
+    reporters: ['default', ['json', { outputFile: 'test-output/vitest.json' }]],
   },
 });
