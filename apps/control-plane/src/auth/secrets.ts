@@ -1,5 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { Algorithm, hash as argon2Hash, verify as argon2Verify } from '@node-rs/argon2';
+import { hash as argon2Hash, verify as argon2Verify } from '@node-rs/argon2';
 
 /** Prefixes make a leaked secret recognisable (and greppable) by kind. */
 export const SECRET_PREFIX = {
@@ -36,8 +36,11 @@ export function generatePassword(): string {
   return randomBytes(18).toString('base64url');
 }
 
+// @node-rs/argon2 exports Algorithm as a const enum, which isolatedModules cannot read.
+const ARGON2ID = 2;
+
 export function hashPassword(password: string): Promise<string> {
-  return argon2Hash(password, { algorithm: Algorithm.Argon2id, memoryCost: 19_456, timeCost: 2, parallelism: 1 });
+  return argon2Hash(password, { algorithm: ARGON2ID, memoryCost: 19_456, timeCost: 2, parallelism: 1 });
 }
 
 export async function verifyPassword(password: string, passwordHash: string): Promise<boolean> {
