@@ -1,0 +1,149 @@
+import type { z } from 'zod';
+import { ErrorCode, type ProtocolError, type ProtocolIssue } from './errors.js';
+import { TOPIC_SPECS, type MessageOf, type TopicKind } from './messages.js';
+import { topicFor } from './topics.js';
+import type { Status } from './schemas/status.js';
+import { MAX_PAYLOAD_BYTES, PROTOCOL_VERSION } from './version.js';
+
+export type DecodeResult<T> = { ok: true; value: T } | { ok: false; error: ProtocolError };
+
+export interface DecodeOptions {
+  /** defaults to MAX_PAYLOAD_BYTES */
+  maxBytes?: number;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+function fail(code: ErrorCode, message: string, issues: ProtocolIssue[] = []): { ok: false; error: ProtocolError } {
+  return { ok: false, error: { code, message, issues: issues.length > 0 ? issues : [{ path: '', message }] } };
+}
+
+function formatPath(root: string, path: ReadonlyArray<PropertyKey>): string {
+  let out = root;
+  for (const key of path) {
+    if (typeof key === 'number') out += `[${key}]`;
+    else out += out === '' ? String(key) : `.${String(key)}`;
+  }
+  return out;
+}
+
+function issueText(issue: z.core.$ZodIssue): string {
+  // zod prefixes type problems with "Invalid input: "; the path already says where, keep the what.
+  const text = issue.message.replace(/^Invalid input: /, '');
+  if (issue.code === 'invalid_union' && 'discriminator' in issue && typeof issue.discriminator === 'string') {
+    return `unknown ${issue.discriminator}`;
+  }
+  if (issue.code === 'unrecognized_keys') return text;
+  return text === 'Invalid input' ? 'invalid value' : text;
+}
+
+function toIssues(root: string, error: z.ZodError): ProtocolIssue[] {
+  return error.issues.map((issue) => ({ path: formatPath(root, issue.path), message: issueText(issue) }));
+}
+
+function utf8Length(text: string): number {
+  // a UTF-16 code unit is at most 3 UTF-8 bytes: skip encoding when the text is clearly small enough
+  return text.length * 3 <= MAX_PAYLOAD_BYTES ? -1 : encoder.encode(text).byteLength;
+}
+
+/**
+ * Validate an already-parsed value against a schema. `label` starts every issue path (e.g. `enroll`).
+ * [P-1.3] a `v` other than 1 is UNSUPPORTED_VERSION, any other mismatch INVALID_MESSAGE.
+ */
+export function validate<S extends z.ZodType>(schema: S, value: unknown, label: string): DecodeResult<z.output<S>> {
+  if (typeof value === 'object' && value !== null && !Array.isArray(value) && 'v' in value) {
+    const v = (value as { v: unknown }).v;
+    if (v !== PROTOCOL_VERSION && (typeof v === 'number' || typeof v === 'string')) {
+      const path = formatPath(label, ['v']);
+      return fail(ErrorCode.UNSUPPORTED_VERSION, `${path}: unsupported protocol version ${JSON.stringify(v)} (expected ${PROTOCOL_VERSION})`);
+    }
+  }
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return { ok: true, value: parsed.data };
+  const issues = toIssues(label, parsed.error);
+  const first = issues[0] ?? { path: label, message: 'invalid value' };
+  return fail(ErrorCode.INVALID_MESSAGE, `${first.path === '' ? label : first.path}: ${first.message}`, issues);
+}
+
+/**
+ * Decode an MQTT payload of a topic kind: size limit [P-1.4], UTF-8 and JSON [P-1.1], version [P-1.3], schema.
+ * Never throws.
+ */
+export function decode<K extends TopicKind>(
+  kind: K,
+  payload: Uint8Array | string,
+  options: DecodeOptions = {},
+): DecodeResult<MessageOf<K>> {
+  const maxBytes = options.maxBytes ?? MAX_PAYLOAD_BYTES;
+  let text: string;
+  if (typeof payload === 'string') {
+    const bytes = payload.length * 3 <= maxBytes ? -1 : encoder.encode(payload).byteLength;
+    if (bytes > maxBytes) return fail(ErrorCode.PAYLOAD_TOO_LARGE, `${kind}: payload is ${bytes} bytes, limit ${maxBytes}`);
+    text = payload;
+  } else {
+    if (payload.byteLength > maxBytes) {
+      return fail(ErrorCode.PAYLOAD_TOO_LARGE, `${kind}: payload is ${payload.byteLength} bytes, limit ${maxBytes}`);
+    }
+    try {
+      text = decoder.decode(payload);
+    } catch {
+      return fail(ErrorCode.MALFORMED_JSON, `${kind}: payload is not valid UTF-8`);
+    }
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    return fail(ErrorCode.MALFORMED_JSON, `${kind}: malformed JSON: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  return validate(TOPIC_SPECS[kind].schema, json, kind) as DecodeResult<MessageOf<K>>;
+}
+
+/** Thrown by `encode` for a message that does not satisfy its schema: a bug in the sender. */
+export class ProtocolValidationError extends Error implements ProtocolError {
+  readonly code: ErrorCode;
+  readonly issues: ProtocolIssue[];
+  constructor(error: ProtocolError) {
+    super(error.message);
+    this.name = 'ProtocolValidationError';
+    this.code = error.code;
+    this.issues = error.issues;
+  }
+}
+
+/**
+ * Validate and serialise a message to its JSON payload. [P-1.1] Unknown keys are dropped; an invalid or oversized
+ * message throws ProtocolValidationError, so nothing invalid is ever sent.
+ */
+export function encode<K extends TopicKind>(kind: K, value: MessageOf<K>): string {
+  const checked = validate(TOPIC_SPECS[kind].schema, value, kind);
+  if (!checked.ok) throw new ProtocolValidationError(checked.error);
+  const payload = JSON.stringify(checked.value);
+  const bytes = utf8Length(payload);
+  if (bytes > MAX_PAYLOAD_BYTES) {
+    throw new ProtocolValidationError({
+      code: ErrorCode.PAYLOAD_TOO_LARGE,
+      message: `${kind}: payload is ${bytes} bytes, limit ${MAX_PAYLOAD_BYTES}`,
+      issues: [{ path: kind, message: `payload is ${bytes} bytes, limit ${MAX_PAYLOAD_BYTES}` }],
+    });
+  }
+  return payload;
+}
+
+export interface LastWill {
+  topic: string;
+  payload: string;
+  qos: 1;
+  retain: true;
+}
+
+/**
+ * [P-3.2] The MQTT last will an agent registers on connect: a retained `offline` status for this connection's
+ * sessionId, so the broker marks the device offline when the connection drops.
+ */
+export function lastWill(deviceId: string, sessionId: string, ts: number, agentVersion?: string): LastWill {
+  const status: Status = { v: PROTOCOL_VERSION, state: 'offline', sessionId, ts, reason: 'connection-lost' };
+  if (agentVersion !== undefined) status.agentVersion = agentVersion;
+  return { topic: topicFor('status', deviceId), payload: encode('status', status), qos: 1, retain: true };
+}

@@ -1,0 +1,2 @@
+export * from './enroll.js';
+export * from './errors.js';

@@ -1,0 +1,191 @@
+import { z } from 'zod';
+import { LIMITS } from '../limits.js';
+import {
+  ErrorCodeSchema,
+  IdSchema,
+  ModelNameSchema,
+  NonNegativeInt,
+  TimestampSchema,
+  messageText,
+  shortText,
+  versionField,
+} from './common.js';
+
+// Values borrowed from the OpenAI chat API keep OpenAI's field names (tool_calls, tool_call_id, json_schema) so the
+// gateway passes them through unchanged; the protocol's own fields are camelCase. [P-3.6]
+
+const content = () => z.string().max(LIMITS.contentLength);
+const FunctionName = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[A-Za-z0-9_-]+$/, 'expected a function name of letters, digits, _ and -');
+/** A JSON Schema object (tool parameters, response schema); bounded by the payload limit. */
+const JsonSchemaObject = z.record(z.string().max(LIMITS.shortText), z.unknown());
+
+export const ToolCallSchema = z.object({
+  id: IdSchema,
+  type: z.literal('function'),
+  function: z.object({
+    name: FunctionName,
+    /** JSON text, as the model produced it */
+    arguments: content(),
+  }),
+});
+export type ToolCall = z.infer<typeof ToolCallSchema>;
+
+export const ChatMessageSchema = z.discriminatedUnion('role', [
+  z.object({ role: z.literal('system'), content: content() }),
+  z.object({ role: z.literal('user'), content: content(), name: shortText(1).optional() }),
+  z.object({
+    role: z.literal('assistant'),
+    content: content().nullable(),
+    tool_calls: z.array(ToolCallSchema).max(LIMITS.toolCalls).optional(),
+  }),
+  z.object({ role: z.literal('tool'), tool_call_id: IdSchema, content: content() }),
+]);
+export type ChatMessage = z.infer<typeof ChatMessageSchema>;
+export type AssistantMessage = Extract<ChatMessage, { role: 'assistant' }>;
+export const AssistantMessageSchema = ChatMessageSchema.options[2];
+
+export const ToolSchema = z.object({
+  type: z.literal('function'),
+  function: z.object({
+    name: FunctionName,
+    description: z.string().max(LIMITS.messageLength).optional(),
+    parameters: JsonSchemaObject.optional(),
+  }),
+});
+export type Tool = z.infer<typeof ToolSchema>;
+
+export const ToolChoiceSchema = z.union([
+  z.enum(['none', 'auto', 'required']),
+  z.object({ type: z.literal('function'), function: z.object({ name: FunctionName }) }),
+]);
+export type ToolChoice = z.infer<typeof ToolChoiceSchema>;
+
+export const ResponseFormatSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('text') }),
+  z.object({ type: z.literal('json_object') }),
+  z.object({
+    type: z.literal('json_schema'),
+    json_schema: z.object({
+      name: FunctionName,
+      description: z.string().max(LIMITS.messageLength).optional(),
+      schema: JsonSchemaObject,
+      strict: z.boolean().optional(),
+    }),
+  }),
+]);
+export type ResponseFormat = z.infer<typeof ResponseFormatSchema>;
+
+/** [P-3.6] An inference job for this device. */
+export const InferenceRequestSchema = z.object({
+  v: versionField,
+  /** unique per job; a retry on another device keeps the id and raises `attempt` */
+  requestId: IdSchema,
+  attempt: z.int().min(1).max(100),
+  model: ModelNameSchema,
+  messages: z.array(ChatMessageSchema).min(1).max(LIMITS.chatMessages),
+  tools: z.array(ToolSchema).max(LIMITS.tools).optional(),
+  toolChoice: ToolChoiceSchema.optional(),
+  responseFormat: ResponseFormatSchema.optional(),
+  maxTokens: z.int().min(1).max(1_048_576).optional(),
+  temperature: z.number().min(0).max(2).optional(),
+  topP: z.number().gt(0).max(1).optional(),
+  seed: z.int().optional(),
+  stop: z.array(z.string().min(1).max(LIMITS.stopLength)).max(LIMITS.stopSequences).optional(),
+  /** 0 (lowest) .. 9 (highest); higher runs first, FIFO within a priority */
+  priority: z.int().min(0).max(9),
+  /** epoch ms after which the result is useless; the agent answers DEADLINE_EXCEEDED and stops */
+  deadline: TimestampSchema,
+  /** send chunks while generating (true) or only the final result (false) */
+  stream: z.boolean(),
+  /** failover: assistant text the client has already received; the agent continues after it and never resends it */
+  continuation: z.object({ content: content() }).optional(),
+  /** session affinity key (multi-turn chats), lets the agent reuse a cached context */
+  sessionKey: IdSchema.optional(),
+});
+export type InferenceRequest = z.infer<typeof InferenceRequestSchema>;
+
+export const ToolCallDeltaSchema = z.object({
+  /** position of the tool call in the final message's tool_calls */
+  index: z.int().min(0).max(LIMITS.toolCalls - 1),
+  id: IdSchema.optional(),
+  type: z.literal('function').optional(),
+  function: z
+    .object({
+      name: FunctionName.optional(),
+      arguments: z.string().max(LIMITS.deltaLength).optional(),
+    })
+    .optional(),
+});
+export type ToolCallDelta = z.infer<typeof ToolCallDeltaSchema>;
+
+/** [P-3.7] A streamed piece of the answer. `seq` starts at 0 and increases by 1 per chunk of one attempt. */
+export const InferenceChunkSchema = z
+  .object({
+    v: versionField,
+    type: z.literal('chunk'),
+    requestId: IdSchema,
+    seq: NonNegativeInt,
+    delta: z.object({
+      content: z.string().max(LIMITS.deltaLength).optional(),
+      toolCalls: z.array(ToolCallDeltaSchema).max(LIMITS.toolCalls).optional(),
+    }),
+  })
+  .refine((c) => c.delta?.content !== undefined || c.delta?.toolCalls !== undefined, {
+    message: 'a chunk carries content and/or toolCalls',
+    path: ['delta'],
+  });
+export type InferenceChunk = z.infer<typeof InferenceChunkSchema>;
+
+export const FinishReasonSchema = z.enum(['stop', 'length', 'tool_calls']);
+export type FinishReason = z.infer<typeof FinishReasonSchema>;
+
+export const UsageCountsSchema = z.object({ promptTokens: NonNegativeInt, completionTokens: NonNegativeInt });
+
+/** [P-3.7] The final answer; ends the request. Carries the whole message even when chunks were streamed. */
+export const InferenceResultSchema = z.object({
+  v: versionField,
+  type: z.literal('result'),
+  requestId: IdSchema,
+  finishReason: FinishReasonSchema,
+  message: AssistantMessageSchema,
+  usage: UsageCountsSchema,
+  timings: z.object({
+    /** time to first token, from the agent receiving the request */
+    ttftMs: z.number().min(0),
+    totalMs: z.number().min(0),
+  }),
+  /** number of chunks sent before this result (0 when not streaming), so a receiver can spot a lost chunk */
+  chunkCount: NonNegativeInt,
+});
+export type InferenceResult = z.infer<typeof InferenceResultSchema>;
+
+/** [P-3.7] The request failed; ends the request. `retryable` tells the gateway whether to fail over. */
+export const InferenceErrorSchema = z.object({
+  v: versionField,
+  type: z.literal('error'),
+  requestId: IdSchema,
+  code: ErrorCodeSchema,
+  message: messageText(),
+  retryable: z.boolean(),
+});
+export type InferenceError = z.infer<typeof InferenceErrorSchema>;
+
+/** [P-3.7] Payload of the inference responses topic. */
+export const InferenceResponseSchema = z.discriminatedUnion('type', [
+  InferenceChunkSchema,
+  InferenceResultSchema,
+  InferenceErrorSchema,
+]);
+export type InferenceResponse = z.infer<typeof InferenceResponseSchema>;
+
+/** [P-3.8] Stop working on a request; the agent answers with an error CANCELLED unless it already finished. */
+export const InferenceCancelSchema = z.object({
+  v: versionField,
+  requestId: IdSchema,
+  reason: z.enum(['client-disconnected', 'deadline', 'failover', 'shutdown']).optional(),
+});
+export type InferenceCancel = z.infer<typeof InferenceCancelSchema>;
