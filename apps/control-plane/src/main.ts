@@ -1,3 +1,47 @@
-import { PROTOCOL_VERSION } from '@flotilla/protocol';
+import 'reflect-metadata';
+import { ConfigError, loadConfig } from './config/config.js';
+import { createLogger } from './common/logger.js';
+import { PortInUseError } from './common/ports.js';
+import { startControlPlane } from './app/create-app.js';
+import { INITIAL_CREDENTIALS_FILE } from './bootstrap/initial-credentials.js';
 
-console.log(PROTOCOL_VERSION);
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger(config.logLevel);
+  const cp = await startControlPlane(config, logger);
+  if (cp.initialCredentials) {
+    // Printed once, on purpose, outside the (redacting) log: the operator needs these to sign in.
+    process.stdout.write(
+      [
+        '',
+        'Flotilla first start: save these credentials (also in ' + `${config.dataDir}/${INITIAL_CREDENTIALS_FILE}, mode 0600)`,
+        `  admin e-mail:     ${cp.initialCredentials.adminEmail}`,
+        `  admin password:   ${cp.initialCredentials.adminPassword}`,
+        `  gateway API key:  ${cp.initialCredentials.apiKey}`,
+        '',
+      ].join('\n') + '\n',
+    );
+  }
+  process.stdout.write(`Flotilla control plane on ${cp.url} (MQTT on port ${cp.mqttPort}, database ${cp.database.backend})\n`);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    cp.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((error: unknown) => {
+  if (error instanceof PortInUseError || error instanceof ConfigError) {
+    process.stderr.write(`flotilla: ${error.message}\n`);
+  } else {
+    process.stderr.write(`flotilla: failed to start: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  }
+  process.exit(1);
+});

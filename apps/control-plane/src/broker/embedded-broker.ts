@@ -144,6 +144,18 @@ export class EmbeddedBroker {
     });
   }
 
+  get closed(): boolean {
+    return this.aedes.closed;
+  }
+
+  /** Cuts a client's live session (e.g. a revoked device). */
+  disconnect(clientId: string): boolean {
+    const clients = (this.aedes as unknown as { clients: Record<string, { close(): void } | undefined> }).clients;
+    const client = clients[clientId];
+    client?.close();
+    return client !== undefined;
+  }
+
   get connectedClients(): number {
     return this.aedes.connectedClients;
   }

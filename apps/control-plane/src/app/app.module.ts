@@ -1,0 +1,53 @@
+import { type DynamicModule, Module } from '@nestjs/common';
+import type { Logger } from 'pino';
+import { AuditModule } from '../audit/audit.module.js';
+import { AuthModule } from '../auth/auth.module.js';
+import type { EmbeddedBroker } from '../broker/embedded-broker.js';
+import type { ControlPlaneConfig } from '../config/config.js';
+import type { Database } from '../database/index.js';
+import { DevicesModule } from '../devices/devices.module.js';
+import { EnrollmentModule } from '../enrollment/enrollment.module.js';
+import type { ReadinessCheck } from '../health/health.controller.js';
+import { HealthModule } from '../health/health.module.js';
+import { BROKER, CONFIG, DATABASE, LOGGER, READINESS_CHECKS } from './tokens.js';
+
+/** The external parts, started before Nest so port and database problems fail fast and clearly. */
+export interface AppParts {
+  config: ControlPlaneConfig;
+  logger: Logger;
+  database: Database;
+  broker: EmbeddedBroker;
+}
+
+@Module({})
+export class AppModule {
+  static register(parts: AppParts): DynamicModule {
+    const readiness: ReadinessCheck[] = [
+      {
+        name: 'database',
+        check: async () => {
+          await parts.database.prisma.$queryRaw`SELECT 1`;
+        },
+      },
+      {
+        name: 'broker',
+        check: async () => {
+          if (parts.broker.closed) throw new Error('broker closed');
+        },
+      },
+    ];
+    return {
+      module: AppModule,
+      global: true,
+      imports: [AuditModule, AuthModule, HealthModule, EnrollmentModule, DevicesModule],
+      providers: [
+        { provide: CONFIG, useValue: parts.config },
+        { provide: LOGGER, useValue: parts.logger },
+        { provide: DATABASE, useValue: parts.database },
+        { provide: BROKER, useValue: parts.broker },
+        { provide: READINESS_CHECKS, useValue: readiness },
+      ],
+      exports: [CONFIG, LOGGER, DATABASE, BROKER, READINESS_CHECKS],
+    };
+  }
+}

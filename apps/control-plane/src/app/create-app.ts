@@ -1,0 +1,139 @@
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import type { Server } from 'node:http';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { NestFactory } from '@nestjs/core';
+import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
+import type { Logger } from 'pino';
+import { type InitialCredentials, ensureInitialCredentials } from '../bootstrap/initial-credentials.js';
+import { EmbeddedBroker } from '../broker/embedded-broker.js';
+import { errorBody, GlobalErrorFilter } from '../common/error.filter.js';
+import { createLogger } from '../common/logger.js';
+import { PortInUseError, assertPortFree } from '../common/ports.js';
+import type { ControlPlaneConfig } from '../config/config.js';
+import { type Database, openDatabase } from '../database/index.js';
+import { DeviceBrokerSecurity } from '../devices/device-broker-security.js';
+import { ErrorCode } from '@flotilla/protocol';
+import { AppModule } from './app.module.js';
+import { PinoNestLogger } from './nest-logger.js';
+
+export interface ControlPlane {
+  app: NestFastifyApplication;
+  config: ControlPlaneConfig;
+  database: Database;
+  broker: EmbeddedBroker;
+  logger: Logger;
+  httpPort: number;
+  mqttPort: number;
+  /** e.g. http://127.0.0.1:8080 */
+  url: string;
+  /** Set only on the very first start, when the admin user and gateway key were just created. */
+  initialCredentials: InitialCredentials | null;
+  close(): Promise<void>;
+}
+
+/** Request bodies above this are refused with 413 before parsing. */
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+/**
+ * Starts the whole control plane: ports are checked first (one clear error), then the database is migrated,
+ * the broker and the HTTP server come up. `main.ts` and the tests use this same function.
+ */
+export async function startControlPlane(config: ControlPlaneConfig, logger: Logger = createLogger(config.logLevel)): Promise<ControlPlane> {
+  await assertPortFree({ host: config.http.host, port: config.http.port, variable: 'FLOTILLA_HTTP_PORT', purpose: 'HTTP' });
+  await assertPortFree({ host: config.mqtt.host, port: config.mqtt.port, variable: 'FLOTILLA_MQTT_PORT', purpose: 'MQTT' });
+  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+
+  const closers: (() => Promise<void>)[] = [];
+  const closeAll = async () => {
+    for (const close of closers.reverse()) {
+      await close().catch((error: unknown) => logger.error({ err: error }, 'error while shutting down'));
+    }
+    closers.length = 0;
+  };
+  try {
+    const database = await openDatabase({
+      dataDir: config.dataDir,
+      databaseUrl: config.database.url,
+      migrationsDir: config.database.migrationsDir,
+      logger,
+    });
+    closers.push(() => database.close());
+    const initialCredentials = await ensureInitialCredentials(database, { dataDir: config.dataDir, adminEmail: config.adminEmail, logger });
+
+    const broker = await EmbeddedBroker.start({
+      host: config.mqtt.host,
+      port: config.mqtt.port,
+      keepaliveLimitSeconds: config.mqtt.keepaliveLimitSeconds,
+      maxMessageBytes: config.mqtt.maxMessageBytes,
+      security: new DeviceBrokerSecurity(database),
+      logger: logger.child({ component: 'broker' }),
+    });
+    closers.push(() => broker.close());
+
+    const adapter = new FastifyAdapter({ bodyLimit: MAX_BODY_BYTES });
+    const app = await NestFactory.create<NestFastifyApplication>(AppModule.register({ config, logger, database, broker }), adapter, {
+      logger: new PinoNestLogger(logger.child({ component: 'nest' })),
+      abortOnError: false,
+    });
+    app.useGlobalFilters(new GlobalErrorFilter(logger));
+    await serveDashboard(app, config);
+    closers.push(() => app.close());
+
+    try {
+      await app.listen({ port: config.http.port, host: config.http.host });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+        throw new PortInUseError(config.http.port, 'FLOTILLA_HTTP_PORT', 'HTTP');
+      }
+      throw error;
+    }
+    const server = app.getHttpServer() as Server;
+    broker.attachWebSocket(server, '/mqtt');
+    const address = server.address();
+    const httpPort = typeof address === 'object' && address ? address.port : config.http.port;
+    const host = config.http.host === '0.0.0.0' || config.http.host === '::' ? '127.0.0.1' : config.http.host;
+    const url = `http://${host.includes(':') ? `[${host}]` : host}:${httpPort}`;
+    logger.info({ url, mqttPort: broker.port, database: database.backend }, 'control plane ready');
+    return {
+      app,
+      config,
+      database,
+      broker,
+      logger,
+      httpPort,
+      mqttPort: broker.port,
+      url,
+      initialCredentials,
+      close: closeAll,
+    };
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
+}
+
+/** The built dashboard at `/`, with client-side routes falling back to index.html. */
+async function serveDashboard(app: NestFastifyApplication, config: ControlPlaneConfig): Promise<void> {
+  const dir = config.dashboardDir ?? defaultDashboardDir();
+  const fastify = app.getHttpAdapter().getInstance();
+  if (dir && existsSync(join(dir, 'index.html'))) {
+    app.useStaticAssets({ root: dir, prefix: '/', wildcard: false });
+  }
+  fastify.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0] ?? '/';
+    const isApi = path.startsWith('/api/') || path.startsWith('/v1/') || path === '/healthz' || path === '/readyz' || path === '/metrics';
+    if (!isApi && request.method === 'GET' && dir && existsSync(join(dir, 'index.html'))) {
+      return reply.type('text/html').sendFile('index.html', dir);
+    }
+    return reply.status(404).send(errorBody(404, ErrorCode.NOT_FOUND, `no route for ${request.method} ${path}`));
+  });
+}
+
+function defaultDashboardDir(): string | undefined {
+  // apps/control-plane/{src,dist}/app -> apps/dashboard/dist
+  const here = dirname(fileURLToPath(import.meta.url));
+  const candidate = resolve(here, '../../../dashboard/dist');
+  return existsSync(candidate) ? candidate : undefined;
+}

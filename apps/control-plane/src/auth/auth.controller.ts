@@ -1,0 +1,38 @@
+import { Body, Controller, Get, HttpCode, Post, Req } from '@nestjs/common';
+import { z } from 'zod';
+import { parseInput } from '../common/parse.js';
+import { type AuthedRequest, Public, RequireRole, bearerOf } from './auth.guard.js';
+import { AuthService, type LoginResult } from './auth.service.js';
+import type { Principal } from './principal.js';
+
+const loginBody = z.strictObject({
+  email: z.string().trim().min(3).max(320),
+  password: z.string().min(1).max(1024),
+});
+
+@Controller('api/v1/auth')
+export class AuthController {
+  constructor(private readonly auth: AuthService) {}
+
+  @Public()
+  @Post('login')
+  @HttpCode(200)
+  login(@Body() body: unknown): Promise<LoginResult> {
+    const { email, password } = parseInput(loginBody, body);
+    return this.auth.login(email, password);
+  }
+
+  @RequireRole('viewer')
+  @Post('logout')
+  @HttpCode(204)
+  async logout(@Req() request: AuthedRequest): Promise<void> {
+    const token = bearerOf(request);
+    if (token) await this.auth.logout(token);
+  }
+
+  @RequireRole('viewer')
+  @Get('me')
+  me(@Req() request: AuthedRequest): Principal | undefined {
+    return request.principal;
+  }
+}

@@ -1,0 +1,38 @@
+import { Body, Controller, Post, Req } from '@nestjs/common';
+import { EnrollRequestSchema, type EnrollResponse } from '@flotilla/protocol';
+import { z } from 'zod';
+import { type AuthedRequest, Public, RequireRole } from '../auth/auth.guard.js';
+import { unauthorized } from '../common/app-error.js';
+import { parseInput } from '../common/parse.js';
+import { type CreatedEnrollmentToken, EnrollmentService } from './enrollment.service.js';
+
+const labelsSchema = z
+  .record(z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9._/-]{0,62}$/, 'label keys are 1-63 letters, digits, ".", "_", "/", "-"'), z.string().max(128))
+  .refine((l) => Object.keys(l).length <= 32, 'at most 32 labels');
+
+const createTokenBody = z.strictObject({
+  labels: labelsSchema.default({}),
+  uses: z.number().int().min(1).max(10_000).default(1),
+  ttlSeconds: z.number().int().min(60).max(365 * 24 * 3600).default(24 * 3600),
+  note: z.string().max(200).optional(),
+});
+
+@Controller('api/v1')
+export class EnrollmentController {
+  constructor(private readonly enrollment: EnrollmentService) {}
+
+  @RequireRole('operator')
+  @Post('enrollment-tokens')
+  createToken(@Body() body: unknown, @Req() request: AuthedRequest): Promise<CreatedEnrollmentToken> {
+    const principal = request.principal;
+    if (!principal) throw unauthorized();
+    return this.enrollment.createToken(parseInput(createTokenBody, body), principal.actor, principal.userId);
+  }
+
+  /** The agent's first call, authenticated by the bootstrap token in the body. [P-5.1] */
+  @Public()
+  @Post('enroll')
+  enroll(@Body() body: unknown): Promise<EnrollResponse> {
+    return this.enrollment.enroll(parseInput(EnrollRequestSchema, body));
+  }
+}

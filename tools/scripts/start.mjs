@@ -1,0 +1,127 @@
+#!/usr/bin/env node
+// `npm start`: builds what is missing, then runs the control plane on its embedded defaults (PGlite, aedes) and one
+// local device agent that enrolls itself. Stops both on Ctrl-C.
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+const root = resolve(new URL('../..', import.meta.url).pathname);
+const env = {
+  ...process.env,
+  NX_NO_CLOUD: 'true',
+  NX_ISOLATE_PLUGINS: 'false',
+  NX_DAEMON: process.env.NX_DAEMON ?? 'false',
+  NX_TUI: 'false',
+  NODE_LLAMA_CPP_SKIP_DOWNLOAD: 'true',
+};
+const dataDir = resolve(root, process.env.FLOTILLA_DATA_DIR ?? '.flotilla');
+env.FLOTILLA_DATA_DIR = dataDir;
+const agentDataDir = resolve(process.env.FLOTILLA_AGENT_DATA_DIR ?? join(dataDir, 'agent'));
+env.FLOTILLA_AGENT_DATA_DIR = agentDataDir;
+const httpPort = Number(process.env.FLOTILLA_HTTP_PORT ?? 8080);
+const baseUrl = `http://127.0.0.1:${httpPort}`;
+
+function fail(message) {
+  process.stderr.write(`flotilla: ${message}\n`);
+  process.exit(1);
+}
+
+// 1. Build (cached by Nx: a second start skips it).
+if (process.env.FLOTILLA_SKIP_BUILD !== '1') {
+  process.stdout.write('Building Flotilla (cached after the first run)...\n');
+  const build = spawnSync('npx', ['nx', 'run-many', '-t', 'build', '--outputStyle=static'], { cwd: root, env, stdio: ['ignore', 'pipe', 'inherit'] });
+  if (build.status !== 0) {
+    process.stdout.write(build.stdout?.toString() ?? '');
+    fail('build failed (see above)');
+  }
+}
+
+const children = new Set();
+let stopping = false;
+function stopAll(code) {
+  if (stopping) return;
+  stopping = true;
+  for (const child of children) child.kill('SIGTERM');
+  const timer = setTimeout(() => process.exit(code), 15_000);
+  timer.unref();
+  const wait = () => (children.size === 0 ? process.exit(code) : setTimeout(wait, 100));
+  wait();
+}
+process.on('SIGINT', () => stopAll(0));
+process.on('SIGTERM', () => stopAll(0));
+
+function start(name, args, extraEnv = {}) {
+  const child = spawn(process.execPath, args, { cwd: root, env: { ...env, ...extraEnv }, stdio: 'inherit' });
+  children.add(child);
+  child.on('exit', (code, signal) => {
+    children.delete(child);
+    if (!stopping) {
+      // A failing child already printed its own one-line reason; only a signal needs saying.
+      if (signal) process.stderr.write(`flotilla: ${name} was stopped by ${signal}\n`);
+      stopAll(code ?? 1);
+    }
+  });
+  return child;
+}
+
+async function waitForHealth(timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && !stopping) {
+    try {
+      const res = await fetch(`${baseUrl}/healthz`);
+      if (res.ok) return true;
+    } catch {
+      // not up yet
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return false;
+}
+
+async function api(path, { method = 'GET', token, body } = {}) {
+  const res = await fetch(`${baseUrl}${path}`, {
+    method,
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${json?.error?.message ?? ''}`);
+  return json;
+}
+
+// 2. The control plane.
+start('control plane', [join(root, 'apps/control-plane/dist/main.js')]);
+if (!(await waitForHealth(60_000))) {
+  if (!stopping) {
+    process.stderr.write('flotilla: the control plane did not become healthy within 60 s\n');
+    stopAll(1);
+  }
+} else {
+  // 3. The local device agent: enroll once with a token minted through the admin API, then run.
+  const agentMain = join(root, 'apps/device-agent/dist/main.js');
+  const credentialsFile = join(agentDataDir, 'credentials.json');
+  try {
+    if (!existsSync(credentialsFile)) {
+      const initialFile = join(dataDir, 'initial-credentials.json');
+      if (!existsSync(initialFile)) throw new Error(`cannot enroll the local agent: ${initialFile} is missing (enroll it by hand, see README)`);
+      const initial = JSON.parse(readFileSync(initialFile, 'utf8'));
+      const session = await api('/api/v1/auth/login', { method: 'POST', body: { email: initial.adminEmail, password: initial.adminPassword } });
+      const enrollment = await api('/api/v1/enrollment-tokens', {
+        method: 'POST',
+        token: session.token,
+        body: { labels: { local: 'true' }, uses: 1, ttlSeconds: 600, note: 'npm start local agent' },
+      });
+      const enroll = spawnSync(process.execPath, [agentMain, 'enroll', '--server', baseUrl, '--token', enrollment.token, '--name', 'local'], {
+        cwd: root,
+        env,
+        stdio: 'inherit',
+      });
+      if (enroll.status !== 0) throw new Error('the local agent could not enroll');
+    }
+    start('device agent', [agentMain, 'run']);
+    process.stdout.write(`Flotilla is running: dashboard and API on ${baseUrl} (Ctrl-C stops it)\n`);
+  } catch (error) {
+    process.stderr.write(`flotilla: ${error.message}\n`);
+    stopAll(1);
+  }
+}
