@@ -1,3 +1,4 @@
+import type { ErrorCode } from '@flotilla/protocol';
 import type { FailureStage, ModelFailure, Step, StepKind } from './types.js';
 
 /** One handler per step kind; the mapped type makes a missing kind a compile error. */
@@ -18,6 +19,7 @@ export type RetryPolicy = { maxAttempts: number; baseDelayMs: number; maxDelayMs
 export function nextFailure(
   previous: ModelFailure | undefined,
   stage: FailureStage,
+  code: ErrorCode,
   reason: string,
   now: number,
   policy: RetryPolicy,
@@ -29,6 +31,7 @@ export function nextFailure(
   const permanent = attempts >= policy.maxAttempts;
   return {
     stage,
+    code,
     reason: permanent ? `${reason} (gave up after ${attempts} attempt${attempts === 1 ? '' : 's'})` : reason,
     attempts,
     retryAt: now + jittered,

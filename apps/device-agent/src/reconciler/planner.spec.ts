@@ -66,7 +66,7 @@ describe('planSteps', () => {
     const state = desired([model('a')]);
     const current = settled(state, { files: [file('sha-a', { state: 'partial', bytesOnDisk: 4 * MB })] });
     expect(planSteps(state, current, NOW)).toEqual([{ kind: 'download', model: model('a'), resumeFrom: 4 * MB }]);
-    expect(modelStatuses(state, current, NOW)[0]).toMatchObject({ phase: 'downloading', progress: 0.4 });
+    expect(modelStatuses(state, current, NOW)[0]).toMatchObject({ phase: 'downloading', receivedBytes: 4 * MB, totalBytes: 10 * MB });
   });
 
   it('complete -> verify', () => {
@@ -87,15 +87,27 @@ describe('planSteps', () => {
     const state = desired([model('a')]);
     const current = actual({ files: [file('sha-a')], loaded: [{ name: 'a', sha256: 'sha-a', memoryBytes: 20 * MB }] });
     const steps = planSteps(state, current, NOW);
-    expect(steps).toEqual([{ kind: 'report', version: 1, statuses: [{ name: 'a', sha256: 'sha-a', phase: 'ready' }] }]);
+    expect(steps).toEqual([{ kind: 'report', version: 1, statuses: [{ name: 'a', sha256: 'sha-a', phase: 'ready', loaded: true }] }]);
     expect(planSteps(state, { ...current, reported: reportedFor(state, current) }, NOW)).toEqual([]);
   });
 
   it('standby (unloaded after idle) counts as ready and is not loaded again by the planner', () => {
     const state = desired([model('a')]);
-    const current = settled(state, { files: [file('sha-a')], standby: ['a'] });
+    const current = settled(state, { files: [file('sha-a')], standby: [{ name: 'a', sha256: 'sha-a' }] });
     expect(planSteps(state, current, NOW)).toEqual([]);
-    expect(modelStatuses(state, current, NOW)[0]?.phase).toBe('ready');
+    expect(modelStatuses(state, current, NOW)[0]).toMatchObject({ phase: 'ready', loaded: false });
+    // No longer desired: forgotten.
+    const gone = desired([], 2);
+    expect(planSteps(gone, settled(gone, { appliedVersion: 2, files: [file('sha-a')], standby: [{ name: 'a', sha256: 'sha-a' }] }), NOW)).toEqual([
+      { kind: 'unload', name: 'a', sha256: 'sha-a', reason: 'not-desired', standby: true },
+    ]);
+  });
+
+  it('a model desired on disk only is ready without being loaded', () => {
+    const state = desired([model('a', { load: false })]);
+    const current = settled(state, { files: [file('sha-a')] });
+    expect(planSteps(state, current, NOW)).toEqual([]);
+    expect(modelStatuses(state, current, NOW)[0]).toMatchObject({ phase: 'ready', loaded: false });
   });
 
   it('loaded but no longer desired -> unload, and the report drops the model', () => {
@@ -104,7 +116,7 @@ describe('planSteps', () => {
     const current = actual({
       files: [file('sha-a')],
       loaded: [{ name: 'a', sha256: 'sha-a', memoryBytes: 20 * MB }],
-      reported: { a: { name: 'a', sha256: 'sha-a', phase: 'ready' } },
+      reported: { a: { name: 'a', sha256: 'sha-a', phase: 'ready', loaded: true } },
     });
     expect(reportedFor(previous, current)['a']?.phase).toBe('ready');
     const steps = planSteps(state, current, NOW);
@@ -151,7 +163,7 @@ describe('planSteps', () => {
     const current = settled(state, { diskQuotaBytes: 35 * MB, files: [file('sha-p', { pinned: true })] });
     const steps = planSteps(state, current, NOW);
     expect(steps).toHaveLength(1);
-    expect(steps[0]).toMatchObject({ kind: 'fail', stage: 'download', reason: expect.stringMatching(/disk quota exceeded/) });
+    expect(steps[0]).toMatchObject({ kind: 'fail', stage: 'download', code: 'DISK_QUOTA_EXCEEDED', reason: expect.stringMatching(/disk quota exceeded/) });
     const tooBig = desired([model('b', { sizeBytes: 40 * MB })]);
     expect(planSteps(tooBig, settled(tooBig, { diskQuotaBytes: 35 * MB }), NOW)[0]).toMatchObject({
       kind: 'fail',
@@ -164,6 +176,7 @@ describe('planSteps', () => {
     expect(planSteps(huge, settled(huge, { files: [file('sha-a')] }), NOW)[0]).toMatchObject({
       kind: 'fail',
       stage: 'load',
+      code: 'INSUFFICIENT_MEMORY',
       reason: expect.stringMatching(/budget/),
     });
     const state = desired([model('a', { memoryBytes: 60 * MB }), model('b', { memoryBytes: 60 * MB })]);
@@ -181,20 +194,20 @@ describe('planSteps', () => {
 
   it('a failure waits for its retry time, then the step is planned again', () => {
     const state = desired([model('a')]);
-    const failure = { stage: 'download' as const, reason: 'HTTP 503', attempts: 1, retryAt: NOW + 500, permanent: false };
+    const failure = { stage: 'download' as const, code: 'DOWNLOAD_FAILED' as const, reason: 'HTTP 503', attempts: 1, retryAt: NOW + 500, permanent: false };
     const current = settled(state, { failures: { [modelKey(model('a'))]: failure } });
     expect(planSteps(state, current, NOW)).toEqual([]);
-    expect(modelStatuses(state, current, NOW)[0]).toMatchObject({ phase: 'pending', reason: 'retrying after: HTTP 503' });
+    expect(modelStatuses(state, current, NOW)[0]).toMatchObject({ phase: 'pending', code: 'DOWNLOAD_FAILED', reason: 'retrying after: HTTP 503' });
     const later = { ...current, reported: reportedFor(state, { ...current }) };
     expect(kinds(planSteps(state, later, NOW + 501)).filter((kind) => kind !== 'report')).toEqual(['download:a']);
   });
 
   it('a permanent failure is reported as failed with its reason and not retried', () => {
     const state = desired([model('a')]);
-    const failure = { stage: 'verify' as const, reason: 'sha256 mismatch', attempts: 3, retryAt: 0, permanent: true };
+    const failure = { stage: 'verify' as const, code: 'CHECKSUM_MISMATCH' as const, reason: 'sha256 mismatch', attempts: 3, retryAt: 0, permanent: true };
     const current = actual({ files: [], failures: { [modelKey(model('a'))]: failure } });
     expect(planSteps(state, current, NOW)).toEqual([
-      { kind: 'report', version: 1, statuses: [{ name: 'a', sha256: 'sha-a', phase: 'failed', reason: 'sha256 mismatch' }] },
+      { kind: 'report', version: 1, statuses: [{ name: 'a', sha256: 'sha-a', phase: 'failed', code: 'CHECKSUM_MISMATCH', reason: 'sha256 mismatch' }] },
     ]);
     expect(planSteps(state, { ...current, reported: reportedFor(state, current) }, NOW)).toEqual([]);
   });
@@ -219,11 +232,11 @@ describe('planSteps', () => {
 describe('executor helpers', () => {
   it('backs off exponentially with jitter and gives up after maxAttempts', () => {
     const policy = { maxAttempts: 3, baseDelayMs: 1000, maxDelayMs: 3000 };
-    const first = nextFailure(undefined, 'download', 'HTTP 500', NOW, policy, 1);
-    expect(first).toEqual({ stage: 'download', reason: 'HTTP 500', attempts: 1, retryAt: NOW + 1000, permanent: false });
-    const second = nextFailure(first, 'download', 'HTTP 500', NOW, policy, 0);
+    const first = nextFailure(undefined, 'download', 'DOWNLOAD_FAILED', 'HTTP 500', NOW, policy, 1);
+    expect(first).toEqual({ stage: 'download', code: 'DOWNLOAD_FAILED', reason: 'HTTP 500', attempts: 1, retryAt: NOW + 1000, permanent: false });
+    const second = nextFailure(first, 'download', 'DOWNLOAD_FAILED', 'HTTP 500', NOW, policy, 0);
     expect(second.retryAt).toBe(NOW + 1000);
-    const third = nextFailure(second, 'download', 'HTTP 500', NOW, policy, 1);
+    const third = nextFailure(second, 'download', 'DOWNLOAD_FAILED', 'HTTP 500', NOW, policy, 1);
     expect(third).toMatchObject({ attempts: 3, retryAt: NOW + 3000, permanent: true, reason: 'HTTP 500 (gave up after 3 attempts)' });
   });
 
@@ -246,7 +259,7 @@ describe('executor helpers', () => {
       { kind: 'unload', name: 'a', sha256: 'x', reason: 'not-desired' },
       { kind: 'evict', sha256: 'x', bytes: 1, reason: 'r' },
       { kind: 'report', version: 1, statuses: [] },
-      { kind: 'fail', model: model('a'), stage: 'load', reason: 'r' },
+      { kind: 'fail', model: model('a'), stage: 'load', code: 'INSUFFICIENT_MEMORY', reason: 'r' },
     ];
     for (const step of steps) await runStep(step, handlers, new AbortController().signal);
     expect(seen).toEqual(['download', 'verify', 'load', 'unload', 'evict', 'report', 'fail']);

@@ -23,23 +23,31 @@ export function modelStatuses(desired: DesiredState, actual: ActualState, now: n
   return desired.models.map((model): ModelStatus => {
     const base = { name: model.name, sha256: model.sha256 };
     const failure = actual.failures[modelKey(model)];
-    if (failure?.permanent) return { ...base, phase: 'failed', reason: failure.reason };
+    if (failure?.permanent) return { ...base, phase: 'failed', code: failure.code, reason: failure.reason };
     const file = files.get(model.sha256);
     const isLoaded = actual.loaded.some((loaded) => loaded.name === model.name && loaded.sha256 === model.sha256);
-    const retrying = failure && failure.retryAt > now ? { reason: `retrying after: ${failure.reason}` } : {};
-    if (file?.state === 'verified' && (isLoaded || actual.standby.includes(model.name))) return { ...base, phase: 'ready' };
-    if (file?.state === 'verified') return { ...base, phase: 'loading', ...retrying };
+    const retrying = failure && failure.retryAt > now ? { code: failure.code, reason: `retrying after: ${failure.reason}` } : {};
+    if (file?.state === 'verified') {
+      if (isLoaded) return { ...base, phase: 'ready', loaded: true };
+      if (model.load === false || isStandby(actual, model)) return { ...base, phase: 'ready', loaded: false };
+      return { ...base, phase: 'loading', ...retrying };
+    }
     if (file?.state === 'complete') return { ...base, phase: 'verifying', ...retrying };
     if (file?.state === 'partial') {
-      const progress = model.sizeBytes ? Math.min(1, file.bytesOnDisk / model.sizeBytes) : undefined;
-      return { ...base, phase: 'downloading', ...(progress === undefined ? {} : { progress }), ...retrying };
+      const total = model.sizeBytes === undefined ? {} : { totalBytes: model.sizeBytes };
+      return { ...base, phase: 'downloading', receivedBytes: file.bytesOnDisk, ...total, ...retrying };
     }
     return { ...base, phase: 'pending', ...retrying };
   });
 }
 
+function isStandby(actual: ActualState, model: { name: string; sha256: string }): boolean {
+  return actual.standby.some((entry) => entry.name === model.name && entry.sha256 === model.sha256);
+}
+
+/** Byte counts change all the time while downloading; progress goes out separately, not as a plan change. */
 function sameStatus(a: ModelStatus | undefined, b: ModelStatus): boolean {
-  return a !== undefined && a.sha256 === b.sha256 && a.phase === b.phase && a.reason === b.reason;
+  return a !== undefined && a.sha256 === b.sha256 && a.phase === b.phase && a.reason === b.reason && a.loaded === b.loaded;
 }
 
 /**
@@ -68,6 +76,12 @@ export function planSteps(desired: DesiredState, actual: ActualState, now: numbe
     if (!wanted) steps.push({ kind: 'unload', name: loaded.name, sha256: loaded.sha256, reason: 'not-desired' });
     else if (wanted.sha256 !== loaded.sha256) steps.push({ kind: 'unload', name: loaded.name, sha256: loaded.sha256, reason: 'replaced' });
   }
+  // Idle-unloaded models are still registered for on-demand loading: forget the ones no longer desired.
+  for (const entry of actual.standby) {
+    const wanted = desiredByName.get(entry.name);
+    if (wanted?.sha256 === entry.sha256) continue;
+    steps.push({ kind: 'unload', name: entry.name, sha256: entry.sha256, reason: wanted ? 'replaced' : 'not-desired', standby: true });
+  }
   const stillLoaded = actual.loaded.filter((loaded) => desiredByName.get(loaded.name)?.sha256 === loaded.sha256);
   let memoryFree = actual.memoryBudgetBytes - stillLoaded.reduce((sum, loaded) => sum + loaded.memoryBytes, 0);
 
@@ -91,13 +105,14 @@ export function planSteps(desired: DesiredState, actual: ActualState, now: numbe
 
     if (file?.state === 'verified') {
       const isLoaded = stillLoaded.some((loaded) => loaded.name === model.name);
-      if (isLoaded || actual.standby.includes(model.name)) continue;
+      if (isLoaded || isStandby(actual, model) || model.load === false) continue;
       const memoryBytes = estimateMemory(model, file);
       if (memoryBytes > actual.memoryBudgetBytes) {
         fails.push({
           kind: 'fail',
           model,
           stage: 'load',
+          code: 'INSUFFICIENT_MEMORY',
           reason: `needs ${memoryBytes} bytes of memory, the budget is ${actual.memoryBudgetBytes}`,
         });
       } else if (memoryBytes <= memoryFree) {
@@ -115,7 +130,7 @@ export function planSteps(desired: DesiredState, actual: ActualState, now: numbe
     const have = file?.bytesOnDisk ?? 0;
     const need = Math.max(0, (model.sizeBytes ?? 0) - have);
     if (model.sizeBytes !== undefined && model.sizeBytes > actual.diskQuotaBytes) {
-      fails.push({ kind: 'fail', model, stage: 'download', reason: `needs ${model.sizeBytes} bytes of disk, the quota is ${actual.diskQuotaBytes}` });
+      fails.push({ kind: 'fail', model, stage: 'download', code: 'DISK_QUOTA_EXCEEDED', reason: `needs ${model.sizeBytes} bytes of disk, the quota is ${actual.diskQuotaBytes}` });
       continue;
     }
     // Least recently used files that are not desired, not pinned and not loaded go first.
@@ -136,6 +151,7 @@ export function planSteps(desired: DesiredState, actual: ActualState, now: numbe
         kind: 'fail',
         model,
         stage: 'download',
+        code: 'DISK_QUOTA_EXCEEDED',
         reason: `disk quota exceeded: needs ${need} more bytes, ${actual.diskQuotaBytes - diskUsed} free after evicting every unpinned unused model`,
       });
       continue;

@@ -1,3 +1,5 @@
+import type { ErrorCode } from '@flotilla/protocol';
+
 /** What the control plane wants this device to hold (already parsed from the protocol message). */
 export type DesiredModel = {
   /** Name clients use in requests, e.g. "qwen2.5-0.5b-q4". */
@@ -10,6 +12,11 @@ export type DesiredModel = {
   memoryBytes?: number;
   /** Pinned files are never evicted, even when no longer desired. */
   pinned: boolean;
+  /** Keep it loaded (true) or only on disk, loaded on demand (false). Default true. */
+  load?: boolean;
+  /** Tokens per sequence and parallel sequences for its context. */
+  contextSize?: number;
+  parallel?: number;
 };
 
 export type DesiredState = {
@@ -35,6 +42,7 @@ export type FailureStage = 'download' | 'verify' | 'load';
 
 export type ModelFailure = {
   stage: FailureStage;
+  code: ErrorCode;
   reason: string;
   attempts: number;
   /** Epoch ms before which the failed step is not retried. */
@@ -49,8 +57,13 @@ export type ModelStatus = {
   name: string;
   sha256: string;
   phase: ModelPhase;
-  /** 0..1 while downloading. */
-  progress?: number;
+  /** While downloading. */
+  receivedBytes?: number;
+  totalBytes?: number;
+  /** When ready: whether it is in memory. */
+  loaded?: boolean;
+  /** When failed (or retrying). */
+  code?: ErrorCode;
   reason?: string;
 };
 
@@ -60,7 +73,7 @@ export type ActualState = {
   files: readonly StoredFile[];
   loaded: readonly LoadedModel[];
   /** Models unloaded by the idle timer: ready, loaded again on demand, not reloaded by the planner. */
-  standby: readonly string[];
+  standby: readonly { name: string; sha256: string }[];
   /** Failures by model key (see modelKey). */
   failures: Readonly<Record<string, ModelFailure>>;
   /** Statuses last sent to the control plane by model name. */
@@ -72,11 +85,11 @@ export type ActualState = {
 export type DownloadStep = { kind: 'download'; model: DesiredModel; resumeFrom: number };
 export type VerifyStep = { kind: 'verify'; model: DesiredModel };
 export type LoadStep = { kind: 'load'; model: DesiredModel; memoryBytes: number };
-export type UnloadStep = { kind: 'unload'; name: string; sha256: string; reason: 'not-desired' | 'replaced' };
+export type UnloadStep = { kind: 'unload'; name: string; sha256: string; reason: 'not-desired' | 'replaced'; standby?: boolean };
 export type EvictStep = { kind: 'evict'; sha256: string; bytes: number; reason: string };
 export type ReportStep = { kind: 'report'; version: number; statuses: readonly ModelStatus[] };
 /** A desired model that cannot be held; recorded as a permanent failure without running anything. */
-export type FailStep = { kind: 'fail'; model: DesiredModel; stage: FailureStage; reason: string };
+export type FailStep = { kind: 'fail'; model: DesiredModel; stage: FailureStage; code: ErrorCode; reason: string };
 
 export type Step = DownloadStep | VerifyStep | LoadStep | UnloadStep | EvictStep | ReportStep | FailStep;
 export type StepKind = Step['kind'];
