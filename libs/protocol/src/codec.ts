@@ -15,8 +15,8 @@ export interface DecodeOptions {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
-function fail(code: ErrorCode, message: string, issues: ProtocolIssue[] = []): { ok: false; error: ProtocolError } {
-  return { ok: false, error: { code, message, issues: issues.length > 0 ? issues : [{ path: '', message }] } };
+function fail(code: ErrorCode, path: string, what: string, issues?: ProtocolIssue[]): { ok: false; error: ProtocolError } {
+  return { ok: false, error: { code, message: `${path}: ${what}`, issues: issues ?? [{ path, message: what }] } };
 }
 
 function formatPath(root: string, path: ReadonlyArray<PropertyKey>): string {
@@ -29,12 +29,17 @@ function formatPath(root: string, path: ReadonlyArray<PropertyKey>): string {
 }
 
 function issueText(issue: z.core.$ZodIssue): string {
-  // zod prefixes type problems with "Invalid input: "; the path already says where, keep the what.
-  const text = issue.message.replace(/^Invalid input: /, '');
-  if (issue.code === 'invalid_union' && 'discriminator' in issue && typeof issue.discriminator === 'string') {
-    return `unknown ${issue.discriminator}`;
+  // zod prefixes problems with "Invalid input: " etc.; the path already says where.
+  const text = issue.message.replace(/^(Invalid input|Invalid option|Too big|Too small): /, '');
+  const missing = 'input' in issue && issue.input === undefined;
+  if (issue.code === 'invalid_union') {
+    if (missing) return 'missing';
+    return 'discriminator' in issue && typeof issue.discriminator === 'string'
+      ? `unknown ${issue.discriminator}`
+      : 'matches none of the allowed shapes';
   }
-  if (issue.code === 'unrecognized_keys') return text;
+  if (missing && issue.code === 'invalid_type') return `missing (expected ${issue.expected})`;
+  if (missing && issue.code === 'invalid_value') return `missing (${text})`;
   return text === 'Invalid input' ? 'invalid value' : text;
 }
 
@@ -42,9 +47,9 @@ function toIssues(root: string, error: z.ZodError): ProtocolIssue[] {
   return error.issues.map((issue) => ({ path: formatPath(root, issue.path), message: issueText(issue) }));
 }
 
-function utf8Length(text: string): number {
-  // a UTF-16 code unit is at most 3 UTF-8 bytes: skip encoding when the text is clearly small enough
-  return text.length * 3 <= MAX_PAYLOAD_BYTES ? -1 : encoder.encode(text).byteLength;
+/** UTF-8 byte length, or -1 when the text is certainly within `limit` (a UTF-16 unit is at most 3 bytes). */
+function utf8Length(text: string, limit = MAX_PAYLOAD_BYTES): number {
+  return text.length * 3 <= limit ? -1 : encoder.encode(text).byteLength;
 }
 
 /**
@@ -54,16 +59,15 @@ function utf8Length(text: string): number {
 export function validate<S extends z.ZodType>(schema: S, value: unknown, label: string): DecodeResult<z.output<S>> {
   if (typeof value === 'object' && value !== null && !Array.isArray(value) && 'v' in value) {
     const v = (value as { v: unknown }).v;
-    if (v !== PROTOCOL_VERSION && (typeof v === 'number' || typeof v === 'string')) {
-      const path = formatPath(label, ['v']);
-      return fail(ErrorCode.UNSUPPORTED_VERSION, `${path}: unsupported protocol version ${JSON.stringify(v)} (expected ${PROTOCOL_VERSION})`);
+    if (typeof v === 'number' && v !== PROTOCOL_VERSION) {
+      return fail(ErrorCode.UNSUPPORTED_VERSION, formatPath(label, ['v']), `unsupported protocol version ${v} (expected ${PROTOCOL_VERSION})`);
     }
   }
-  const parsed = schema.safeParse(value);
+  const parsed = schema.safeParse(value, { reportInput: true });
   if (parsed.success) return { ok: true, value: parsed.data };
   const issues = toIssues(label, parsed.error);
   const first = issues[0] ?? { path: label, message: 'invalid value' };
-  return fail(ErrorCode.INVALID_MESSAGE, `${first.path === '' ? label : first.path}: ${first.message}`, issues);
+  return fail(ErrorCode.INVALID_MESSAGE, first.path, first.message, issues);
 }
 
 /**
@@ -78,24 +82,24 @@ export function decode<K extends TopicKind>(
   const maxBytes = options.maxBytes ?? MAX_PAYLOAD_BYTES;
   let text: string;
   if (typeof payload === 'string') {
-    const bytes = payload.length * 3 <= maxBytes ? -1 : encoder.encode(payload).byteLength;
-    if (bytes > maxBytes) return fail(ErrorCode.PAYLOAD_TOO_LARGE, `${kind}: payload is ${bytes} bytes, limit ${maxBytes}`);
+    const bytes = utf8Length(payload, maxBytes);
+    if (bytes > maxBytes) return fail(ErrorCode.PAYLOAD_TOO_LARGE, kind, `payload is ${bytes} bytes, limit ${maxBytes}`);
     text = payload;
   } else {
     if (payload.byteLength > maxBytes) {
-      return fail(ErrorCode.PAYLOAD_TOO_LARGE, `${kind}: payload is ${payload.byteLength} bytes, limit ${maxBytes}`);
+      return fail(ErrorCode.PAYLOAD_TOO_LARGE, kind, `payload is ${payload.byteLength} bytes, limit ${maxBytes}`);
     }
     try {
       text = decoder.decode(payload);
     } catch {
-      return fail(ErrorCode.MALFORMED_JSON, `${kind}: payload is not valid UTF-8`);
+      return fail(ErrorCode.MALFORMED_JSON, kind, 'payload is not valid UTF-8');
     }
   }
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (err) {
-    return fail(ErrorCode.MALFORMED_JSON, `${kind}: malformed JSON: ${err instanceof Error ? err.message : String(err)}`);
+    return fail(ErrorCode.MALFORMED_JSON, kind, `malformed JSON: ${err instanceof Error ? err.message : String(err)}`);
   }
   return validate(TOPIC_SPECS[kind].schema, json, kind) as DecodeResult<MessageOf<K>>;
 }
@@ -122,11 +126,7 @@ export function encode<K extends TopicKind>(kind: K, value: MessageOf<K>): strin
   const payload = JSON.stringify(checked.value);
   const bytes = utf8Length(payload);
   if (bytes > MAX_PAYLOAD_BYTES) {
-    throw new ProtocolValidationError({
-      code: ErrorCode.PAYLOAD_TOO_LARGE,
-      message: `${kind}: payload is ${bytes} bytes, limit ${MAX_PAYLOAD_BYTES}`,
-      issues: [{ path: kind, message: `payload is ${bytes} bytes, limit ${MAX_PAYLOAD_BYTES}` }],
-    });
+    throw new ProtocolValidationError(fail(ErrorCode.PAYLOAD_TOO_LARGE, kind, `payload is ${bytes} bytes, limit ${MAX_PAYLOAD_BYTES}`).error);
   }
   return payload;
 }
