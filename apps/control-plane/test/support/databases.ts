@@ -1,0 +1,147 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { describe } from 'vitest';
+import { openDatabase, type Database, type OpenDatabaseOptions } from '../../src/database/index.js';
+
+/**
+ * Test databases on every backend the control plane supports: embedded PGlite always, PostgreSQL when
+ * FLOTILLA_TEST_DATABASE_URL names a server whose user may create databases. Each test database is isolated
+ * (its own temporary folder, its own freshly created PostgreSQL database) and removed by `dispose()`.
+ *
+ *   describeBackends('devices', (backend) => {
+ *     let db: TestDatabase;
+ *     beforeAll(async () => { db = await openTestDatabase(backend); });
+ *     afterAll(() => db.dispose());
+ *     it('...', async () => { await db.database.prisma.device.count(); });
+ *   });
+ */
+export type TestBackend = 'pglite' | 'postgres';
+
+export const POSTGRES_TEST_URL_VARIABLE = 'FLOTILLA_TEST_DATABASE_URL';
+
+export function postgresTestUrl(): string | undefined {
+  const url = process.env[POSTGRES_TEST_URL_VARIABLE]?.trim();
+  return url ? url : undefined;
+}
+
+/** Why the PostgreSQL suites do not run here, or undefined when they do. */
+export function postgresNotRunReason(): string | undefined {
+  return postgresTestUrl()
+    ? undefined
+    : `PostgreSQL suite not run: ${POSTGRES_TEST_URL_VARIABLE} is not set ` +
+        `(e.g. ${POSTGRES_TEST_URL_VARIABLE}=postgresql://postgres@127.0.0.1:5432/postgres)`;
+}
+
+/** The backends tests can run on in this environment. */
+export function testBackends(): TestBackend[] {
+  return postgresTestUrl() ? ['pglite', 'postgres'] : ['pglite'];
+}
+
+let explained = false;
+
+/**
+ * `describe(title [backend])` once per backend. Without FLOTILLA_TEST_DATABASE_URL the PostgreSQL block is
+ * registered as skipped, its title and a console line saying why, so a green run never hides that it did not run.
+ */
+export function describeBackends(title: string, body: (backend: TestBackend) => void): void {
+  describe(`${title} [pglite]`, () => body('pglite'));
+  const reason = postgresNotRunReason();
+  if (reason === undefined) {
+    describe(`${title} [postgres]`, () => body('postgres'));
+    return;
+  }
+  if (!explained) {
+    explained = true;
+    console.warn(reason);
+  }
+  describe.skip(`${title} [postgres] -- ${reason}`, () => body('postgres'));
+}
+
+export interface IsolatedDatabase {
+  backend: TestBackend;
+  /** a fresh temporary data directory (PGlite puts its files in `<dataDir>/db`) */
+  dataDir: string;
+  /** the fresh PostgreSQL database's URL; undefined for PGlite */
+  databaseUrl: string | undefined;
+  /** what to pass to openDatabase (add migrationsDir/logger as needed) */
+  options: OpenDatabaseOptions;
+  /** removes the folder and drops the PostgreSQL database */
+  dispose(): Promise<void>;
+}
+
+/** An empty database of the given backend, nothing migrated yet. */
+export async function createIsolatedDatabase(backend: TestBackend): Promise<IsolatedDatabase> {
+  const dataDir = await mkdtemp(join(tmpdir(), `flotilla-test-${backend}-`));
+  if (backend === 'pglite') {
+    return {
+      backend,
+      dataDir,
+      databaseUrl: undefined,
+      options: { dataDir },
+      dispose: () => rm(dataDir, { recursive: true, force: true }),
+    };
+  }
+  const adminUrl = postgresTestUrl();
+  if (!adminUrl) {
+    await rm(dataDir, { recursive: true, force: true });
+    throw new Error(postgresNotRunReason());
+  }
+  const name = `flotilla_test_${randomBytes(6).toString('hex')}`;
+  await withAdminClient(adminUrl, (client) => client.query(`CREATE DATABASE "${name}"`));
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  const databaseUrl = url.toString();
+  return {
+    backend,
+    dataDir,
+    databaseUrl,
+    options: { dataDir, databaseUrl },
+    async dispose() {
+      await withAdminClient(adminUrl, (client) => client.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`));
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface TestDatabase {
+  database: Database;
+  isolated: IsolatedDatabase;
+  /** closes the database, then removes it */
+  dispose(): Promise<void>;
+}
+
+/** An isolated, migrated database with its Prisma client: `await openTestDatabase(backend)`. */
+export async function openTestDatabase(
+  backend: TestBackend,
+  options: Partial<Omit<OpenDatabaseOptions, 'dataDir' | 'databaseUrl'>> = {},
+): Promise<TestDatabase> {
+  const isolated = await createIsolatedDatabase(backend);
+  let database: Database;
+  try {
+    database = await openDatabase({ ...isolated.options, ...options });
+  } catch (error) {
+    await isolated.dispose();
+    throw error;
+  }
+  return {
+    database,
+    isolated,
+    async dispose() {
+      await database.close();
+      await isolated.dispose();
+    },
+  };
+}
+
+async function withAdminClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
