@@ -1,0 +1,65 @@
+import type { ChatMessage, ErrorCode, FinishReason, GpuInfo, ResponseFormat, RuntimeInfo, Tool, ToolChoice } from '@flotilla/protocol';
+
+/** One chat completion, in OpenAI terms (the protocol's request minus routing fields). */
+export type GenerateRequest = {
+  messages: readonly ChatMessage[];
+  tools?: readonly Tool[];
+  toolChoice?: ToolChoice;
+  responseFormat?: ResponseFormat;
+  maxTokens?: number;
+  temperature?: number;
+  topP?: number;
+  seed?: number;
+  stop?: readonly string[];
+  /** Assistant text already delivered elsewhere: generation continues after it. */
+  continuation?: string;
+};
+
+export type GenerateHooks = {
+  signal: AbortSignal;
+  /** Called with each piece of visible text as it is generated. */
+  onTextDelta?: (text: string) => void;
+};
+
+export type GeneratedToolCall = { name: string; arguments: string };
+
+export type GenerateOutput = {
+  /** New text (without the continuation); null when the answer is only tool calls. */
+  content: string | null;
+  toolCalls: GeneratedToolCall[];
+  finishReason: FinishReason;
+  promptTokens: number;
+  completionTokens: number;
+};
+
+export type LoadModelOptions = { path: string; contextSize: number; parallel: number };
+
+/** A loaded model with one context of `parallel` sequences; `generate` takes a free sequence. */
+export interface EngineModel {
+  readonly memoryBytes: number;
+  readonly contextSize: number;
+  readonly parallel: number;
+  generate(request: GenerateRequest, hooks: GenerateHooks): Promise<GenerateOutput>;
+  dispose(): Promise<void>;
+}
+
+/** What the runtime needs from an inference library; node-llama-cpp is the built-in one. */
+export interface InferenceEngine {
+  readonly runtimeInfo: RuntimeInfo;
+  /** Estimated memory for a model file with the given context, before loading it. */
+  estimateMemory(options: LoadModelOptions): Promise<number>;
+  loadModel(options: LoadModelOptions): Promise<EngineModel>;
+  gpus(): Promise<GpuInfo[]>;
+  dispose(): Promise<void>;
+}
+
+/** An inference failure with the protocol error code clients and the gateway act on. */
+export class InferenceFailure extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'InferenceFailure';
+  }
+}

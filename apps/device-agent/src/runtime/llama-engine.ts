@@ -1,0 +1,350 @@
+import type { ChatMessage, GpuInfo, RuntimeInfo, Tool } from '@flotilla/protocol';
+import {
+  getLlama,
+  getModuleVersion,
+  GgufInsights,
+  LlamaChat,
+  LlamaJsonSchemaValidationError,
+  LlamaLogLevel,
+  readGgufFileInfo,
+  type ChatHistoryItem,
+  type ChatModelFunctionCall,
+  type ChatModelFunctions,
+  type GbnfJsonSchema,
+  type Llama,
+  type LlamaChatResponse,
+  type LlamaContext,
+  type LlamaGrammar,
+  type LlamaModel,
+} from 'node-llama-cpp';
+import type { Logger } from '../logger.js';
+import {
+  InferenceFailure,
+  type EngineModel,
+  type GenerateHooks,
+  type GenerateOutput,
+  type GenerateRequest,
+  type GeneratedToolCall,
+  type InferenceEngine,
+  type LoadModelOptions,
+} from './engine.js';
+
+export type LlamaEngineOptions = {
+  /** false: CPU only; 'auto': let node-llama-cpp pick CUDA/Vulkan/Metal when present. */
+  gpu: false | 'auto';
+  /** Threads for generation; 1 on small boxes (more is much slower on 2 vCPUs, see FACTS). */
+  threads: number;
+  logger: Logger;
+};
+
+const LLAMA_LOG_LINES = 20;
+/** Template tokens per message that tokenizing the contents alone does not count. */
+const TEMPLATE_TOKENS_PER_MESSAGE = 8;
+
+/** The built-in engine: node-llama-cpp in process, prebuilt binaries only (`build: 'never'`). */
+export class LlamaEngine implements InferenceEngine {
+  private constructor(
+    private readonly llama: Llama,
+    readonly runtimeInfo: RuntimeInfo,
+    private readonly options: LlamaEngineOptions,
+    private readonly recentLogs: string[],
+  ) {}
+
+  static async create(options: LlamaEngineOptions): Promise<LlamaEngine> {
+    const recentLogs: string[] = [];
+    const log = options.logger.child({ component: 'llama.cpp' });
+    const llama = await getLlama({
+      gpu: options.gpu,
+      build: 'never',
+      maxThreads: options.threads,
+      logLevel: LlamaLogLevel.warn,
+      // llama.cpp's own lines carry the real reason behind "Failed to load model" (FACTS).
+      logger: (level, message) => {
+        const line = message.trim();
+        if (line === '') return;
+        recentLogs.push(line);
+        if (recentLogs.length > LLAMA_LOG_LINES) recentLogs.shift();
+        if (level === LlamaLogLevel.error || level === LlamaLogLevel.fatal) log.error(line);
+        else log.debug(line);
+      },
+    });
+    const version = await getModuleVersion();
+    const gpuBackend = llama.gpu === false ? 'cpu' : llama.gpu;
+    return new LlamaEngine(llama, { name: 'node-llama-cpp', version, gpuBackend }, options, recentLogs);
+  }
+
+  async estimateMemory(options: LoadModelOptions): Promise<number> {
+    const info = await readGgufFileInfo(options.path);
+    const insights = await GgufInsights.from(info, this.llama);
+    const model = await insights.estimateModelResourceRequirementsV2({ gpuLayers: 0 });
+    const context = await insights.estimateContextResourceRequirementsV2({
+      contextSize: options.contextSize,
+      sequences: options.parallel,
+      modelGpuLayers: 0,
+    });
+    return model.cpuRam + model.gpuVram + context.cpuRam + context.gpuVram;
+  }
+
+  async loadModel(options: LoadModelOptions): Promise<EngineModel> {
+    this.recentLogs.length = 0;
+    let model: LlamaModel;
+    try {
+      model = await this.llama.loadModel({ modelPath: options.path });
+    } catch (error) {
+      throw new InferenceFailure('MODEL_LOAD_FAILED', this.withLogs(error));
+    }
+    try {
+      const context = await model.createContext({ contextSize: options.contextSize, sequences: options.parallel, threads: this.options.threads });
+      const memoryBytes = await this.estimateMemory(options).catch(() => model.size);
+      return new LlamaEngineModel(this.llama, model, context, options, memoryBytes);
+    } catch (error) {
+      await model.dispose();
+      const message = this.withLogs(error);
+      throw new InferenceFailure(/memory|alloc/i.test(message) ? 'INSUFFICIENT_MEMORY' : 'MODEL_LOAD_FAILED', message);
+    }
+  }
+
+  async gpus(): Promise<GpuInfo[]> {
+    if (this.llama.gpu === false) return [];
+    const [names, vram] = await Promise.all([this.llama.getGpuDeviceNames(), this.llama.getVramState()]);
+    return [{ name: names.join(', ').slice(0, 256) || String(this.llama.gpu), vendor: this.llama.gpu, vramBytes: vram.total, vramFreeBytes: vram.free }];
+  }
+
+  async dispose(): Promise<void> {
+    await this.llama.dispose();
+  }
+
+  private withLogs(error: unknown): string {
+    const message = error instanceof Error ? error.message : String(error);
+    const details = this.recentLogs.filter((line) => !message.includes(line)).slice(-3);
+    return details.length > 0 ? `${message}: ${details.join(' | ')}` : message;
+  }
+}
+
+class LlamaEngineModel implements EngineModel {
+  readonly contextSize: number;
+  readonly parallel: number;
+
+  constructor(
+    private readonly llama: Llama,
+    private readonly model: LlamaModel,
+    private readonly context: LlamaContext,
+    options: LoadModelOptions,
+    readonly memoryBytes: number,
+  ) {
+    this.contextSize = options.contextSize;
+    this.parallel = options.parallel;
+  }
+
+  async generate(request: GenerateRequest, hooks: GenerateHooks): Promise<GenerateOutput> {
+    const promptEstimate = this.estimatePromptTokens(request);
+    if (promptEstimate >= this.contextSize) {
+      throw new InferenceFailure('CONTEXT_LENGTH_EXCEEDED', `the prompt is about ${promptEstimate} tokens, the context holds ${this.contextSize}`);
+    }
+    // Stop at the context's end with finish reason "length" instead of letting context shift drop the prompt.
+    const room = this.contextSize - promptEstimate;
+    const maxTokens = Math.max(1, Math.min(request.maxTokens ?? room, room));
+    const plan = await this.planOutput(request);
+
+    let sequence;
+    try {
+      sequence = this.context.getSequence();
+    } catch (error) {
+      throw new InferenceFailure('QUEUE_FULL', `no free sequence: ${error instanceof Error ? error.message : String(error)}`);
+    }
+    const chat = new LlamaChat({ contextSequence: sequence, autoDisposeSequence: true });
+    try {
+      const extraSystem = plan.kind === 'forced-tool' ? plan.extraSystem : undefined;
+      const history = toHistory(extraSystem ? [{ role: 'system', content: extraSystem }, ...request.messages] : request.messages, request.continuation);
+      const common = {
+        signal: hooks.signal,
+        stopOnAbortSignal: false,
+        maxTokens,
+        ...(request.temperature === undefined ? {} : { temperature: request.temperature }),
+        ...(request.topP === undefined ? {} : { topP: request.topP }),
+        ...(request.seed === undefined ? {} : { seed: request.seed }),
+        ...(request.stop && request.stop.length > 0 ? { customStopTriggers: [...request.stop] } : {}),
+        // Forced tool calls are JSON meant for the tool_calls field, not text to stream.
+        ...(hooks.onTextDelta && plan.kind !== 'forced-tool' ? { onTextChunk: hooks.onTextDelta } : {}),
+      };
+      let response: LlamaChatResponse<ChatModelFunctions>;
+      if (plan.kind === 'functions') response = await chat.generateResponse(history, { ...common, functions: plan.functions });
+      else response = await chat.generateResponse(history, { ...common, ...(plan.grammar ? { grammar: plan.grammar } : {}) });
+
+      const meter = sequence.tokenMeter.getState();
+      const usage = { promptTokens: meter.usedInputTokens, completionTokens: meter.usedOutputTokens };
+      const stopReason = response.metadata.stopReason;
+      const truncated = stopReason === 'maxTokens';
+
+      if (plan.kind === 'forced-tool') {
+        if (truncated) throw new InferenceFailure('GENERATION_FAILED', `the tool call was cut off after ${maxTokens} tokens (raise max_tokens)`);
+        const parsed = parseJson(plan.grammar, response.response);
+        const call: GeneratedToolCall = plan.single
+          ? { name: plan.single, arguments: JSON.stringify(parsed) }
+          : toolCallFromEnvelope(parsed);
+        return { content: null, toolCalls: [call], finishReason: 'tool_calls', ...usage };
+      }
+      if (plan.kind === 'functions' && response.functionCalls && response.functionCalls.length > 0) {
+        const toolCalls = response.functionCalls.map((call) => ({ name: call.functionName, arguments: JSON.stringify(call.params ?? {}) }));
+        return { content: response.response === '' ? null : response.response, toolCalls, finishReason: 'tool_calls', ...usage };
+      }
+      if (plan.kind === 'grammar' && plan.grammar && !truncated) parseJson(plan.grammar, response.response);
+      return { content: response.response, toolCalls: [], finishReason: truncated ? 'length' : 'stop', ...usage };
+    } catch (error) {
+      if (error instanceof InferenceFailure) throw error;
+      if (hooks.signal.aborted) throw new InferenceFailure('CANCELLED', 'generation stopped');
+      const message = error instanceof Error ? error.message : String(error);
+      if (/context (size|shift)|fit the context|too long/i.test(message)) throw new InferenceFailure('CONTEXT_LENGTH_EXCEEDED', message);
+      throw new InferenceFailure('GENERATION_FAILED', message);
+    } finally {
+      chat.dispose();
+    }
+  }
+
+  async dispose(): Promise<void> {
+    await this.context.dispose();
+    await this.model.dispose();
+  }
+
+  private estimatePromptTokens(request: GenerateRequest): number {
+    let tokens = 0;
+    for (const message of request.messages) {
+      const text = message.content ?? '';
+      tokens += this.model.tokenize(text).length + TEMPLATE_TOKENS_PER_MESSAGE;
+      if (message.role === 'assistant') {
+        for (const call of message.tool_calls ?? []) tokens += this.model.tokenize(call.function.arguments).length + TEMPLATE_TOKENS_PER_MESSAGE;
+      }
+    }
+    if (request.tools) tokens += this.model.tokenize(JSON.stringify(request.tools)).length;
+    if (request.continuation) tokens += this.model.tokenize(request.continuation).length;
+    return tokens;
+  }
+
+  /** Decides how tools and response_format are honoured: native function calling, or a JSON grammar. */
+  private async planOutput(request: GenerateRequest): Promise<OutputPlan> {
+    const tools = request.tools ?? [];
+    const choice = request.toolChoice ?? (tools.length > 0 ? 'auto' : 'none');
+    if (tools.length > 0 && choice !== 'none') {
+      if (typeof choice === 'object') {
+        const tool = tools.find((candidate) => candidate.function.name === choice.function.name);
+        if (!tool) throw new InferenceFailure('INVALID_REQUEST', `tool_choice names ${choice.function.name}, which is not in tools`);
+        return {
+          kind: 'forced-tool',
+          single: tool.function.name,
+          grammar: await this.grammarFor(tool.function.parameters ?? { type: 'object' }, `tools.${tool.function.name}.parameters`),
+          extraSystem: `Call the function ${describeTool(tool)}. Answer with its arguments as a JSON object.`,
+        };
+      }
+      if (choice === 'required') {
+        const envelope = {
+          oneOf: tools.map((tool) => ({
+            type: 'object',
+            properties: { name: { const: tool.function.name }, arguments: tool.function.parameters ?? { type: 'object' } },
+            required: ['name', 'arguments'],
+          })),
+        };
+        return {
+          kind: 'forced-tool',
+          grammar: await this.grammarFor(envelope, 'tools'),
+          extraSystem: `Call one of these functions and answer with {"name": ..., "arguments": {...}}:\n${tools.map(describeTool).join('\n')}`,
+        };
+      }
+      const functions: ChatModelFunctions = Object.fromEntries(
+        tools.map((tool) => [
+          tool.function.name,
+          {
+            ...(tool.function.description ? { description: tool.function.description } : {}),
+            ...(tool.function.parameters ? { params: tool.function.parameters as GbnfJsonSchema } : {}),
+          },
+        ]),
+      );
+      return { kind: 'functions', functions };
+    }
+    const format = request.responseFormat;
+    if (format?.type === 'json_schema') {
+      return { kind: 'grammar', grammar: await this.grammarFor(format.json_schema.schema, 'response_format.json_schema.schema') };
+    }
+    if (format?.type === 'json_object') return { kind: 'grammar', grammar: await this.llama.getGrammarFor('json') };
+    return { kind: 'grammar' };
+  }
+
+  private async grammarFor(schema: unknown, where: string): Promise<LlamaGrammar> {
+    try {
+      // The request's schema is checked by llama.cpp's converter here; unsupported parts are reported, not guessed.
+      return await this.llama.createGrammarForJsonSchema(schema as Parameters<Llama['createGrammarForJsonSchema']>[0]);
+    } catch (error) {
+      throw new InferenceFailure('INVALID_REQUEST', `${where}: unsupported JSON schema: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+}
+
+type OutputPlan =
+  | { kind: 'grammar'; grammar?: LlamaGrammar }
+  | { kind: 'functions'; functions: ChatModelFunctions }
+  | { kind: 'forced-tool'; grammar: LlamaGrammar; single?: string; extraSystem: string };
+
+function describeTool(tool: Tool): string {
+  const params = tool.function.parameters ? ` with parameters ${JSON.stringify(tool.function.parameters)}` : '';
+  return `${tool.function.name}${tool.function.description ? ` (${tool.function.description})` : ''}${params}`;
+}
+
+/** Grammars always yield parseable JSON, but not always schema-valid JSON (FACTS): check again. */
+function parseJson(grammar: LlamaGrammar | undefined, text: string): unknown {
+  try {
+    if (grammar && 'parse' in grammar && typeof grammar.parse === 'function') return (grammar.parse as (text: string) => unknown)(text);
+    return JSON.parse(text) as unknown;
+  } catch (error) {
+    const detail = error instanceof LlamaJsonSchemaValidationError || error instanceof Error ? error.message : String(error);
+    throw new InferenceFailure('GENERATION_FAILED', `the model's output does not satisfy the JSON schema: ${detail}`);
+  }
+}
+
+function toolCallFromEnvelope(value: unknown): GeneratedToolCall {
+  if (typeof value === 'object' && value !== null && 'name' in value && typeof value.name === 'string') {
+    const args = 'arguments' in value ? value.arguments : {};
+    return { name: value.name, arguments: JSON.stringify(args ?? {}) };
+  }
+  throw new InferenceFailure('GENERATION_FAILED', 'the model did not produce a tool call');
+}
+
+function parseArguments(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
+}
+
+/** OpenAI messages -> node-llama-cpp chat history; tool results attach to the call they answer. */
+export function toHistory(messages: readonly ChatMessage[], continuation?: string): ChatHistoryItem[] {
+  const history: ChatHistoryItem[] = [];
+  const calls = new Map<string, ChatModelFunctionCall>();
+  for (const message of messages) {
+    switch (message.role) {
+      case 'system':
+        history.push({ type: 'system', text: message.content });
+        break;
+      case 'user':
+        history.push({ type: 'user', text: message.content });
+        break;
+      case 'assistant': {
+        const response: (string | ChatModelFunctionCall)[] = message.content ? [message.content] : [];
+        for (const toolCall of message.tool_calls ?? []) {
+          const call: ChatModelFunctionCall = { type: 'functionCall', name: toolCall.function.name, params: parseArguments(toolCall.function.arguments), result: '' };
+          calls.set(toolCall.id, call);
+          response.push(call);
+        }
+        history.push({ type: 'model', response });
+        break;
+      }
+      case 'tool': {
+        const call = calls.get(message.tool_call_id);
+        if (call) call.result = message.content;
+        else history.push({ type: 'user', text: `Result of tool call ${message.tool_call_id}: ${message.content}` });
+        break;
+      }
+    }
+  }
+  history.push({ type: 'model', response: continuation ? [continuation] : [] });
+  return history;
+}

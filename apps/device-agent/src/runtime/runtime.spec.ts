@@ -1,0 +1,246 @@
+import type { ChatMessage } from '@flotilla/protocol';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestEngine, tinyModel, type TinyModel } from '../../test/support/engine.js';
+import { testLogger } from '../../test/support/silent-logger.js';
+import { InferenceFailure } from './engine.js';
+import type { LlamaEngine } from './llama-engine.js';
+import { Runtime, type RuntimeLimits } from './runtime.js';
+
+let engine: LlamaEngine;
+let tiny: TinyModel;
+const runtimes: Runtime[] = [];
+
+beforeAll(async () => {
+  [engine, tiny] = await Promise.all([createTestEngine(), tinyModel()]);
+});
+afterAll(async () => {
+  for (const runtime of runtimes) await runtime.dispose();
+  await engine.dispose();
+});
+
+function newRuntime(limits: Partial<RuntimeLimits> = {}, contextSize = 1024): Runtime {
+  const runtime = new Runtime({
+    engine,
+    logger: testLogger(),
+    memoryBudgetBytes: 1024 ** 3,
+    maxParallelRequests: 2,
+    maxQueuedRequests: 10,
+    idleUnloadMs: 0,
+    defaultContextSize: contextSize,
+    defaultParallel: 2,
+    ...limits,
+  });
+  runtime.register({ name: 'tiny', sha256: tiny.sha256, path: tiny.path });
+  runtimes.push(runtime);
+  return runtime;
+}
+
+const hello: ChatMessage[] = [
+  { role: 'system', content: 'Be brief.' },
+  { role: 'user', content: 'Say hello.' },
+];
+
+async function failureOf(promise: Promise<unknown>): Promise<InferenceFailure> {
+  const error = await promise.then(
+    () => undefined,
+    (caught: unknown) => caught,
+  );
+  if (!(error instanceof InferenceFailure)) throw new Error(`expected an InferenceFailure, got ${String(error)}`);
+  return error;
+}
+
+describe('Runtime on the generated tiny model', () => {
+  it('loads on demand, streams text and reports usage', async () => {
+    const runtime = newRuntime();
+    const deltas: string[] = [];
+    const result = await runtime.submit({
+      requestId: 'r1',
+      model: 'tiny',
+      priority: 5,
+      request: { messages: hello, maxTokens: 16, temperature: 0, seed: 1 },
+      onTextDelta: (text) => deltas.push(text),
+    });
+    expect(result.finishReason).toBe('length');
+    expect(result.completionTokens).toBe(16);
+    expect(result.promptTokens).toBeGreaterThan(5);
+    expect(deltas.length).toBeGreaterThan(1);
+    expect(deltas.join('')).toBe(result.content);
+    expect(result.ttftMs).toBeGreaterThanOrEqual(0);
+    expect(runtime.loadedModels()).toMatchObject([{ name: 'tiny', contextSize: 1024, parallel: 2, activeRequests: 0 }]);
+    const window = runtime.takeWindow();
+    expect(window).toMatchObject({ completedRequests: 1, generatedTokens: 16 });
+    expect(window.tokensPerSecond).toBeGreaterThan(0);
+  });
+
+  it('constrains output to a JSON schema (response_format)', async () => {
+    const runtime = newRuntime();
+    const schema = { type: 'object', properties: { answer: { enum: ['yes', 'no'] }, confidence: { type: 'number' } }, required: ['answer', 'confidence'] };
+    const result = await runtime.submit({
+      requestId: 'json',
+      model: 'tiny',
+      priority: 5,
+      request: { messages: hello, maxTokens: 200, temperature: 0, responseFormat: { type: 'json_schema', json_schema: { name: 'verdict', schema } } },
+    });
+    expect(result.finishReason).toBe('stop');
+    const parsed = JSON.parse(result.content ?? '') as { answer: string; confidence: number };
+    expect(['yes', 'no']).toContain(parsed.answer);
+    expect(typeof parsed.confidence).toBe('number');
+  });
+
+  it('answers with a tool call when tool_choice forces one, also among several tools', async () => {
+    const runtime = newRuntime();
+    const tools = [
+      {
+        type: 'function' as const,
+        function: {
+          name: 'get_weather',
+          description: 'Weather for a city',
+          parameters: { type: 'object', properties: { city: { enum: ['Berlin', 'Paris'] }, days: { type: 'integer' } }, required: ['city', 'days'] },
+        },
+      },
+      { type: 'function' as const, function: { name: 'get_time', parameters: { type: 'object', properties: { zone: { const: 'UTC' } }, required: ['zone'] } } },
+    ];
+    const forced = await runtime.submit({
+      requestId: 'tool1',
+      model: 'tiny',
+      priority: 5,
+      request: { messages: hello, tools, toolChoice: { type: 'function', function: { name: 'get_weather' } }, maxTokens: 100, temperature: 0 },
+    });
+    expect(forced.finishReason).toBe('tool_calls');
+    expect(forced.content).toBeNull();
+    expect(forced.toolCalls).toHaveLength(1);
+    expect(forced.toolCalls[0]?.name).toBe('get_weather');
+    expect(['Berlin', 'Paris']).toContain((JSON.parse(forced.toolCalls[0]?.arguments ?? '') as { city: string }).city);
+
+    const required = await runtime.submit({
+      requestId: 'tool2',
+      model: 'tiny',
+      priority: 5,
+      request: { messages: hello, tools, toolChoice: 'required', maxTokens: 100, temperature: 0 },
+    });
+    expect(required.finishReason).toBe('tool_calls');
+    expect(['get_weather', 'get_time']).toContain(required.toolCalls[0]?.name);
+
+    const unknown = runtime.submit({
+      requestId: 'tool3',
+      model: 'tiny',
+      priority: 5,
+      request: { messages: hello, tools, toolChoice: { type: 'function', function: { name: 'nope' } } },
+    });
+    expect((await failureOf(unknown)).code).toBe('INVALID_REQUEST');
+  });
+
+  it('takes a conversation with earlier tool calls and results', async () => {
+    const runtime = newRuntime();
+    const result = await runtime.submit({
+      requestId: 'history',
+      model: 'tiny',
+      priority: 5,
+      request: {
+        messages: [
+          { role: 'user', content: 'weather?' },
+          { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }] },
+          { role: 'tool', tool_call_id: 'c1', content: '{"temp":21}' },
+        ],
+        tools: [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }],
+        toolChoice: 'none',
+        maxTokens: 8,
+      },
+    });
+    expect(result.completionTokens).toBe(8);
+  });
+
+  it('cancels a running generation within a second and frees the slot', async () => {
+    const runtime = newRuntime({ maxParallelRequests: 1 }, 4096);
+    let cancelledAt = 0;
+    const long = runtime.submit({
+      requestId: 'long',
+      model: 'tiny',
+      priority: 5,
+      request: { messages: hello, temperature: 0 },
+      onTextDelta: () => {
+        if (cancelledAt === 0) {
+          cancelledAt = Date.now();
+          runtime.cancel('long');
+        }
+      },
+    });
+    const next = runtime.submit({ requestId: 'next', model: 'tiny', priority: 5, request: { messages: hello, maxTokens: 4 } });
+    const failure = await failureOf(long);
+    expect(failure.code).toBe('CANCELLED');
+    expect(Date.now() - cancelledAt).toBeLessThan(1000);
+    expect((await next).completionTokens).toBe(4);
+    expect(runtime.counts()).toEqual({ active: 0, queued: 0 });
+  });
+
+  it('bounds the queue, runs higher priority first and expires queued jobs at their deadline', async () => {
+    const runtime = newRuntime({ maxParallelRequests: 1, maxQueuedRequests: 2 }, 4096);
+    await runtime.load('tiny');
+    const order: string[] = [];
+    const blocker = runtime.submit({ requestId: 'blocker', model: 'tiny', priority: 5, request: { messages: hello, maxTokens: 400 } });
+    const low = runtime.submit({ requestId: 'low', model: 'tiny', priority: 1, request: { messages: hello, maxTokens: 2 } }).then(() => order.push('low'));
+    const high = runtime.submit({ requestId: 'high', model: 'tiny', priority: 9, request: { messages: hello, maxTokens: 2 } }).then(() => order.push('high'));
+    expect((await failureOf(runtime.submit({ requestId: 'third', model: 'tiny', priority: 9, request: { messages: hello } }))).code).toBe('QUEUE_FULL');
+    await Promise.all([blocker, low, high]);
+    expect(order).toEqual(['high', 'low']);
+
+    const blocker2 = runtime.submit({ requestId: 'blocker2', model: 'tiny', priority: 5, request: { messages: hello, maxTokens: 1500 } });
+    const late = runtime.submit({ requestId: 'late', model: 'tiny', priority: 5, deadline: Date.now() + 50, request: { messages: hello } });
+    expect((await failureOf(late)).code).toBe('DEADLINE_EXCEEDED');
+    runtime.cancel('blocker2');
+    expect((await failureOf(blocker2)).code).toBe('CANCELLED');
+  });
+
+  it('maps an oversized prompt to CONTEXT_LENGTH_EXCEEDED and unknown models to MODEL_NOT_FOUND', async () => {
+    const runtime = newRuntime({}, 256);
+    const long = 'word '.repeat(600);
+    const failure = await failureOf(runtime.submit({ requestId: 'big', model: 'tiny', priority: 5, request: { messages: [{ role: 'user', content: long }] } }));
+    expect(failure.code).toBe('CONTEXT_LENGTH_EXCEEDED');
+    expect(failure.message).toMatch(/context holds 256/);
+    expect((await failureOf(runtime.submit({ requestId: 'x', model: 'ghost', priority: 5, request: { messages: hello } }))).code).toBe('MODEL_NOT_FOUND');
+  });
+
+  it('refuses a model larger than the memory budget', async () => {
+    const runtime = newRuntime({ memoryBudgetBytes: 1000 });
+    const failure = await failureOf(runtime.submit({ requestId: 'm', model: 'tiny', priority: 5, request: { messages: hello, maxTokens: 1 } }));
+    expect(failure.code).toBe('INSUFFICIENT_MEMORY');
+  });
+
+  it('unloads a model after the idle time and loads it again on the next request', async () => {
+    let changes = 0;
+    const runtime = new Runtime({
+      engine,
+      logger: testLogger(),
+      memoryBudgetBytes: 1024 ** 3,
+      maxParallelRequests: 1,
+      maxQueuedRequests: 10,
+      idleUnloadMs: 300,
+      defaultContextSize: 512,
+      defaultParallel: 1,
+      onModelsChanged: () => changes++,
+    });
+    runtimes.push(runtime);
+    runtime.register({ name: 'tiny', sha256: tiny.sha256, path: tiny.path });
+    await runtime.submit({ requestId: 'a', model: 'tiny', priority: 5, request: { messages: hello, maxTokens: 2 } });
+    expect(runtime.loadedModels()).toHaveLength(1);
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    expect(runtime.loadedModels()).toHaveLength(0);
+    expect(runtime.standby()).toEqual([{ name: 'tiny', sha256: tiny.sha256 }]);
+    await runtime.submit({ requestId: 'b', model: 'tiny', priority: 5, request: { messages: hello, maxTokens: 2 } });
+    expect(runtime.loadedModels()).toHaveLength(1);
+    expect(runtime.standby()).toEqual([]);
+    expect(changes).toBeGreaterThanOrEqual(3);
+  });
+
+  it('drains: refuses new jobs and cancels what outlives the grace period', async () => {
+    const runtime = newRuntime({ maxParallelRequests: 1 }, 4096);
+    await runtime.load('tiny');
+    const running = failureOf(runtime.submit({ requestId: 'd1', model: 'tiny', priority: 5, request: { messages: hello } }));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const started = Date.now();
+    await runtime.drain(200);
+    expect(Date.now() - started).toBeLessThan(1500);
+    expect((await running).code).toBe('DEVICE_DRAINING');
+    expect((await failureOf(runtime.submit({ requestId: 'd2', model: 'tiny', priority: 5, request: { messages: hello } }))).code).toBe('DEVICE_DRAINING');
+  });
+});
