@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { ErrorCode } from './errors.js';
-import { decode, encode, lastWill, ProtocolValidationError, validate, type DecodeResult } from './codec.js';
+import { decode, decodeTopic, encode, lastWill, ProtocolValidationError, validate, type DecodeResult } from './codec.js';
 import { TOPIC_KINDS, type MessageOf, type TopicKind } from './messages.js';
+import { topics } from './topics.js';
 import { EnrollRequestSchema } from './rest/enroll.js';
-import type { Command } from './schemas/commands.js';
-import type { ModelStatus } from './schemas/model-state.js';
+import type { CommandKind } from './schemas/commands.js';
+import type { ModelStateName } from './schemas/model-state.js';
 import {
   fixtures,
   makeCommand,
@@ -85,33 +86,15 @@ describe('[P-1.1] round trip: encode -> decode returns the same message', () => 
   });
 
   it('[P-3.9] every command kind', () => {
-    const commands: Command[] = [
-      makeCommand({ kind: 'drain', args: { timeoutMs: 30_000 } }),
-      makeCommand({ kind: 'drain', args: {} }),
-      makeCommand({ kind: 'resume', args: {} }),
-      makeCommand({ kind: 'refresh-inventory', args: {} }),
-      makeCommand({ kind: 'unload-model', args: { model: 'tiny-q8' } }),
-      makeCommand({ kind: 'delete-model', args: { model: 'tiny-q8' } }),
-      makeCommand({ kind: 'resend-outbox', args: {} }),
-    ];
-    for (const c of commands) roundTrip('command', c);
+    const kinds: CommandKind[] = ['drain', 'resume', 'refresh-inventory', 'unload-model', 'delete-model', 'resend-outbox'];
+    for (const kind of kinds) roundTrip('command', makeCommand(kind));
+    roundTrip('command', makeCommand('drain', { args: {}, expiresAt: undefined }));
   });
 
   it('[P-3.5] every model state', () => {
-    const states: ModelStatus[] = [
-      makeModelStatus({ state: 'pending' } as Partial<ModelStatus>),
-      makeModelStatus(),
-      makeModelStatus({ state: 'verifying' } as Partial<ModelStatus>),
-      makeModelStatus({ state: 'loading' } as Partial<ModelStatus>),
-      makeModelStatus({ state: 'ready', loaded: false } as Partial<ModelStatus>),
-      makeModelStatus({ state: 'unloading' } as Partial<ModelStatus>),
-      makeModelStatus({ state: 'failed', code: 'CHECKSUM_MISMATCH', message: 'sha256 differs' } as Partial<ModelStatus>),
-    ].map((s) => {
-      // the factory spreads download fields into every state; keep only what each state has
-      const { receivedBytes: _r, totalBytes: _t, ...rest } = s as ModelStatus & { receivedBytes?: number; totalBytes?: number };
-      return s.state === 'downloading' ? s : (rest as ModelStatus);
-    });
-    roundTrip('modelState', makeModelState({ models: states }));
+    const states: ModelStateName[] = ['pending', 'downloading', 'verifying', 'loading', 'ready', 'unloading', 'failed'];
+    roundTrip('modelState', makeModelState({ models: states.map((state, i) => makeModelStatus(state, { name: `m-${i}` })) }));
+    roundTrip('modelState', makeModelState({ models: [makeModelStatus('failed', { code: 'CHECKSUM_MISMATCH', message: 'sha256 differs' })] }));
   });
 
   it('[P-3.6] a minimal request (only required fields)', () => {
@@ -123,6 +106,7 @@ describe('[P-1.1] round trip: encode -> decode returns the same message', () => 
       messages: [{ role: 'user', content: 'hi' }],
       priority: 0,
       deadline: 1,
+      sentAt: 0,
       stream: false,
     });
   });
@@ -307,5 +291,23 @@ describe('[P-5.1] validate for REST bodies', () => {
   it('[P-5.1] labels issues with the given root', () => {
     const result = validate(EnrollRequestSchema, { token: '' }, 'enroll');
     expectError(result, ErrorCode.INVALID_MESSAGE, 'enroll.token: expected string to have >=1 characters');
+  });
+});
+
+describe('[P-2.2] decodeTopic', () => {
+  it.each(TOPIC_KINDS)('[P-2.2] %s: returns device, kind and message', (kind) => {
+    const message = fixtures[kind]();
+    expect(decodeTopic(topics[kind]('dev-7'), encode(kind, message))).toEqual({ ok: true, value: { deviceId: 'dev-7', kind, value: message } });
+  });
+
+  it('[P-2.2] narrows on kind', () => {
+    const result = decodeTopic(topics.telemetry('dev-7'), encode('telemetry', makeTelemetry({ seq: 9 })));
+    if (!result.ok || result.value.kind !== 'telemetry') throw new Error('expected telemetry');
+    expect(result.value.value.seq).toBe(9);
+  });
+
+  it('[P-2.2] an unknown topic is UNKNOWN_TOPIC, a bad payload keeps its code', () => {
+    expectError(decodeTopic('flotilla/v1/devices/dev-7/firmware', '{}'), ErrorCode.UNKNOWN_TOPIC, '"flotilla/v1/devices/dev-7/firmware": not a flotilla/v1 device topic');
+    expectError(decodeTopic(topics.status('dev-7'), '{'), ErrorCode.MALFORMED_JSON, 'status: malformed JSON');
   });
 });

@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import { ErrorCode, type ProtocolError, type ProtocolIssue } from './errors.js';
 import { TOPIC_SPECS, type MessageOf, type TopicKind } from './messages.js';
-import { topicFor } from './topics.js';
+import { parseTopic, topicFor } from './topics.js';
 import type { Status } from './schemas/status.js';
 import { MAX_PAYLOAD_BYTES, PROTOCOL_VERSION } from './version.js';
 
@@ -102,6 +102,21 @@ export function decode<K extends TopicKind>(
     return fail(ErrorCode.MALFORMED_JSON, kind, `malformed JSON: ${err instanceof Error ? err.message : String(err)}`);
   }
   return validate(TOPIC_SPECS[kind].schema, json, kind) as DecodeResult<MessageOf<K>>;
+}
+
+/** A decoded message with the device and kind its topic names. */
+export type TopicMessage = { [K in TopicKind]: { deviceId: string; kind: K; value: MessageOf<K> } }[TopicKind];
+
+/**
+ * Decode a message received on any protocol topic (e.g. from one `flotilla/v1/devices/+/...` subscription):
+ * `UNKNOWN_TOPIC` when the topic is not one of [P-2.2], else as `decode`.
+ */
+export function decodeTopic(topic: string, payload: Uint8Array | string, options: DecodeOptions = {}): DecodeResult<TopicMessage> {
+  const parsed = parseTopic(topic);
+  if (parsed === null) return fail(ErrorCode.UNKNOWN_TOPIC, JSON.stringify(topic.slice(0, 200)), 'not a flotilla/v1 device topic');
+  const decoded = decode(parsed.kind, payload, options);
+  if (!decoded.ok) return decoded;
+  return { ok: true, value: { deviceId: parsed.deviceId, kind: parsed.kind, value: decoded.value } as TopicMessage };
 }
 
 /** Thrown by `encode` for a message that does not satisfy its schema: a bug in the sender. */

@@ -99,6 +99,8 @@ export const InferenceRequestSchema = z.object({
   priority: z.int().min(0).max(9),
   /** epoch ms after which the result is useless; the agent answers DEADLINE_EXCEEDED and stops */
   deadline: TimestampSchema,
+  /** CP clock when sent; the agent uses `deadline - sentAt` as the time budget, so clock skew does not matter [P-3.6] */
+  sentAt: TimestampSchema,
   /** send chunks while generating (true) or only the final result (false) */
   stream: z.boolean(),
   /** failover: assistant text the client has already received; the agent continues after it and never resends it */

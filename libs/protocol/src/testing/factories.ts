@@ -1,11 +1,11 @@
 // Valid fixtures for every message, for tests in any project: `import { fixtures } from '@flotilla/protocol/testing'`.
 // Each factory returns a fresh object; pass overrides for the top-level fields you care about.
-import type { CommandAck, Command } from '../schemas/commands.js';
+import type { Command, CommandAck, CommandKind } from '../schemas/commands.js';
 import type { DesiredModel, DesiredState } from '../schemas/desired.js';
 import type { DeviceEvent } from '../schemas/events.js';
 import type { Hardware, Hello } from '../schemas/hello.js';
 import type { InferenceCancel, InferenceChunk, InferenceError, InferenceRequest, InferenceResult } from '../schemas/inference.js';
-import type { ModelStateReport, ModelStatus } from '../schemas/model-state.js';
+import type { ModelStateName, ModelStateReport, ModelStatus } from '../schemas/model-state.js';
 import type { OutboxAck } from '../schemas/outbox-ack.js';
 import type { Status } from '../schemas/status.js';
 import type { Telemetry } from '../schemas/telemetry.js';
@@ -101,17 +101,24 @@ export function makeDesired(overrides: Partial<DesiredState> = {}): DesiredState
   };
 }
 
-export function makeModelStatus(overrides: Partial<ModelStatus> = {}): ModelStatus {
-  return {
-    name: 'tiny-q8',
-    sha256: FIXTURE_SHA256,
-    desiredVersion: 1,
-    since: FIXTURE_TS,
-    state: 'downloading',
-    receivedBytes: 85_000,
-    totalBytes: 171_000,
-    ...overrides,
-  } as ModelStatus;
+type ModelStatusOf<S extends ModelStateName> = Extract<ModelStatus, { state: S }>;
+
+const MODEL_STATE_EXTRAS: { [S in ModelStateName]: Omit<ModelStatusOf<S>, 'name' | 'sha256' | 'desiredVersion' | 'since'> } = {
+  pending: { state: 'pending' },
+  downloading: { state: 'downloading', receivedBytes: 85_000, totalBytes: 171_000 },
+  verifying: { state: 'verifying' },
+  loading: { state: 'loading' },
+  ready: { state: 'ready', loaded: true },
+  unloading: { state: 'unloading' },
+  failed: { state: 'failed', code: 'INSUFFICIENT_MEMORY', message: 'needs 7.1 GB, 3.2 GB available' },
+};
+
+/** One model's state; `makeModelStatus('failed', { code: 'CHECKSUM_MISMATCH' })`. */
+export function makeModelStatus<S extends ModelStateName = 'downloading'>(
+  state: S = 'downloading' as S,
+  overrides: Partial<ModelStatusOf<S>> = {},
+): ModelStatusOf<S> {
+  return { name: 'tiny-q8', sha256: FIXTURE_SHA256, desiredVersion: 1, since: FIXTURE_TS, ...MODEL_STATE_EXTRAS[state], ...overrides } as unknown as ModelStatusOf<S>;
 }
 
 export function makeModelState(overrides: Partial<ModelStateReport> = {}): ModelStateReport {
@@ -120,17 +127,9 @@ export function makeModelState(overrides: Partial<ModelStateReport> = {}): Model
     ts: FIXTURE_TS,
     desiredVersion: 1,
     models: [
-      makeModelStatus(),
-      { name: 'small-q4', sha256: 'b'.repeat(64), desiredVersion: 1, since: FIXTURE_TS, state: 'ready', loaded: true },
-      {
-        name: 'big-q8',
-        sha256: 'c'.repeat(64),
-        desiredVersion: 1,
-        since: FIXTURE_TS,
-        state: 'failed',
-        code: 'INSUFFICIENT_MEMORY',
-        message: 'needs 7.1 GB, 3.2 GB available',
-      },
+      makeModelStatus('downloading'),
+      makeModelStatus('ready', { name: 'small-q4', sha256: 'b'.repeat(64) }),
+      makeModelStatus('failed', { name: 'big-q8', sha256: 'c'.repeat(64) }),
     ],
     ...overrides,
   };
@@ -174,6 +173,7 @@ export function makeInferenceRequest(overrides: Partial<InferenceRequest> = {}):
     stop: ['</s>'],
     priority: 5,
     deadline: FIXTURE_TS + 30_000,
+    sentAt: FIXTURE_TS,
     stream: true,
     continuation: { content: 'It is' },
     sessionKey: 'chat-77',
@@ -217,16 +217,31 @@ export function makeInferenceCancel(overrides: Partial<InferenceCancel> = {}): I
   return { v: 1, requestId: 'req-0001', reason: 'client-disconnected', ...overrides };
 }
 
-export function makeCommand(overrides: Partial<Command> = {}): Command {
+type CommandOf<K extends CommandKind> = Extract<Command, { kind: K }>;
+
+const COMMAND_ARGS: { [K in CommandKind]: CommandOf<K>['args'] } = {
+  drain: { timeoutMs: 30_000 },
+  resume: {},
+  'refresh-inventory': {},
+  'unload-model': { model: 'tiny-q8' },
+  'delete-model': { model: 'tiny-q8' },
+  'resend-outbox': {},
+};
+
+/** A command; `makeCommand('drain', { args: { timeoutMs: 0 } })`. */
+export function makeCommand<K extends CommandKind = 'unload-model'>(
+  kind: K = 'unload-model' as K,
+  overrides: Partial<CommandOf<K>> = {},
+): CommandOf<K> {
   return {
     v: 1,
     commandId: 'cmd-0001',
     issuedAt: FIXTURE_TS,
     expiresAt: FIXTURE_TS + 60_000,
-    kind: 'unload-model',
-    args: { model: 'tiny-q8' },
+    kind,
+    args: COMMAND_ARGS[kind],
     ...overrides,
-  } as Command;
+  } as CommandOf<K>;
 }
 
 export function makeCommandAck(overrides: Partial<CommandAck> = {}): CommandAck {
