@@ -43,7 +43,7 @@ export const PRESETS: Readonly<Record<ModelPreset, PresetDefinition>> = {
     defaultFormat: 'q8_0',
   },
   bench: {
-    description: 'about 100M parameters, ~105 MB at Q8_0: for benchmarks (~140 tokens/s on one core)',
+    description: 'about 100M parameters, ~106 MB at Q8_0: for benchmarks',
     hyperparameters: {
       embeddingLength: 768,
       blockCount: 15,
