@@ -1,0 +1,244 @@
+import type { ErrorCode } from '@flotilla/protocol';
+import type { Logger } from '../logger.js';
+import { InferenceFailure } from '../runtime/engine.js';
+import type { Runtime } from '../runtime/runtime.js';
+import { ModelStoreError, type ModelStore } from '../store/model-store.js';
+import { isNewerDesired, nextFailure, runStep, stageOf, type RetryPolicy, type StepHandlers } from './executor.js';
+import { planSteps } from './planner.js';
+import { modelKey, type ActualState, type DesiredModel, type DesiredState, type ModelFailure, type ModelStatus, type Step } from './types.js';
+
+export type ReconcilerOptions = {
+  store: ModelStore;
+  runtime: Runtime;
+  logger: Logger;
+  policy: RetryPolicy;
+  /** Local hard limits; a desired state may only lower them. */
+  diskQuotaBytes: number;
+  memoryBudgetBytes: number;
+  /** Sends a full snapshot of model statuses (retained on the broker). */
+  report: (version: number, statuses: readonly ModelStatus[]) => void;
+  /** A download's byte progress, throttled by the store. */
+  progress?: (version: number, status: ModelStatus) => void;
+  /** Something worth an event: eviction, failure. */
+  event?: (level: 'info' | 'warn' | 'error', code: string, message: string, model?: string) => void;
+  now?: () => number;
+  random?: () => number;
+};
+
+/**
+ * Converges the device on the desired state, balena-supervisor style: plan from (desired, actual), run the
+ * first step, plan again; sleep until woken (new desired state, runtime change) or a retry is due.
+ */
+export class Reconciler {
+  private desired: DesiredState | undefined;
+  private appliedVersion = 0;
+  private failures: Record<string, ModelFailure> = {};
+  private reported: Record<string, ModelStatus> = {};
+  private wakeUp: (() => void) | undefined;
+  private current: { step: Step; controller: AbortController } | undefined;
+  private limits: { diskQuotaBytes?: number; memoryBudgetBytes?: number } = {};
+  private readonly now: () => number;
+  private readonly random: () => number;
+  private readonly handlers: StepHandlers;
+
+  constructor(private readonly options: ReconcilerOptions) {
+    this.now = options.now ?? Date.now;
+    this.random = options.random ?? Math.random;
+    this.handlers = {
+      download: async (step, signal) => {
+        await this.options.store.download(step.model, {
+          signal,
+          onProgress: (progress) =>
+            this.options.progress?.(this.appliedVersion, {
+              name: step.model.name,
+              sha256: step.model.sha256,
+              phase: 'downloading',
+              receivedBytes: progress.bytes,
+              ...(progress.totalBytes === undefined ? {} : { totalBytes: progress.totalBytes }),
+            }),
+        });
+      },
+      verify: async (step) => {
+        await this.options.store.verify(step.model);
+        await this.options.store.setPinned(step.model.sha256, step.model.pinned);
+      },
+      load: async (step) => {
+        const path = this.options.store.pathOf(step.model.sha256);
+        if (!path) throw new InferenceFailure('MODEL_LOAD_FAILED', `no verified file for ${step.model.name}`);
+        this.register(step.model, path);
+        try {
+          await this.options.runtime.load(step.model.name);
+        } catch (error) {
+          await this.options.runtime.unload(step.model.name, { forget: true });
+          // A file damaged on disk since it was verified loads badly: hash it again, drop it when it changed.
+          if (!(await this.options.store.recheck(step.model.sha256))) {
+            this.options.event?.('warn', 'MODEL_FILE_CORRUPT', `${step.model.name}: the file on disk no longer matches its sha256, fetching it again`, step.model.name);
+          }
+          throw error;
+        }
+        await this.options.store.touch(step.model.sha256);
+      },
+      unload: async (step) => {
+        await this.options.runtime.unload(step.name, { forget: true });
+      },
+      evict: async (step) => {
+        await this.options.store.evict(step.sha256);
+        this.options.event?.('info', 'MODEL_EVICTED', `evicted ${step.sha256} (${step.bytes} bytes): ${step.reason}`);
+      },
+      report: async (step) => {
+        this.options.report(step.version, step.statuses);
+        this.reported = Object.fromEntries(step.statuses.map((status) => [status.name, status]));
+        this.appliedVersion = Math.max(this.appliedVersion, step.version);
+      },
+      fail: async (step) => {
+        this.failures[modelKey(step.model)] = { stage: step.stage, code: step.code, reason: step.reason, attempts: 1, retryAt: 0, permanent: true };
+        this.options.event?.('error', step.code, `${step.model.name}: ${step.reason}`, step.model.name);
+      },
+    };
+  }
+
+  /** Offers a desired state; returns false (and changes nothing) unless it is newer than the current one. */
+  offer(state: DesiredState, limits: { diskQuotaBytes?: number; memoryBudgetBytes?: number } = {}): boolean {
+    if (this.desired && !isNewerDesired(this.desired.version, state.version)) return false;
+    this.desired = state;
+    this.limits = limits;
+    // A new version is a new chance for models that failed before.
+    this.failures = {};
+    // Stop a download the new state no longer wants.
+    const running = this.current;
+    const step = running?.step;
+    if (running && step?.kind === 'download' && !state.models.some((model) => model.sha256 === step.model.sha256)) {
+      running.controller.abort(new Error('no longer desired'));
+    }
+    for (const model of state.models) {
+      const path = this.options.store.pathOf(model.sha256);
+      if (path) {
+        void this.options.store.setPinned(model.sha256, model.pinned);
+        if (model.load === false) this.register(model, path);
+      }
+    }
+    this.wake();
+    return true;
+  }
+
+  desiredVersion(): number {
+    return this.desired?.version ?? 0;
+  }
+
+  wake(): void {
+    this.wakeUp?.();
+  }
+
+  actual(): ActualState {
+    return {
+      appliedVersion: this.appliedVersion,
+      files: this.options.store.list(),
+      loaded: this.options.runtime.loadedModels(),
+      standby: this.options.runtime.standby(),
+      failures: this.failures,
+      reported: this.reported,
+      diskQuotaBytes: Math.min(this.options.diskQuotaBytes, this.limits.diskQuotaBytes ?? Infinity),
+      memoryBudgetBytes: Math.min(this.options.memoryBudgetBytes, this.limits.memoryBudgetBytes ?? Infinity),
+    };
+  }
+
+  /** The statuses most recently reported. */
+  statuses(): ModelStatus[] {
+    return Object.values(this.reported);
+  }
+
+  /** Runs until the signal aborts. */
+  async run(signal: AbortSignal): Promise<void> {
+    signal.addEventListener('abort', () => {
+      this.current?.controller.abort();
+      this.wake();
+    });
+    while (!signal.aborted) {
+      const desired = this.desired;
+      if (!desired) {
+        await this.sleep(undefined);
+        continue;
+      }
+      const steps = planSteps(desired, this.actual(), this.now());
+      const step = steps[0];
+      if (!step) {
+        await this.sleep(this.nextRetryIn());
+        continue;
+      }
+      const controller = new AbortController();
+      this.current = { step, controller };
+      try {
+        await runStep(step, this.handlers, controller.signal);
+        this.clearFailure(step);
+      } catch (error) {
+        if (signal.aborted) break;
+        this.recordFailure(step, error);
+      } finally {
+        this.current = undefined;
+      }
+    }
+  }
+
+  private register(model: DesiredModel, path: string): void {
+    this.options.runtime.register({
+      name: model.name,
+      sha256: model.sha256,
+      path,
+      ...(model.contextSize === undefined ? {} : { contextSize: model.contextSize }),
+      ...(model.parallel === undefined ? {} : { parallel: model.parallel }),
+      ...(model.memoryBytes === undefined ? {} : { memoryBytes: model.memoryBytes }),
+    });
+  }
+
+  /** A success clears a failure of the same or an earlier stage: a fine download must not hide a bad checksum. */
+  private clearFailure(step: Step): void {
+    const stage = stageOf(step);
+    if (!stage || !('model' in step)) return;
+    const key = modelKey(step.model);
+    const failure = this.failures[key];
+    if (failure && STAGE_ORDER[failure.stage] <= STAGE_ORDER[stage]) delete this.failures[key];
+  }
+
+  private recordFailure(step: Step, error: unknown): void {
+    const reason = error instanceof Error ? error.message : String(error);
+    const stage = stageOf(step);
+    if (!stage || !('model' in step)) {
+      this.options.logger.error({ err: error, step: step.kind }, 'reconciliation step failed');
+      return;
+    }
+    const key = modelKey(step.model);
+    const failure = nextFailure(this.failures[key], stage, failureCode(stage, error), reason, this.now(), this.options.policy, this.random());
+    this.failures[key] = failure;
+    this.options.logger.warn({ model: step.model.name, step: step.kind, attempts: failure.attempts, permanent: failure.permanent, reason }, 'model step failed');
+    if (failure.permanent) this.options.event?.('error', failure.code, `${step.model.name}: ${failure.reason}`, step.model.name);
+  }
+
+  private nextRetryIn(): number | undefined {
+    const now = this.now();
+    const due = Object.values(this.failures)
+      .filter((failure) => !failure.permanent && failure.retryAt > now)
+      .map((failure) => failure.retryAt - now);
+    return due.length > 0 ? Math.min(...due) + 5 : undefined;
+  }
+
+  private sleep(ms: number | undefined): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = ms === undefined ? undefined : setTimeout(() => done(), ms);
+      const done = (): void => {
+        clearTimeout(timer);
+        this.wakeUp = undefined;
+        resolve();
+      };
+      this.wakeUp = done;
+    });
+  }
+}
+
+const STAGE_ORDER = { download: 0, verify: 1, load: 2 } as const;
+
+function failureCode(stage: 'download' | 'verify' | 'load', error: unknown): ErrorCode {
+  if (error instanceof InferenceFailure) return error.code;
+  if (error instanceof ModelStoreError && error.code === 'CHECKSUM_MISMATCH') return 'CHECKSUM_MISMATCH';
+  if (stage === 'load') return 'MODEL_LOAD_FAILED';
+  return stage === 'verify' ? 'CHECKSUM_MISMATCH' : 'DOWNLOAD_FAILED';
+}
