@@ -9,6 +9,8 @@ import type { ModelStateName } from './schemas/model-state.js';
 import {
   fixtures,
   makeCommand,
+  makeDesired,
+  makeDesiredModel,
   makeInferenceChunk,
   makeInferenceError,
   makeInferenceRequest,
@@ -230,7 +232,8 @@ describe('[P-3] message-specific rules', () => {
     const base = raw('desired');
     const model = (base['models'] as Json[])[0] as Json;
     expectError(decode('desired', JSON.stringify({ ...base, models: [model, model] })), ErrorCode.INVALID_MESSAGE, 'desired.models: model names must be unique');
-    expectError(decode('desired', JSON.stringify({ ...base, models: [{ ...model, url: 'file:///etc/passwd' }] })), ErrorCode.INVALID_MESSAGE, 'desired.models[0].url: Invalid URL');
+    expectError(decode('desired', JSON.stringify({ ...base, models: [{ ...model, url: 'ftp://models.example/tiny.gguf' }] })), ErrorCode.INVALID_MESSAGE, 'desired.models[0].url: Invalid URL');
+    roundTrip('desired', makeDesired({ models: [makeDesiredModel({ url: 'file:///var/lib/flotilla/models/tiny-q8.gguf' })] }));
     const longUrl = `https://models.example/${'a'.repeat(2100)}`;
     expectError(decode('desired', JSON.stringify({ ...base, models: [{ ...model, url: longUrl }] })), ErrorCode.INVALID_MESSAGE, 'desired.models[0].url: expected string to have <=2048 characters');
     expectError(decode('desired', JSON.stringify({ ...base, models: [{ ...model, sha256: 'ABC' }] })), ErrorCode.INVALID_MESSAGE, 'desired.models[0].sha256: expected 64 lowercase hex characters');

@@ -63,9 +63,11 @@ export function validate<S extends z.ZodType>(schema: S, value: unknown, label: 
       return fail(ErrorCode.UNSUPPORTED_VERSION, formatPath(label, ['v']), `unsupported protocol version ${v} (expected ${PROTOCOL_VERSION})`);
     }
   }
-  const parsed = schema.safeParse(value, { reportInput: true });
+  const parsed = schema.safeParse(value);
   if (parsed.success) return { ok: true, value: parsed.data };
-  const issues = toIssues(label, parsed.error);
+  // Parse again with inputs in the issues (to tell "missing" from "wrong"); only on failure, it disables zod's fast path.
+  const detailed = schema.safeParse(value, { reportInput: true });
+  const issues = toIssues(label, detailed.success ? parsed.error : detailed.error);
   const first = issues[0] ?? { path: label, message: 'invalid value' };
   return fail(ErrorCode.INVALID_MESSAGE, first.path, first.message, issues);
 }

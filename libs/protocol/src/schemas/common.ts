@@ -35,7 +35,8 @@ export const Percent = z.number().min(0).max(100);
 export const shortText = (min = 0) => z.string().min(min).max(LIMITS.shortText);
 export const messageText = () => z.string().max(LIMITS.messageLength);
 
-export const HttpUrlSchema = z.url({ protocol: /^https?$/ }).max(LIMITS.urlLength);
+/** Where a model file comes from: http(s), or file: for an agent on the control plane's own machine. [P-3.4] */
+export const ModelSourceUrlSchema = z.url({ protocol: /^(https?|file)$/ }).max(LIMITS.urlLength);
 
 export const ErrorCodeSchema = z.enum(ERROR_CODES);
 

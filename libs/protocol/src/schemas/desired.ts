@@ -1,12 +1,12 @@
 import { z } from 'zod';
 import { LIMITS } from '../limits.js';
-import { ByteCount, HttpUrlSchema, ModelNameSchema, Sha256Schema, TimestampSchema, versionField } from './common.js';
+import { ByteCount, ModelSourceUrlSchema, ModelNameSchema, Sha256Schema, TimestampSchema, versionField } from './common.js';
 
 /** One model the device should hold. [P-3.4] */
 export const DesiredModelSchema = z.object({
   name: ModelNameSchema,
-  /** where to download the GGUF file (http or https; the agent resumes with Range requests) */
-  url: HttpUrlSchema,
+  /** where to fetch the GGUF file: http(s) (resumed with Range requests) or file: (single-machine setups) */
+  url: ModelSourceUrlSchema,
   sha256: Sha256Schema,
   sizeBytes: z.int().min(1),
   /** pinned models are never evicted to make room */
