@@ -9,7 +9,7 @@ import { DevicesModule } from '../devices/devices.module.js';
 import { EnrollmentModule } from '../enrollment/enrollment.module.js';
 import type { ReadinessCheck } from '../health/health.controller.js';
 import { HealthModule } from '../health/health.module.js';
-import { BROKER, CONFIG, DATABASE, LOGGER, READINESS_CHECKS } from './tokens.js';
+import { BROKER, CONFIG, DATABASE, ENDPOINTS, LOGGER, READINESS_CHECKS } from './tokens.js';
 
 /** The external parts, started before Nest so port and database problems fail fast and clearly. */
 export interface AppParts {
@@ -17,6 +17,13 @@ export interface AppParts {
   logger: Logger;
   database: Database;
   broker: EmbeddedBroker;
+  endpoints: Endpoints;
+}
+
+/** The ports actually bound (differ from the config when it asks for port 0). */
+export interface Endpoints {
+  httpPort: number;
+  mqttPort: number;
 }
 
 @Module({})
@@ -45,9 +52,10 @@ export class AppModule {
         { provide: LOGGER, useValue: parts.logger },
         { provide: DATABASE, useValue: parts.database },
         { provide: BROKER, useValue: parts.broker },
+        { provide: ENDPOINTS, useValue: parts.endpoints },
         { provide: READINESS_CHECKS, useValue: readiness },
       ],
-      exports: [CONFIG, LOGGER, DATABASE, BROKER, READINESS_CHECKS],
+      exports: [CONFIG, LOGGER, DATABASE, BROKER, ENDPOINTS, READINESS_CHECKS],
     };
   }
 }

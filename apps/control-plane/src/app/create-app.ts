@@ -1,6 +1,8 @@
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import type { Server } from 'node:http';
+// Brings reply.sendFile into Fastify's types (the plugin itself is registered by useStaticAssets).
+import type {} from '@fastify/static';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NestFactory } from '@nestjs/core';
@@ -8,14 +10,13 @@ import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fa
 import type { Logger } from 'pino';
 import { type InitialCredentials, ensureInitialCredentials } from '../bootstrap/initial-credentials.js';
 import { EmbeddedBroker } from '../broker/embedded-broker.js';
-import { errorBody, GlobalErrorFilter } from '../common/error.filter.js';
+import { GlobalErrorFilter } from '../common/error.filter.js';
 import { createLogger } from '../common/logger.js';
 import { PortInUseError, assertPortFree } from '../common/ports.js';
 import type { ControlPlaneConfig } from '../config/config.js';
 import { type Database, openDatabase } from '../database/index.js';
 import { DeviceBrokerSecurity } from '../devices/device-broker-security.js';
-import { ErrorCode } from '@flotilla/protocol';
-import { AppModule } from './app.module.js';
+import { AppModule, type Endpoints } from './app.module.js';
 import { PinoNestLogger } from './nest-logger.js';
 
 export interface ControlPlane {
@@ -73,12 +74,14 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
     closers.push(() => broker.close());
 
     const adapter = new FastifyAdapter({ bodyLimit: MAX_BODY_BYTES });
-    const app = await NestFactory.create<NestFastifyApplication>(AppModule.register({ config, logger, database, broker }), adapter, {
+    const endpoints: Endpoints = { httpPort: config.http.port, mqttPort: broker.port };
+    const app = await NestFactory.create<NestFastifyApplication>(AppModule.register({ config, logger, database, broker, endpoints }), adapter, {
       logger: new PinoNestLogger(logger.child({ component: 'nest' })),
       abortOnError: false,
     });
-    app.useGlobalFilters(new GlobalErrorFilter(logger));
-    await serveDashboard(app, config);
+    const dashboardDir = dashboardDirectory(config);
+    if (dashboardDir) app.useStaticAssets({ root: dashboardDir, prefix: '/', wildcard: false });
+    app.useGlobalFilters(new GlobalErrorFilter(logger, dashboardDir));
     closers.push(() => app.close());
 
     try {
@@ -93,6 +96,7 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
     broker.attachWebSocket(server, '/mqtt');
     const address = server.address();
     const httpPort = typeof address === 'object' && address ? address.port : config.http.port;
+    endpoints.httpPort = httpPort;
     const host = config.http.host === '0.0.0.0' || config.http.host === '::' ? '127.0.0.1' : config.http.host;
     const url = `http://${host.includes(':') ? `[${host}]` : host}:${httpPort}`;
     logger.info({ url, mqttPort: broker.port, database: database.backend }, 'control plane ready');
@@ -114,21 +118,10 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
   }
 }
 
-/** The built dashboard at `/`, with client-side routes falling back to index.html. */
-async function serveDashboard(app: NestFastifyApplication, config: ControlPlaneConfig): Promise<void> {
+/** The built dashboard at `/`; unknown GET paths fall back to index.html in the error filter. */
+function dashboardDirectory(config: ControlPlaneConfig): string | undefined {
   const dir = config.dashboardDir ?? defaultDashboardDir();
-  const fastify = app.getHttpAdapter().getInstance();
-  if (dir && existsSync(join(dir, 'index.html'))) {
-    app.useStaticAssets({ root: dir, prefix: '/', wildcard: false });
-  }
-  fastify.setNotFoundHandler((request, reply) => {
-    const path = request.url.split('?')[0] ?? '/';
-    const isApi = path.startsWith('/api/') || path.startsWith('/v1/') || path === '/healthz' || path === '/readyz' || path === '/metrics';
-    if (!isApi && request.method === 'GET' && dir && existsSync(join(dir, 'index.html'))) {
-      return reply.type('text/html').sendFile('index.html', dir);
-    }
-    return reply.status(404).send(errorBody(404, ErrorCode.NOT_FOUND, `no route for ${request.method} ${path}`));
-  });
+  return dir && existsSync(join(dir, 'index.html')) ? dir : undefined;
 }
 
 function defaultDashboardDir(): string | undefined {

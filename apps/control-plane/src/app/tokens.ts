@@ -4,3 +4,4 @@ export const LOGGER = Symbol('flotilla.logger');
 export const BROKER = Symbol('flotilla.broker');
 export const DATABASE = Symbol('flotilla.database');
 export const READINESS_CHECKS = Symbol('flotilla.readiness-checks');
+export const ENDPOINTS = Symbol('flotilla.endpoints');

@@ -1,4 +1,5 @@
-import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException } from '@nestjs/common';
+import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, NotFoundException } from '@nestjs/common';
+import type {} from '@fastify/static';
 import { ErrorCode, type ErrorCode as ErrorCodeType } from '@flotilla/protocol';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
@@ -40,12 +41,20 @@ export function errorBody(status: number, code: ErrorCodeType, message: string, 
 /** Maps every thrown error to one body shape; internals never leak to the client. */
 @Catch()
 export class GlobalErrorFilter implements ExceptionFilter {
-  constructor(private readonly logger: Logger) {}
+  constructor(
+    private readonly logger: Logger,
+    /** When set, unknown GET paths outside the APIs get the single-page app's index.html. */
+    private readonly dashboardDir?: string,
+  ) {}
 
   catch(exception: unknown, host: ArgumentsHost): void {
     const http = host.switchToHttp();
     const reply = http.getResponse<FastifyReply>();
     const request = http.getRequest<FastifyRequest>();
+    if (this.dashboardDir && exception instanceof NotFoundException && request.method === 'GET' && !isApiPath(request.url)) {
+      void reply.type('text/html').sendFile('index.html', this.dashboardDir);
+      return;
+    }
     let status = 500;
     let body: ErrorBody;
     if (exception instanceof AppError) {
@@ -88,4 +97,9 @@ function isFastifyError(e: unknown): e is Error & { statusCode: number; code?: s
   if (!(e instanceof Error)) return false;
   const statusCode: unknown = (e as Error & { statusCode?: unknown }).statusCode;
   return typeof statusCode === 'number' && statusCode >= 400 && statusCode < 600;
+}
+
+function isApiPath(url: string): boolean {
+  const path = url.split('?')[0] ?? '/';
+  return /^\/(api|v1|mqtt)(\/|$)/.test(path) || /^\/(healthz|readyz|metrics)$/.test(path);
 }

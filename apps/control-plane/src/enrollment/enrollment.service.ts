@@ -1,6 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { ErrorCode, type EnrollRequest, type EnrollResponse } from '@flotilla/protocol';
-import { CONFIG, DATABASE } from '../app/tokens.js';
+import type { Endpoints } from '../app/app.module.js';
+import { CONFIG, DATABASE, ENDPOINTS } from '../app/tokens.js';
 import { AuditService, type Actor } from '../audit/audit.service.js';
 import { generateSecret, hashSecret, secretPrefix } from '../auth/secrets.js';
 import { AppError } from '../common/app-error.js';
@@ -30,6 +31,7 @@ export class EnrollmentService {
   constructor(
     @Inject(DATABASE) private readonly db: Database,
     @Inject(CONFIG) private readonly config: ControlPlaneConfig,
+    @Inject(ENDPOINTS) private readonly endpoints: Endpoints,
     private readonly audit: AuditService,
   ) {}
 
@@ -86,8 +88,8 @@ export class EnrollmentService {
     const publicUrl = this.config.http.publicUrl ? new URL(this.config.http.publicUrl) : undefined;
     const host = publicUrl?.hostname ?? (isWildcard(this.config.mqtt.host) ? '127.0.0.1' : this.config.mqtt.host);
     const wsScheme = publicUrl?.protocol === 'https:' ? 'wss' : 'ws';
-    const wsPort = publicUrl?.port || String(this.config.http.port);
-    return [`mqtt://${host}:${this.config.mqtt.port}`, `${wsScheme}://${host}:${wsPort}/mqtt`];
+    const wsPort = publicUrl?.port || String(this.endpoints.httpPort);
+    return [`mqtt://${host}:${this.endpoints.mqttPort}`, `${wsScheme}://${host}:${wsPort}/mqtt`];
   }
 }
 

@@ -1,5 +1,6 @@
 import { Controller, Get, HttpCode, HttpException, HttpStatus, Inject } from '@nestjs/common';
 import { READINESS_CHECKS } from '../app/tokens.js';
+import { Public } from '../auth/auth.guard.js';
 
 export interface ReadinessCheck {
   name: string;
@@ -11,6 +12,7 @@ export interface ReadinessReport {
   checks: Record<string, { ok: boolean; error?: string }>;
 }
 
+@Public()
 @Controller()
 export class HealthController {
   constructor(@Inject(READINESS_CHECKS) private readonly checks: ReadinessCheck[]) {}
