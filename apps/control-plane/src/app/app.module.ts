@@ -7,6 +7,7 @@ import type { ControlPlaneConfig } from '../config/config.js';
 import type { Database } from '../database/index.js';
 import { DevicesModule } from '../devices/devices.module.js';
 import { EnrollmentModule } from '../enrollment/enrollment.module.js';
+import { EventsModule } from '../events/events.module.js';
 import type { ReadinessCheck } from '../health/health.controller.js';
 import { HealthModule } from '../health/health.module.js';
 import { BROKER, CONFIG, DATABASE, ENDPOINTS, LOGGER, READINESS_CHECKS } from './tokens.js';
@@ -46,7 +47,15 @@ export class AppModule {
     return {
       module: AppModule,
       global: true,
-      imports: [AuditModule, AuthModule, HealthModule, EnrollmentModule, DevicesModule],
+      imports: [
+        // Feature modules: add one line per module.
+        EventsModule,
+        AuditModule,
+        AuthModule,
+        HealthModule,
+        EnrollmentModule,
+        DevicesModule,
+      ],
       providers: [
         { provide: CONFIG, useValue: parts.config },
         { provide: LOGGER, useValue: parts.logger },

@@ -7,6 +7,7 @@ import { generateSecret, hashSecret, secretPrefix } from '../auth/secrets.js';
 import { AppError } from '../common/app-error.js';
 import type { ControlPlaneConfig } from '../config/config.js';
 import type { Database } from '../database/index.js';
+import { FleetEvents } from '../events/fleet-events.js';
 import type { Prisma } from '../generated/prisma/client.js';
 
 export interface CreateEnrollmentTokenInput {
@@ -33,6 +34,7 @@ export class EnrollmentService {
     @Inject(CONFIG) private readonly config: ControlPlaneConfig,
     @Inject(ENDPOINTS) private readonly endpoints: Endpoints,
     private readonly audit: AuditService,
+    private readonly events: FleetEvents,
   ) {}
 
   async createToken(input: CreateEnrollmentTokenInput, actor: Actor, userId: string | null): Promise<CreatedEnrollmentToken> {
@@ -59,7 +61,7 @@ export class EnrollmentService {
   /** Exchanges a bootstrap token for the device's own credentials. [P-5.1] */
   async enroll(request: EnrollRequest): Promise<EnrollResponse> {
     const secret = generateSecret('device');
-    const deviceId = await this.db.prisma.$transaction(async (tx) => {
+    const device = await this.db.prisma.$transaction(async (tx) => {
       // Decrement only a live, unexpired token with uses left: one statement, so concurrent enrollments cannot overspend it.
       const spent = await tx.enrollmentToken.updateManyAndReturn({
         where: { tokenHash: hashSecret(request.token), revokedAt: null, expiresAt: { gt: new Date() }, remainingUses: { gt: 0 } },
@@ -79,8 +81,10 @@ export class EnrollmentService {
         data: { deviceId: device.id, mqttUsername: device.id, secretHash: hashSecret(secret) },
       });
       await this.audit.record(`device:${device.id}`, 'device.enroll', `device:${device.id}`, { enrollmentToken: token.id, name: device.name }, tx);
-      return device.id;
+      return device;
     });
+    this.events.emit('device.enrolled', { deviceId: device.id, name: device.name, labels: device.labels as Record<string, string> });
+    const deviceId = device.id;
     return { deviceId, mqtt: { username: deviceId, password: secret, urls: this.mqttUrls() } };
   }
 

@@ -1,0 +1,46 @@
+import { EventEmitter } from 'node:events';
+import { Injectable } from '@nestjs/common';
+
+/**
+ * In-process fleet changes, the seam between feature modules: the registry says a device went offline, the
+ * scheduler re-places, the event stream forwards it to dashboards. Payloads are small and already persisted.
+ */
+export interface FleetEventMap {
+  'device.enrolled': { deviceId: string; name: string; labels: Record<string, string> };
+  'device.status': { deviceId: string; status: 'online' | 'offline' | 'draining' | 'revoked'; previous: string | null; at: string };
+  'device.updated': { deviceId: string; fields: string[] };
+  'device.telemetry': { deviceId: string; at: string };
+  'model-state.changed': { deviceId: string; modelId: string; state: string; at: string };
+  'catalog.changed': { modelId: string; action: 'created' | 'updated' | 'deleted' };
+  'deployment.changed': { deploymentId: string; action: 'created' | 'updated' | 'deleted' };
+  'placement.changed': { deviceId: string; desiredVersion: number };
+  'alert.changed': { alertId: string; state: 'open' | 'resolved'; rule: string; subject: string };
+}
+
+export type FleetEventName = keyof FleetEventMap;
+export type FleetEvent = { [K in FleetEventName]: { type: K; data: FleetEventMap[K] } }[FleetEventName];
+
+@Injectable()
+export class FleetEvents {
+  private readonly emitter = new EventEmitter({ captureRejections: false });
+
+  constructor() {
+    this.emitter.setMaxListeners(1000);
+  }
+
+  emit<K extends FleetEventName>(type: K, data: FleetEventMap[K]): void {
+    this.emitter.emit(type, data);
+    this.emitter.emit('*', { type, data } as FleetEvent);
+  }
+
+  on<K extends FleetEventName>(type: K, listener: (data: FleetEventMap[K]) => void): () => void {
+    this.emitter.on(type, listener);
+    return () => this.emitter.off(type, listener);
+  }
+
+  /** Every event, for streams to dashboards. */
+  onAny(listener: (event: FleetEvent) => void): () => void {
+    this.emitter.on('*', listener);
+    return () => this.emitter.off('*', listener);
+  }
+}
