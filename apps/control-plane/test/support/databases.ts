@@ -1,7 +1,10 @@
+import { PGlite } from '@electric-sql/pglite';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { cp, mkdtemp, readFile, rename, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import pg from 'pg';
 import { describe } from 'vitest';
 import { openDatabase, type Database, type OpenDatabaseOptions } from '../../src/database/index.js';
@@ -72,10 +75,14 @@ export interface IsolatedDatabase {
   dispose(): Promise<void>;
 }
 
-/** An empty database of the given backend, nothing migrated yet. */
+/**
+ * An empty database of the given backend, nothing migrated yet. A PGlite database starts as a copy of a freshly
+ * initialised cluster kept in the OS temp folder (initdb costs seconds; copying, milliseconds).
+ */
 export async function createIsolatedDatabase(backend: TestBackend): Promise<IsolatedDatabase> {
   const dataDir = await mkdtemp(join(tmpdir(), `flotilla-test-${backend}-`));
   if (backend === 'pglite') {
+    await cp(await emptyPgliteCluster(), join(dataDir, 'db'), { recursive: true });
     return {
       backend,
       dataDir,
@@ -134,6 +141,29 @@ export async function openTestDatabase(
       await isolated.dispose();
     },
   };
+}
+
+let emptyCluster: Promise<string> | undefined;
+
+/** An initialised, empty, cleanly closed PGlite data folder, shared by test processes (one per PGlite version). */
+function emptyPgliteCluster(): Promise<string> {
+  emptyCluster ??= (async () => {
+    const require = createRequire(import.meta.url);
+    const entry = require.resolve('@electric-sql/pglite');
+    let root = dirname(entry);
+    while (!existsSync(join(root, 'package.json'))) root = dirname(root);
+    const { version } = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { version: string };
+    const template = join(tmpdir(), `flotilla-pglite-empty-${version}`);
+    if (existsSync(join(template, 'PG_VERSION'))) return template;
+    const building = await mkdtemp(join(tmpdir(), 'flotilla-pglite-building-'));
+    const db = await PGlite.create(join(building, 'db'));
+    await db.close();
+    // Another test process may have finished first: then keep theirs.
+    await rename(join(building, 'db'), template).catch(() => undefined);
+    await rm(building, { recursive: true, force: true });
+    return template;
+  })();
+  return emptyCluster;
 }
 
 async function withAdminClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
