@@ -92,6 +92,13 @@ export class ModelStore {
     return [...this.entries.values()].map(({ sha256, state, bytesOnDisk, lastUsedAt, pinned }) => ({ sha256, state, bytesOnDisk, lastUsedAt, pinned }));
   }
 
+  /** Verified files with the model name they were downloaded as. */
+  verifiedFiles(): { name: string; sha256: string; sizeBytes: number; fileName: string }[] {
+    return [...this.entries.values()]
+      .filter((entry) => entry.state === 'verified')
+      .map((entry) => ({ name: entry.name, sha256: entry.sha256, sizeBytes: entry.bytesOnDisk, fileName: `${entry.sha256}.gguf` }));
+  }
+
   usedBytes(): number {
     let sum = 0;
     for (const entry of this.entries.values()) sum += entry.bytesOnDisk;

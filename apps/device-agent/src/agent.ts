@@ -1,0 +1,480 @@
+import { mkdir } from 'node:fs/promises';
+import { freemem, totalmem } from 'node:os';
+import { join } from 'node:path';
+import {
+  isRetryable,
+  ModelNameSchema,
+  PROTOCOL_VERSION,
+  encode,
+  type Command,
+  type DesiredState as ProtocolDesiredState,
+  type ErrorCode,
+  type InferenceRequest,
+  type LatencyStats,
+  type MessageOf,
+  type ModelStatus as ProtocolModelStatus,
+  type ProtocolError,
+  type TopicKind,
+} from '@flotilla/protocol';
+import { LocalApi } from './api/local-api.js';
+import type { AgentConfig } from './config/config.js';
+import { InferenceService, type UsageFields } from './inference/service.js';
+import { CpuMeter, detectHardware, diskOf } from './inventory.js';
+import { MqttLink, type Credentials } from './link/mqtt-link.js';
+import type { Logger } from './logger.js';
+import { Outbox, type OutboxKind } from './outbox/outbox.js';
+import { Reconciler } from './reconciler/reconciler.js';
+import type { DesiredState, ModelStatus } from './reconciler/types.js';
+import { InferenceFailure, type InferenceEngine } from './runtime/engine.js';
+import { LlamaEngine } from './runtime/llama-engine.js';
+import { Runtime } from './runtime/runtime.js';
+import { ModelStore } from './store/model-store.js';
+
+export const AGENT_VERSION = '0.1.0';
+
+export type AgentOptions = {
+  config: AgentConfig;
+  credentials: Credentials;
+  logger: Logger;
+  /** Defaults to node-llama-cpp; injectable to keep the engine replaceable. */
+  engine?: InferenceEngine;
+};
+
+/** Wires the store, runtime, reconciler, outbox, local API and MQTT link of one device. */
+export class Agent {
+  private readonly cpu = new CpuMeter();
+  private readonly seenCommands = new Set<string>();
+  private readonly activeRequests = new Set<string>();
+  private readonly since = new Map<string, { phase: string; since: number }>();
+  private readonly progress = new Map<string, ModelStatus>();
+  private telemetryTimer: NodeJS.Timeout | undefined;
+  private readonly reconcilerAbort = new AbortController();
+  private reconcilerRun: Promise<void> | undefined;
+  private sentSeq: number;
+  private flushing = false;
+  private draining = false;
+  private stopping: Promise<void> | undefined;
+  private localAddress: { host: string; port: number } | undefined;
+
+  private constructor(
+    private readonly options: AgentOptions,
+    private readonly engine: InferenceEngine,
+    private readonly store: ModelStore,
+    private readonly outbox: Outbox,
+    private readonly runtime: Runtime,
+    private readonly reconciler: Reconciler,
+    private readonly service: InferenceService,
+    private readonly localApi: LocalApi | undefined,
+    private readonly link: MqttLink,
+  ) {
+    this.sentSeq = outbox.stats().ackedSeq;
+  }
+
+  static async create(options: AgentOptions): Promise<Agent> {
+    const { config, logger } = options;
+    await mkdir(config.dataDir, { recursive: true });
+    const store = new ModelStore({ dir: config.modelsDir, logger: logger.child({ component: 'store' }) });
+    await store.init();
+    const outbox = new Outbox({ dir: join(config.dataDir, 'outbox'), maxBytes: config.outbox.maxBytes, logger: logger.child({ component: 'outbox' }) });
+    await outbox.open();
+    const engine = options.engine ?? (await LlamaEngine.create({ gpu: config.gpu, threads: config.threads, logger }));
+
+    // Late-bound: the runtime and reconciler call back into each other through the agent.
+    const ref: { current?: Agent } = {};
+    const runtime = new Runtime({
+      engine,
+      logger: logger.child({ component: 'runtime' }),
+      memoryBudgetBytes: config.memoryBudget,
+      maxParallelRequests: config.maxParallelRequests,
+      maxQueuedRequests: config.maxQueuedRequests,
+      idleUnloadMs: config.idleUnloadSeconds * 1000,
+      defaultContextSize: config.contextSize,
+      defaultParallel: config.maxParallelRequests,
+      onModelsChanged: () => ref.current?.reconciler.wake(),
+      onModelUsed: (sha256) => void store.touch(sha256),
+    });
+    const reconciler = new Reconciler({
+      store,
+      runtime,
+      logger: logger.child({ component: 'reconciler' }),
+      policy: { maxAttempts: config.download.maxAttempts, baseDelayMs: config.download.retryBaseMs, maxDelayMs: 5 * 60_000 },
+      diskQuotaBytes: config.diskQuota,
+      memoryBudgetBytes: config.memoryBudget,
+      report: (version, statuses) => ref.current?.reportModels(version, statuses),
+      progress: (version, status) => ref.current?.reportProgress(version, status),
+      event: (level, code, message, model) => ref.current?.event(level, code, message, model ? { model } : {}),
+    });
+    const service = new InferenceService(runtime, (usage) => ref.current?.recordUsage(usage));
+    const localApi = config.localApi.enabled
+      ? new LocalApi({ host: config.localApi.bind.host, port: config.localApi.bind.port, service, logger: logger.child({ component: 'local-api' }) })
+      : undefined;
+    const link = new MqttLink({
+      credentials: options.credentials,
+      ...(config.mqtt.url ? { url: config.mqtt.url } : {}),
+      ...(config.mqtt.tls ? { tls: config.mqtt.tls } : {}),
+      keepaliveSeconds: config.mqtt.keepaliveSeconds,
+      reconnectMinMs: config.mqtt.reconnectMinMs,
+      reconnectMaxMs: config.mqtt.reconnectMaxMs,
+      agentVersion: AGENT_VERSION,
+      logger: logger.child({ component: 'mqtt' }),
+      handlers: {
+        desired: (message) => ref.current?.onDesired(message),
+        inferenceRequest: (message) => ref.current?.onInferenceRequest(message),
+        inferenceCancel: (message) => void ref.current?.service.cancel(message.requestId),
+        command: (message) => void ref.current?.onCommand(message),
+        outboxAck: (message) => void ref.current?.outbox.ack(message.upToSeq),
+      },
+      onConnected: (sessionId) => ref.current?.onConnected(sessionId) ?? Promise.resolve(),
+      onMalformed: (kind, topic, error) => ref.current?.onMalformed(kind, topic, error),
+    });
+    const agent = new Agent(options, engine, store, outbox, runtime, reconciler, service, localApi, link);
+    ref.current = agent;
+    return agent;
+  }
+
+  get localApiAddress(): { host: string; port: number } | undefined {
+    return this.localAddress;
+  }
+
+  get deviceId(): string {
+    return this.options.credentials.deviceId;
+  }
+
+  async start(): Promise<void> {
+    if (this.localApi) this.localAddress = await this.localApi.start();
+    this.reconcilerRun = this.reconciler.run(this.reconcilerAbort.signal);
+    this.telemetryTimer = setInterval(() => void this.sampleTelemetry(), this.options.config.telemetryIntervalSeconds * 1000);
+    this.link.start();
+    this.options.logger.info({ version: AGENT_VERSION, localApi: this.localAddress }, 'agent started');
+  }
+
+  /** SIGTERM: stop taking jobs, let running ones finish within the grace period (then cancel), publish offline. */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    const graceMs = this.options.config.shutdownGraceSeconds * 1000;
+    this.options.logger.info({ graceMs }, 'draining');
+    this.draining = true;
+    if (this.link.connected) await this.publishStatus('draining', 'shutdown').catch(() => undefined);
+    // Leave a moment at the end for the last results and the offline status.
+    await this.runtime.drain(Math.max(0, graceMs - 1500));
+    clearInterval(this.telemetryTimer);
+    this.reconcilerAbort.abort();
+    await this.reconcilerRun;
+    await this.link.stop();
+    await this.localApi?.stop();
+    await this.outbox.close();
+    await this.runtime.dispose();
+    await this.engine.dispose();
+    this.options.logger.info('stopped');
+  }
+
+  private async onConnected(sessionId: string): Promise<void> {
+    await this.sendHello(sessionId);
+    await this.publishStatus(this.draining ? 'draining' : 'online', 'startup');
+    const statuses = this.reconciler.statuses();
+    if (statuses.length > 0 || this.reconciler.desiredVersion() > 0) this.reportModels(this.reconciler.desiredVersion(), statuses);
+    this.flushOutbox();
+  }
+
+  private async sendHello(sessionId: string): Promise<void> {
+    const hardware = await detectHardware(this.options.config.modelsDir, () => this.engine.gpus());
+    await this.link.publish('hello', {
+      v: PROTOCOL_VERSION,
+      ts: Date.now(),
+      sessionId,
+      agentVersion: AGENT_VERSION,
+      hardware,
+      runtimes: [this.engine.runtimeInfo],
+      models: this.store
+        .verifiedFiles()
+        .map((file) => ({ ...(ModelNameSchema.safeParse(file.name).success ? { name: file.name } : {}), fileName: file.fileName, sha256: file.sha256, sizeBytes: file.sizeBytes })),
+      outbox: { lastSeq: this.outbox.highestSeq },
+      labels: this.options.config.labels,
+    });
+  }
+
+  private publishStatus(state: 'online' | 'draining', reason: 'startup' | 'drain' | 'shutdown'): Promise<void> {
+    return this.link.publish('status', { v: PROTOCOL_VERSION, state, sessionId: this.link.currentSessionId, ts: Date.now(), reason, agentVersion: AGENT_VERSION });
+  }
+
+  private onDesired(message: ProtocolDesiredState): void {
+    const desired: DesiredState = {
+      version: message.version,
+      models: message.models.map((model) => ({
+        name: model.name,
+        source: model.url,
+        sha256: model.sha256,
+        sizeBytes: model.sizeBytes,
+        pinned: model.pinned,
+        load: model.loaded,
+        contextSize: model.contextSize,
+        parallel: model.parallel,
+      })),
+    };
+    const { limits } = message;
+    const accepted = this.reconciler.offer(desired, {
+      ...(limits.diskQuotaBytes === undefined ? {} : { diskQuotaBytes: limits.diskQuotaBytes }),
+      ...(limits.maxMemoryBytes === undefined ? {} : { memoryBudgetBytes: limits.maxMemoryBytes }),
+    });
+    if (!accepted) {
+      this.options.logger.debug({ version: message.version, applied: this.reconciler.desiredVersion() }, 'ignoring a desired state that is not newer');
+      return;
+    }
+    const config = this.options.config;
+    // The local config is the box's hard limit; the control plane may only tighten it.
+    this.runtime.setLimits({
+      maxParallelRequests: Math.min(config.maxParallelRequests, limits.maxParallelRequests),
+      maxQueuedRequests: Math.min(config.maxQueuedRequests, limits.maxQueueLength),
+      idleUnloadMs: limits.idleUnloadMs ?? config.idleUnloadSeconds * 1000,
+      memoryBudgetBytes: Math.min(config.memoryBudget, limits.maxMemoryBytes ?? Infinity),
+    });
+    this.options.logger.info({ version: message.version, models: message.models.length }, 'desired state accepted');
+  }
+
+  private onInferenceRequest(request: InferenceRequest): void {
+    if (this.activeRequests.has(request.requestId)) return; // QoS 1 redelivery of a job already running
+    const respond = (message: MessageOf<'inferenceResponse'>): void => {
+      this.link.publish('inferenceResponse', message).catch((error: unknown) => this.options.logger.warn({ err: error, requestId: request.requestId }, 'response not sent'));
+    };
+    const fail = (code: ErrorCode, message: string): void =>
+      respond({ v: PROTOCOL_VERSION, type: 'error', requestId: request.requestId, code, message: message.slice(0, 2048), retryable: isRetryable(code) });
+    if (this.draining) return fail('DEVICE_DRAINING', 'the device is shutting down');
+    this.activeRequests.add(request.requestId);
+    let seq = 0;
+    const continuation = request.continuation?.content;
+    this.service
+      .complete(
+        {
+          requestId: request.requestId,
+          model: request.model,
+          priority: request.priority,
+          deadline: request.deadline,
+          request: {
+            messages: request.messages,
+            ...(request.tools ? { tools: request.tools } : {}),
+            ...(request.toolChoice ? { toolChoice: request.toolChoice } : {}),
+            ...(request.responseFormat ? { responseFormat: request.responseFormat } : {}),
+            ...(request.maxTokens === undefined ? {} : { maxTokens: request.maxTokens }),
+            ...(request.temperature === undefined ? {} : { temperature: request.temperature }),
+            ...(request.topP === undefined ? {} : { topP: request.topP }),
+            ...(request.seed === undefined ? {} : { seed: request.seed }),
+            ...(request.stop ? { stop: request.stop } : {}),
+            ...(continuation ? { continuation } : {}),
+          },
+          ...(request.stream
+            ? { onTextDelta: (text: string) => respond({ v: PROTOCOL_VERSION, type: 'chunk', requestId: request.requestId, seq: seq++, delta: { content: text } }) }
+            : {}),
+        },
+        'control-plane',
+      )
+      .then((result) => {
+        const toolCalls = result.toolCalls.map((call, index) => ({ id: `call_${request.requestId}_${index}`.slice(0, 128), type: 'function' as const, function: call }));
+        if (request.stream && toolCalls.length > 0) {
+          respond({
+            v: PROTOCOL_VERSION,
+            type: 'chunk',
+            requestId: request.requestId,
+            seq: seq++,
+            delta: { toolCalls: toolCalls.map((call, index) => ({ index, id: call.id, type: 'function', function: { name: call.function.name, arguments: call.function.arguments } })) },
+          });
+        }
+        const content = result.content === null ? (continuation ?? null) : `${continuation ?? ''}${result.content}`;
+        respond({
+          v: PROTOCOL_VERSION,
+          type: 'result',
+          requestId: request.requestId,
+          finishReason: result.finishReason,
+          message: { role: 'assistant', content, ...(toolCalls.length > 0 ? { tool_calls: toolCalls } : {}) },
+          usage: { promptTokens: result.promptTokens, completionTokens: result.completionTokens },
+          timings: { ttftMs: result.ttftMs ?? result.totalMs, totalMs: result.totalMs },
+          chunkCount: seq,
+        });
+      })
+      .catch((error: unknown) => {
+        const failure = error instanceof InferenceFailure ? error : new InferenceFailure('INTERNAL', String(error));
+        fail(failure.code, failure.message);
+      })
+      .finally(() => this.activeRequests.delete(request.requestId));
+  }
+
+  private async onCommand(command: Command): Promise<void> {
+    if (this.seenCommands.has(command.commandId)) return;
+    this.seenCommands.add(command.commandId);
+    if (this.seenCommands.size > 1000) this.seenCommands.delete(this.seenCommands.values().next().value as string);
+    const ack = (status: 'accepted' | 'completed' | 'rejected' | 'failed', code?: ErrorCode, message?: string): Promise<void> =>
+      this.link
+        .publish('commandAck', { v: PROTOCOL_VERSION, commandId: command.commandId, status, ts: Date.now(), ...(code ? { code } : {}), ...(message ? { message: message.slice(0, 2048) } : {}) })
+        .catch(() => undefined);
+    if (command.expiresAt !== undefined && command.expiresAt < Date.now()) return ack('rejected', 'DEADLINE_EXCEEDED', 'the command expired before it arrived');
+    try {
+      switch (command.kind) {
+        case 'drain':
+          await ack('accepted');
+          this.draining = true;
+          await this.publishStatus('draining', 'drain');
+          await this.runtime.drain(command.args.timeoutMs ?? this.options.config.shutdownGraceSeconds * 1000);
+          return ack('completed');
+        case 'resume':
+          this.draining = false;
+          this.runtime.resume();
+          await this.publishStatus('online', 'drain');
+          return ack('completed');
+        case 'refresh-inventory':
+          await this.sendHello(this.link.currentSessionId);
+          return ack('completed');
+        case 'unload-model':
+          if (!this.runtime.isRegistered(command.args.model)) return ack('rejected', 'MODEL_NOT_FOUND', `model ${command.args.model} is not on this device`);
+          await this.runtime.unload(command.args.model, { forget: false });
+          this.reconciler.wake();
+          return ack('completed');
+        case 'delete-model': {
+          if (this.reconciler.statuses().some((status) => status.name === command.args.model)) {
+            return ack('rejected', 'CONFLICT', `model ${command.args.model} is desired; remove it from the desired state instead`);
+          }
+          const files = this.store.verifiedFiles().filter((file) => file.name === command.args.model);
+          if (files.length === 0) return ack('rejected', 'MODEL_NOT_FOUND', `no file for model ${command.args.model}`);
+          for (const file of files) await this.store.evict(file.sha256);
+          return ack('completed');
+        }
+        case 'resend-outbox':
+          this.sentSeq = this.outbox.stats().ackedSeq;
+          this.flushOutbox();
+          return ack('completed');
+      }
+    } catch (error) {
+      return ack('failed', 'INTERNAL', error instanceof Error ? error.message : String(error));
+    }
+  }
+
+  private onMalformed(kind: TopicKind | 'unknown', topic: string, error: ProtocolError): void {
+    this.options.logger.warn({ topic, code: error.code, problem: error.message }, 'rejected an inbound message');
+    this.event('warn', error.code, `${kind}: ${error.message}`.slice(0, 2048), { details: { topic: topic.slice(0, 256), issues: error.issues.slice(0, 10) } });
+  }
+
+  private reportModels(version: number, statuses: readonly ModelStatus[]): void {
+    for (const status of statuses) this.progress.delete(status.name);
+    this.publishModelState(version, statuses);
+  }
+
+  private reportProgress(version: number, status: ModelStatus): void {
+    this.progress.set(status.name, status);
+    this.publishModelState(version, this.reconciler.statuses());
+  }
+
+  private publishModelState(version: number, statuses: readonly ModelStatus[]): void {
+    if (!this.link.connected) return; // retained snapshot: the next connect sends the current one
+    const now = Date.now();
+    const models = statuses.map((status) => toProtocolStatus(this.progress.get(status.name) ?? status, version, this.sinceOf(status, now)));
+    this.link.publish('modelState', { v: PROTOCOL_VERSION, ts: now, desiredVersion: this.reconciler.desiredVersion(), models }).catch((error: unknown) => {
+      this.options.logger.warn({ err: error }, 'model state not sent');
+    });
+  }
+
+  private sinceOf(status: ModelStatus, now: number): number {
+    const known = this.since.get(status.name);
+    if (known && known.phase === status.phase) return known.since;
+    this.since.set(status.name, { phase: status.phase, since: now });
+    return now;
+  }
+
+  private event(level: 'debug' | 'info' | 'warn' | 'error', code: string, message: string, extra: { model?: string; details?: Record<string, unknown> } = {}): void {
+    const safeCode = /^[A-Z][A-Z0-9_]{1,63}$/.test(code) ? code : 'INTERNAL';
+    void this.enqueue('event', (seq) => ({ v: PROTOCOL_VERSION, seq, ts: Date.now(), level, code: safeCode, message: message.slice(0, 2048), ...extra }));
+  }
+
+  private recordUsage(usage: UsageFields): void {
+    void this.enqueue('usage', (seq) => ({ v: PROTOCOL_VERSION, seq, ts: Date.now(), ...usage }));
+  }
+
+  private async sampleTelemetry(): Promise<void> {
+    const window = this.runtime.takeWindow();
+    const counts = this.runtime.counts();
+    const [gpus, disk] = await Promise.all([this.engine.gpus().catch(() => []), diskOf(this.options.config.modelsDir)]);
+    const total = totalmem();
+    const free = freemem();
+    await this.enqueue('telemetry', (seq) => ({
+      v: PROTOCOL_VERSION,
+      seq,
+      ts: Date.now(),
+      windowMs: window.windowMs,
+      cpu: { percent: this.cpu.percent() },
+      memory: { usedBytes: total - free, totalBytes: total },
+      gpus: gpus.map((gpu, index) => ({ index, vramUsedBytes: Math.max(0, gpu.vramBytes - (gpu.vramFreeBytes ?? 0)), vramTotalBytes: gpu.vramBytes })),
+      disk: { freeBytes: disk.freeBytes, modelsBytes: this.store.usedBytes() },
+      loadedModels: this.runtime.loadedModels().map((model) => ({
+        name: model.name,
+        contextSize: model.contextSize,
+        parallel: model.parallel,
+        activeRequests: model.activeRequests,
+        memoryBytes: model.memoryBytes,
+        lastUsedAt: model.lastUsedAt,
+      })),
+      inference: {
+        activeRequests: counts.active,
+        queuedRequests: counts.queued,
+        completedRequests: window.completedRequests,
+        failedRequests: window.failedRequests,
+        generatedTokens: window.generatedTokens,
+        tokensPerSecond: window.tokensPerSecond,
+        ...(window.ttftMs.length > 0 ? { ttftMs: stats(window.ttftMs) } : {}),
+        ...(window.latencyMs.length > 0 ? { latencyMs: stats(window.latencyMs) } : {}),
+      },
+      draining: this.draining,
+    }));
+  }
+
+  /** Validates with the protocol schema, stores on disk, then sends when connected. */
+  private async enqueue(kind: OutboxKind, build: (seq: number) => Record<string, unknown>): Promise<void> {
+    try {
+      await this.outbox.append(kind, (seq) => JSON.parse(encode(kind, build(seq) as MessageOf<typeof kind>)) as Record<string, unknown>);
+    } catch (error) {
+      this.options.logger.error({ err: error, kind }, 'outbox entry rejected');
+      return;
+    }
+    this.flushOutbox();
+  }
+
+  /**
+   * Sends entries after the last one handed to mqtt.js, in seq order. mqtt.js itself re-sends handed-off QoS 1
+   * messages still awaiting PUBACK after a reconnect, so each entry is handed over once per process.
+   */
+  private flushOutbox(): void {
+    if (this.flushing || !this.link.connected) return;
+    this.flushing = true;
+    try {
+      for (const entry of this.outbox.pending(this.sentSeq)) {
+        if (!this.link.connected) break;
+        this.link.publishRaw(entry.kind, JSON.stringify(entry.payload)).catch((error: unknown) => this.options.logger.debug({ err: error, seq: entry.seq }, 'outbox publish pending'));
+        this.sentSeq = entry.seq;
+      }
+    } finally {
+      this.flushing = false;
+    }
+  }
+}
+
+function toProtocolStatus(status: ModelStatus, version: number, since: number): ProtocolModelStatus {
+  const base = { name: status.name, sha256: status.sha256, desiredVersion: version, since };
+  switch (status.phase) {
+    case 'pending':
+    case 'verifying':
+    case 'loading':
+      return { ...base, state: status.phase };
+    case 'downloading':
+      return { ...base, state: 'downloading', receivedBytes: status.receivedBytes ?? 0, totalBytes: status.totalBytes ?? status.receivedBytes ?? 0 };
+    case 'ready':
+      return { ...base, state: 'ready', loaded: status.loaded === true };
+    case 'failed':
+      return { ...base, state: 'failed', code: status.code ?? 'INTERNAL', message: (status.reason ?? 'failed').slice(0, 2048) };
+  }
+}
+
+function stats(values: number[]): LatencyStats {
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
+  return { avg: sorted.reduce((sum, value) => sum + value, 0) / sorted.length, p50: at(0.5), p95: at(0.95), max: sorted[sorted.length - 1] ?? 0 };
+}
