@@ -184,12 +184,13 @@ describe('migrated schema is the same on every backend', () => {
     }
   });
 
-  it('creates every table, enum, index and constraint of the init migration', () => {
+  it('creates the tables, enums and foreign keys of the init migration', () => {
     const dump = dumps.get('pglite');
     expect(dump).toBeDefined();
     const tables = new Set(dump?.columns.map((c) => c.table));
-    expect([...tables].sort()).toEqual(
-      [
+    // Later migrations add tables; these come from init.
+    expect([...tables]).toEqual(
+      expect.arrayContaining([
         'alerts',
         'api_keys',
         'audit_events',
@@ -206,9 +207,11 @@ describe('migrated schema is the same on every backend', () => {
         'sessions',
         'telemetry_rollups',
         'users',
-      ].sort(),
+      ]),
     );
-    expect(dump?.enums.find((e) => e.name === 'device_status')?.labels).toBe('online,offline,draining,revoked');
+    expect(dump?.enums.find((e) => e.name === 'device_status')?.labels.split(',')).toEqual(
+      expect.arrayContaining(['online', 'offline', 'draining', 'revoked']),
+    );
     expect(dump?.constraints.filter((c) => c.kind === 'f').map((c) => c.name)).toContain('placements_device_id_fkey');
   });
 
