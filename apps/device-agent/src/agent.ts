@@ -53,6 +53,8 @@ export class Agent {
   private sentSeq: number;
   private flushing = false;
   private draining = false;
+  /** [P-3.1] hello goes first on every connection: nothing else is sent before it. */
+  private helloSent = false;
   private stopping: Promise<void> | undefined;
   private localAddress: { host: string; port: number } | undefined;
 
@@ -91,7 +93,7 @@ export class Agent {
       defaultContextSize: config.contextSize,
       defaultParallel: config.maxParallelRequests,
       onModelsChanged: () => ref.current?.reconciler.wake(),
-      onModelUsed: (sha256) => void store.touch(sha256),
+      onModelUsed: (sha256) => void store.touch(sha256).catch((error: unknown) => logger.warn({ err: error }, 'could not record model use')),
     });
     const reconciler = new Reconciler({
       store,
@@ -125,6 +127,9 @@ export class Agent {
         outboxAck: (message) => void ref.current?.outbox.ack(message.upToSeq),
       },
       onConnected: (sessionId) => ref.current?.onConnected(sessionId) ?? Promise.resolve(),
+      onDisconnected: () => {
+        if (ref.current) ref.current.helloSent = false;
+      },
       onMalformed: (kind, topic, error) => ref.current?.onMalformed(kind, topic, error),
     });
     const agent = new Agent(options, engine, store, outbox, runtime, reconciler, service, localApi, link);
@@ -175,6 +180,7 @@ export class Agent {
   private async onConnected(sessionId: string): Promise<void> {
     await this.sendHello(sessionId);
     await this.publishStatus(this.draining ? 'draining' : 'online', 'startup');
+    this.helloSent = true;
     const statuses = this.reconciler.statuses();
     if (statuses.length > 0 || this.reconciler.desiredVersion() > 0) this.reportModels(this.reconciler.desiredVersion(), statuses);
     this.flushOutbox();
@@ -236,6 +242,7 @@ export class Agent {
   }
 
   private onInferenceRequest(request: InferenceRequest): void {
+    const receivedAt = Date.now();
     if (this.activeRequests.has(request.requestId)) return; // QoS 1 redelivery of a job already running
     const respond = (message: MessageOf<'inferenceResponse'>): void => {
       this.link.publish('inferenceResponse', message).catch((error: unknown) => this.options.logger.warn({ err: error, requestId: request.requestId }, 'response not sent'));
@@ -252,7 +259,8 @@ export class Agent {
           requestId: request.requestId,
           model: request.model,
           priority: request.priority,
-          deadline: request.deadline,
+          // [P-3.6] the budget is deadline - sentAt on the control plane's clock, applied to ours: skew-free.
+          deadline: receivedAt + Math.max(0, request.deadline - request.sentAt),
           request: {
             messages: request.messages,
             ...(request.tools ? { tools: request.tools } : {}),
@@ -366,7 +374,7 @@ export class Agent {
   }
 
   private publishModelState(version: number, statuses: readonly ModelStatus[]): void {
-    if (!this.link.connected) return; // retained snapshot: the next connect sends the current one
+    if (!this.link.connected || !this.helloSent) return; // retained snapshot: the next connect sends the current one
     const now = Date.now();
     const models = statuses.map((status) => toProtocolStatus(this.progress.get(status.name) ?? status, version, this.sinceOf(status, now)));
     this.link.publish('modelState', { v: PROTOCOL_VERSION, ts: now, desiredVersion: this.reconciler.desiredVersion(), models }).catch((error: unknown) => {
@@ -443,7 +451,7 @@ export class Agent {
    * messages still awaiting PUBACK after a reconnect, so each entry is handed over once per process.
    */
   private flushOutbox(): void {
-    if (this.flushing || !this.link.connected) return;
+    if (this.flushing || !this.link.connected || !this.helloSent) return;
     this.flushing = true;
     try {
       for (const entry of this.outbox.pending(this.sentSeq)) {

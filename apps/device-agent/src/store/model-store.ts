@@ -48,6 +48,7 @@ export type ModelStoreOptions = {
  */
 export class ModelStore {
   private readonly entries = new Map<string, Entry>();
+  private metaWrites = 0;
   private readonly now: () => number;
   private readonly stallTimeoutMs: number;
 
@@ -343,7 +344,8 @@ export class ModelStore {
   private async writeMeta(entry: Entry): Promise<void> {
     const meta: FileMeta = { sha256: entry.sha256, name: entry.name, lastUsedAt: entry.lastUsedAt, pinned: entry.pinned };
     if (entry.sizeBytes !== undefined) meta.sizeBytes = entry.sizeBytes;
-    const tmp = `${this.metaPath(entry.sha256)}.tmp`;
+    // Unique temporary names: concurrent touches of one file must not rename each other's temporary file.
+    const tmp = `${this.metaPath(entry.sha256)}.${++this.metaWrites}.tmp`;
     await writeFile(tmp, JSON.stringify(meta));
     await rename(tmp, this.metaPath(entry.sha256));
   }
