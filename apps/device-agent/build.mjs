@@ -1,6 +1,6 @@
 // Bundles the agent into one ESM file, dist/flotilla-agent.mjs. node-llama-cpp stays external: it ships native
 // binaries per platform and must be installed next to the bundle (the install script does that).
-import { chmod } from 'node:fs/promises';
+import { chmod, rm } from 'node:fs/promises';
 import process from 'node:process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,6 +10,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 
 export async function buildAgent(outDir = join(here, 'dist')) {
   const file = join(outDir, 'flotilla-agent.mjs');
+  // The bundle is the only artifact: clear whatever an earlier build left.
+  await rm(outDir, { recursive: true, force: true });
   await build({
     input: join(here, 'src/main.ts'),
     platform: 'node',

@@ -1,6 +1,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from './config.js';
 import { parseBindAddress, parseByteSize } from './units.js';
@@ -67,6 +68,12 @@ describe('loadConfig', () => {
     expect(text).toMatch(/FLOTILLA_AGENT_TYPO: unknown variable/);
     expect(text).toMatch(/localApi\.bind \(from FLOTILLA_AGENT_LOCAL_API_BIND\): not a host:port/);
     expect(issues.length).toBeGreaterThanOrEqual(8);
+  });
+
+  it('accepts the example config shipped with the install script', () => {
+    const example = fileURLToPath(new URL('../../../../tools/deploy/agent/agent.example.yaml', import.meta.url));
+    const config = loadConfig({ file: example, env: {} });
+    expect(config).toMatchObject({ dataDir: '/var/lib/flotilla-agent', threads: 1, shutdownGraceSeconds: 20 });
   });
 
   it('reports a YAML syntax error with the file name', () => {
