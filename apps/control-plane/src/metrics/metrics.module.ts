@@ -1,0 +1,15 @@
+import { Global, Module } from '@nestjs/common';
+import { FleetMetrics } from './fleet-metrics.js';
+import { HttpMetrics } from './http-metrics.js';
+import { MetricsController } from './metrics.controller.js';
+import { MetricsRegistry } from './metrics-registry.js';
+import { METRICS_SETTINGS, loadMetricsSettings } from './metrics.settings.js';
+
+/** `/metrics` and the registry every module registers its metrics with (global: inject `MetricsRegistry`). */
+@Global()
+@Module({
+  controllers: [MetricsController],
+  providers: [MetricsRegistry, HttpMetrics, FleetMetrics, { provide: METRICS_SETTINGS, useFactory: () => loadMetricsSettings() }],
+  exports: [MetricsRegistry, FleetMetrics],
+})
+export class MetricsModule {}

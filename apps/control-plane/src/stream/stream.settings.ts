@@ -1,0 +1,22 @@
+import { z } from 'zod';
+import { ConfigError } from '../config/config.js';
+
+export const STREAM_SETTINGS = Symbol('flotilla.stream-settings');
+
+export interface StreamSettings {
+  /** a `heartbeat` event this often on every stream (FLOTILLA_EVENT_STREAM_HEARTBEAT_S, default 15) */
+  heartbeatMs: number;
+  /** streams beyond this are refused with 503 (FLOTILLA_EVENT_STREAM_MAX_CLIENTS, default 500) */
+  maxClients: number;
+}
+
+const schema = z.object({
+  FLOTILLA_EVENT_STREAM_HEARTBEAT_S: z.coerce.number().min(0.1).max(300).default(15),
+  FLOTILLA_EVENT_STREAM_MAX_CLIENTS: z.coerce.number().int().min(1).max(100_000).default(500),
+});
+
+export function loadStreamSettings(env: NodeJS.ProcessEnv = process.env): StreamSettings {
+  const parsed = schema.safeParse(env);
+  if (!parsed.success) throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
+  return { heartbeatMs: parsed.data.FLOTILLA_EVENT_STREAM_HEARTBEAT_S * 1000, maxClients: parsed.data.FLOTILLA_EVENT_STREAM_MAX_CLIENTS };
+}
