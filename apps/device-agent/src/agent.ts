@@ -50,7 +50,11 @@ export class Agent {
   private telemetryTimer: NodeJS.Timeout | undefined;
   private readonly reconcilerAbort = new AbortController();
   private reconcilerRun: Promise<void> | undefined;
+  /** Highest outbox seq handed to the current connection. */
   private sentSeq: number;
+  /** Highest seq such that it and every entry before it got a PUBACK. */
+  private pubackedSeq: number;
+  private readonly pubacked = new Set<number>();
   private flushing = false;
   private draining = false;
   /** [P-3.1] hello goes first on every connection: nothing else is sent before it. */
@@ -70,6 +74,7 @@ export class Agent {
     private readonly link: MqttLink,
   ) {
     this.sentSeq = outbox.stats().ackedSeq;
+    this.pubackedSeq = this.sentSeq;
   }
 
   static async create(options: AgentOptions): Promise<Agent> {
@@ -127,9 +132,7 @@ export class Agent {
         outboxAck: (message) => void ref.current?.outbox.ack(message.upToSeq),
       },
       onConnected: (sessionId) => ref.current?.onConnected(sessionId) ?? Promise.resolve(),
-      onDisconnected: () => {
-        if (ref.current) ref.current.helloSent = false;
-      },
+      onDisconnected: () => ref.current?.onDisconnected(),
       onMalformed: (kind, topic, error) => ref.current?.onMalformed(kind, topic, error),
     });
     const agent = new Agent(options, engine, store, outbox, runtime, reconciler, service, localApi, link);
@@ -175,6 +178,23 @@ export class Agent {
     await this.runtime.dispose();
     await this.engine.dispose();
     this.options.logger.info('stopped');
+  }
+
+  /** What the broker did not acknowledge goes again, in order, on the next connection. */
+  private onDisconnected(): void {
+    this.helloSent = false;
+    this.sentSeq = Math.max(this.pubackedSeq, this.outbox.stats().ackedSeq);
+  }
+
+  private onPuback(seq: number): void {
+    this.pubacked.add(seq);
+    const pending = this.outbox.pending(this.pubackedSeq).map((entry) => entry.seq);
+    for (const next of pending) {
+      if (!this.pubacked.has(next)) break;
+      this.pubacked.delete(next);
+      this.pubackedSeq = next;
+    }
+    if (this.pubacked.size > 10_000) this.pubacked.clear();
   }
 
   private async onConnected(sessionId: string): Promise<void> {
@@ -350,6 +370,7 @@ export class Agent {
         }
         case 'resend-outbox':
           this.sentSeq = this.outbox.stats().ackedSeq;
+          this.pubackedSeq = this.sentSeq;
           this.flushOutbox();
           return ack('completed');
       }
@@ -447,8 +468,8 @@ export class Agent {
   }
 
   /**
-   * Sends entries after the last one handed to mqtt.js, in seq order. mqtt.js itself re-sends handed-off QoS 1
-   * messages still awaiting PUBACK after a reconnect, so each entry is handed over once per process.
+   * Sends entries after the last one handed to this connection, in seq order. Each connection uses a fresh
+   * mqtt.js client, so entries without a PUBACK are re-sent by us after a reconnect (see onDisconnected).
    */
   private flushOutbox(): void {
     if (this.flushing || !this.link.connected || !this.helloSent) return;
@@ -456,7 +477,10 @@ export class Agent {
     try {
       for (const entry of this.outbox.pending(this.sentSeq)) {
         if (!this.link.connected) break;
-        this.link.publishRaw(entry.kind, JSON.stringify(entry.payload)).catch((error: unknown) => this.options.logger.debug({ err: error, seq: entry.seq }, 'outbox publish pending'));
+        this.link.publishRaw(entry.kind, JSON.stringify(entry.payload)).then(
+          () => this.onPuback(entry.seq),
+          (error: unknown) => this.options.logger.debug({ err: error, seq: entry.seq }, 'outbox entry not acknowledged by the broker'),
+        );
         this.sentSeq = entry.seq;
       }
     } finally {

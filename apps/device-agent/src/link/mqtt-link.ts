@@ -66,6 +66,15 @@ export class MqttLink {
   }
 
   start(): void {
+    this.stopped = false;
+    this.connectClient();
+  }
+
+  /**
+   * One mqtt.js client per connection attempt: a fresh client has no in-flight store of its own, so what was not
+   * acknowledged on the previous connection is re-sent by the caller (the outbox), in order, exactly once.
+   */
+  private connectClient(): void {
     const url = this.options.url ?? this.options.credentials.urls[0];
     if (!url) throw new Error('no MQTT URL: enroll first or set mqtt.url');
     const tls = this.options.tls;
@@ -73,6 +82,7 @@ export class MqttLink {
       clientId: this.deviceId,
       username: this.options.credentials.username,
       password: this.options.credentials.password,
+      // Persistent session: the broker keeps subscriptions and QoS 1 messages for the device while it is away.
       clean: false,
       protocolVersion: 4,
       keepalive: this.options.keepaliveSeconds,
@@ -99,7 +109,10 @@ export class MqttLink {
     });
     client.on('message', (topic, payload) => this.dispatch(topic, payload));
     client.on('close', () => {
+      if (this.client !== client) return;
       this.options.onDisconnected?.();
+      client.removeAllListeners('close');
+      client.end(true);
       this.scheduleReconnect();
     });
     client.on('error', (error) => this.options.logger.warn({ err: error.message }, 'MQTT error'));
@@ -132,7 +145,9 @@ export class MqttLink {
         new Promise((resolve) => setTimeout(resolve, 2000)),
       ]).catch(() => undefined);
     }
-    await new Promise<void>((resolve) => client.end(false, {}, () => resolve()));
+    // Give in-flight messages a moment to be acknowledged, then close for good.
+    await Promise.race([new Promise<void>((resolve) => client.end(false, {}, () => resolve())), new Promise((resolve) => setTimeout(resolve, 2000))]);
+    client.end(true);
   }
 
   private will(): NonNullable<IClientOptions['will']> {
@@ -146,12 +161,10 @@ export class MqttLink {
     this.options.logger.info({ delayMs: delay, attempt: this.attempt }, 'reconnecting');
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
-      const client = this.client;
-      if (this.stopped || !client || client.connected) return;
+      if (this.stopped) return;
       // A new session id per connection; its last will names it so a stale will cannot mark a newer session offline.
       this.sessionId = randomUUID();
-      client.options.will = this.will();
-      client.reconnect();
+      this.connectClient();
     }, delay);
   }
 
