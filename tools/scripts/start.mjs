@@ -98,7 +98,7 @@ if (!(await waitForHealth(60_000))) {
   }
 } else {
   // 3. The local device agent: enroll once with a token minted through the admin API, then run.
-  const agentMain = join(root, 'apps/device-agent/dist/main.js');
+  const agentMain = join(root, 'apps/device-agent/dist/flotilla-agent.mjs');
   const credentialsFile = join(agentDataDir, 'credentials.json');
   try {
     if (!existsSync(credentialsFile)) {
