@@ -10,6 +10,7 @@ import { EnrollmentModule } from '../enrollment/enrollment.module.js';
 import { EventsModule } from '../events/events.module.js';
 import type { ReadinessCheck } from '../health/health.controller.js';
 import { HealthModule } from '../health/health.module.js';
+import { FleetModule } from '../fleet/fleet.module.js';
 import { BROKER, CONFIG, DATABASE, ENDPOINTS, LOGGER, READINESS_CHECKS } from './tokens.js';
 
 /** The external parts, started before Nest so port and database problems fail fast and clearly. */
@@ -55,6 +56,7 @@ export class AppModule {
         HealthModule,
         EnrollmentModule,
         DevicesModule,
+        FleetModule,
       ],
       providers: [
         { provide: CONFIG, useValue: parts.config },

@@ -13,6 +13,8 @@ export interface FleetEventMap {
   'model-state.changed': { deviceId: string; modelId: string; state: string; at: string };
   'catalog.changed': { modelId: string; action: 'created' | 'updated' | 'deleted' };
   'deployment.changed': { deploymentId: string; action: 'created' | 'updated' | 'deleted' };
+  /** the fleet file's routing block changed (the gateway reloads it with FleetService.routing()) */
+  'routing.changed': { at: string };
   'placement.changed': { deviceId: string; desiredVersion: number };
   'alert.changed': { alertId: string; state: 'open' | 'resolved'; rule: string; subject: string };
 }

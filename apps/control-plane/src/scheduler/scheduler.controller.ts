@@ -1,0 +1,97 @@
+import { Controller, Get, HttpCode, Inject, Post, Query } from '@nestjs/common';
+import { DeviceIdSchema } from '@flotilla/protocol';
+import { z } from 'zod';
+import { DATABASE } from '../app/tokens.js';
+import { RequireRole } from '../auth/auth.guard.js';
+import { PageQuerySchema, toPage, type Page } from '../catalog/inputs.js';
+import { parseInput } from '../common/parse.js';
+import type { Database } from '../database/index.js';
+import { SchedulerService, type ScheduleRun } from './scheduler.service.js';
+
+const placementsQuery = PageQuerySchema.extend({
+  deviceId: DeviceIdSchema.optional(),
+  deploymentId: z.string().min(1).max(128).optional(),
+});
+
+export interface PlacementView {
+  id: string;
+  deviceId: string;
+  deviceName: string;
+  deviceStatus: string;
+  model: string;
+  modelId: string;
+  deploymentId: string | null;
+  deployment: string | null;
+  /** the device's desired-state version when this placement last changed */
+  desiredVersion: number;
+  loaded: boolean;
+  pinned: boolean;
+  contextSize: number | null;
+  parallel: number;
+  /** the model's state as the device last reported it; null before any report */
+  state: string | null;
+  /** reported ready and in memory with the catalog's file */
+  ready: boolean;
+  updatedAt: Date;
+}
+
+/** Placements (the devices' desired state) and the scheduler's last run. */
+@Controller('api/v1')
+export class SchedulerController {
+  constructor(
+    @Inject(DATABASE) private readonly db: Database,
+    private readonly scheduler: SchedulerService,
+  ) {}
+
+  @RequireRole('viewer')
+  @Get('placements')
+  async placements(@Query() query: unknown): Promise<Page<PlacementView>> {
+    const q = parseInput(placementsQuery, query);
+    const rows = await this.db.prisma.placement.findMany({
+      where: { ...(q.deviceId ? { deviceId: q.deviceId } : {}), ...(q.deploymentId ? { deploymentId: q.deploymentId } : {}) },
+      include: {
+        device: { select: { name: true, status: true, modelStates: true } },
+        model: { select: { name: true, sha256: true } },
+        deployment: { select: { name: true } },
+      },
+      take: q.limit + 1,
+      ...(q.cursor ? { cursor: { id: q.cursor } } : {}),
+      orderBy: [{ deviceId: 'asc' }, { id: 'asc' }],
+    });
+    return toPage(rows, q.limit, (r) => {
+      const state = r.device.modelStates.find((s) => s.modelName === r.model.name);
+      return {
+        id: r.id,
+        deviceId: r.deviceId,
+        deviceName: r.device.name,
+        deviceStatus: r.device.status,
+        model: r.model.name,
+        modelId: r.modelId,
+        deploymentId: r.deploymentId,
+        deployment: r.deployment?.name ?? null,
+        desiredVersion: r.desiredVersion,
+        loaded: r.loaded,
+        pinned: r.pinned,
+        contextSize: r.contextSize,
+        parallel: r.parallel,
+        state: state?.state ?? null,
+        ready: state !== undefined && state.state === 'ready' && state.loaded && (state.sha256 === null || state.sha256 === r.model.sha256),
+        updatedAt: r.updatedAt,
+      };
+    });
+  }
+
+  @RequireRole('viewer')
+  @Get('scheduler')
+  status(): { lastRun: ScheduleRun | null } {
+    return { lastRun: this.scheduler.lastRun() ?? null };
+  }
+
+  /** Plans now instead of waiting for the next event or period. */
+  @RequireRole('operator')
+  @Post('scheduler/run')
+  @HttpCode(200)
+  async run(): Promise<{ lastRun: ScheduleRun | null }> {
+    return { lastRun: (await this.scheduler.runNow()) ?? null };
+  }
+}
