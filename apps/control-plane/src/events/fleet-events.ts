@@ -16,6 +16,20 @@ export interface FleetEventMap {
   /** the fleet file's routing block changed (the gateway reloads it with FleetService.routing()) */
   'routing.changed': { at: string };
   'placement.changed': { deviceId: string; desiredVersion: number };
+  /** the gateway finished a request (recorded in inference_requests) */
+  'gateway.request': {
+    requestId: string;
+    model: string | null;
+    requestedModel: string;
+    deviceId: string | null;
+    cloud: boolean;
+    outcome: 'success' | 'failed' | 'timeout' | 'cancelled' | 'rejected';
+    latencyMs: number;
+    ttftMs: number | null;
+    tokensIn: number;
+    tokensOut: number;
+    retries: number;
+  };
   'alert.changed': { alertId: string; state: 'open' | 'resolved'; rule: string; subject: string };
 }
 

@@ -1,0 +1,116 @@
+import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
+import type { Logger } from 'pino';
+import { DATABASE, LOGGER } from '../app/tokens.js';
+import type { Database } from '../database/index.js';
+import { FleetEvents } from '../events/fleet-events.js';
+import type { Tier } from './device-directory.js';
+
+export type RequestOutcome = 'success' | 'failed' | 'timeout' | 'cancelled' | 'rejected';
+
+export interface RequestRecord {
+  requestId: string;
+  requestedModel: string;
+  model: string | null;
+  tier: Tier | null;
+  deviceId: string | null;
+  cloud: boolean;
+  latencyMs: number;
+  ttftMs: number | null;
+  tokensIn: number;
+  tokensOut: number;
+  outcome: RequestOutcome;
+  errorCode: string | null;
+  retries: number;
+  stream: boolean;
+  apiKeyId: string | null;
+}
+
+export interface UsageCounters {
+  requests: number;
+  successes: number;
+  failures: number;
+  retries: number;
+  tokensIn: number;
+  tokensOut: number;
+  latencySumMs: number;
+}
+
+const FLUSH_MS = 250;
+
+/**
+ * Records every gateway request: rows in `inference_requests` written in batches off the request path, per-model and
+ * per-device counters in memory, and a `gateway.request` fleet event for metrics and dashboards.
+ */
+@Injectable()
+export class GatewayAccounting implements OnModuleDestroy {
+  private pending: RequestRecord[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private flushing: Promise<void> = Promise.resolve();
+  readonly byModel = new Map<string, UsageCounters>();
+  readonly byDevice = new Map<string, UsageCounters>();
+
+  constructor(
+    @Inject(DATABASE) private readonly db: Database,
+    @Inject(LOGGER) private readonly logger: Logger,
+    private readonly events: FleetEvents,
+  ) {}
+
+  record(r: RequestRecord): void {
+    this.pending.push(r);
+    this.count(this.byModel, r.model ?? r.requestedModel, r);
+    this.count(this.byDevice, r.deviceId ?? (r.cloud ? 'cloud' : 'none'), r);
+    this.events.emit('gateway.request', {
+      requestId: r.requestId,
+      model: r.model,
+      requestedModel: r.requestedModel,
+      deviceId: r.deviceId,
+      cloud: r.cloud,
+      outcome: r.outcome,
+      latencyMs: r.latencyMs,
+      ttftMs: r.ttftMs,
+      tokensIn: r.tokensIn,
+      tokensOut: r.tokensOut,
+      retries: r.retries,
+    });
+    this.timer ??= setTimeout(() => {
+      this.timer = undefined;
+      void this.flush();
+    }, FLUSH_MS);
+  }
+
+  /** Writes what is pending (tests call it to read rows at once). */
+  flush(): Promise<void> {
+    this.flushing = this.flushing.then(async () => {
+      const batch = this.pending;
+      this.pending = [];
+      if (batch.length === 0) return;
+      try {
+        await this.db.prisma.inferenceRequest.createMany({ data: batch, skipDuplicates: true });
+      } catch (error) {
+        this.logger.error({ err: error, count: batch.length }, 'could not record gateway requests');
+      }
+    });
+    return this.flushing;
+  }
+
+  async onModuleDestroy(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.flush();
+  }
+
+  private count(map: Map<string, UsageCounters>, key: string, r: RequestRecord): void {
+    let c = map.get(key);
+    if (!c) {
+      c = { requests: 0, successes: 0, failures: 0, retries: 0, tokensIn: 0, tokensOut: 0, latencySumMs: 0 };
+      map.set(key, c);
+    }
+    c.requests++;
+    if (r.outcome === 'success') c.successes++;
+    else if (r.outcome !== 'cancelled') c.failures++;
+    c.retries += r.retries;
+    c.tokensIn += r.tokensIn;
+    c.tokensOut += r.tokensOut;
+    c.latencySumMs += r.latencyMs;
+  }
+}

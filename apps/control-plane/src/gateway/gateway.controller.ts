@@ -1,0 +1,149 @@
+import { randomUUID } from 'node:crypto';
+import { Controller, Get, Inject, Post, Req, Res } from '@nestjs/common';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { LOGGER } from '../app/tokens.js';
+import { Public, RequireRole } from '../auth/auth.guard.js';
+import { GatewayAccounting } from './accounting.js';
+import { Dispatcher } from './dispatcher.js';
+import { GatewayKeys } from './gateway-keys.js';
+import { GATEWAY_SETTINGS, type GatewaySettings } from './gateway.settings.js';
+import { GatewayService, StreamFailure, type AnswerInfo } from './gateway.service.js';
+import { GatewayError, chunkBody, completionBody, parseChatBody, usageChunkBody } from './openai-format.js';
+import { VIRTUAL_MODELS } from './router.js';
+
+/**
+ * The OpenAI-compatible API under `/v1`. `@Public()` for the admin guard: gateway keys (scope `gateway`) are checked
+ * here, and every error has OpenAI's shape.
+ */
+@Controller()
+export class GatewayController {
+  constructor(
+    private readonly gateway: GatewayService,
+    private readonly keys: GatewayKeys,
+    private readonly dispatcher: Dispatcher,
+    private readonly accounting: GatewayAccounting,
+    @Inject(GATEWAY_SETTINGS) private readonly settings: GatewaySettings,
+    @Inject(LOGGER) private readonly logger: Logger,
+  ) {}
+
+  @Public()
+  @Get('v1/models')
+  async models(@Req() request: FastifyRequest, @Res() reply: FastifyReply): Promise<void> {
+    try {
+      const key = await this.keys.authenticate(request.headers.authorization);
+      const names = [...VIRTUAL_MODELS.map((name) => ({ name, created: 0 })), ...(await this.gateway.modelNames())].filter((m) =>
+        this.keys.allows(key, m.name),
+      );
+      await reply.send({ object: 'list', data: names.map((m) => ({ id: m.name, object: 'model', created: m.created, owned_by: 'flotilla' })) });
+    } catch (error) {
+      await this.sendError(reply, error);
+    }
+  }
+
+  @Public()
+  @Post('v1/chat/completions')
+  async chatCompletions(@Req() request: FastifyRequest, @Res() reply: FastifyReply): Promise<void> {
+    const requestId = `req_${randomUUID().replaceAll('-', '')}`;
+    void reply.header('x-request-id', requestId);
+    const aborter = new AbortController();
+    // The response socket closing before we finished = the client went away: cancel the device job. [P-3.8]
+    reply.raw.on('close', () => {
+      if (!reply.raw.writableFinished) aborter.abort();
+    });
+    let streaming = false;
+    try {
+      const key = await this.keys.authenticate(request.headers.authorization);
+      this.keys.takeRate(key);
+      const chat = parseChatBody(request.body);
+      if (chat.messages.length > this.settings.maxMessages) {
+        throw new GatewayError(400, 'invalid_request_error', `at most ${this.settings.maxMessages} messages per request, got ${chat.messages.length}`, {}, 'messages');
+      }
+      if (!this.keys.allows(key, chat.requestedModel)) {
+        throw new GatewayError(403, 'model_not_allowed', `this API key may not use the model \`${chat.requestedModel}\``, {}, 'model');
+      }
+      const created = Math.floor(Date.now() / 1000);
+      const id = `chatcmpl-${requestId.slice(4)}`;
+      if (!chat.stream) {
+        const out = await this.gateway.chat(chat, { requestId, key, signal: aborter.signal });
+        this.answerHeaders(reply, out, out.route);
+        await reply.send(
+          completionBody({ id, created, model: out.model, content: out.content, toolCalls: out.toolCalls, finishReason: out.finishReason, usage: out.usage }),
+        );
+        return;
+      }
+      let model = chat.requestedModel;
+      const raw = reply.raw;
+      const write = (data: unknown) => raw.write(`data: ${JSON.stringify(data)}\n\n`);
+      const out = await this.gateway.chat(
+        chat,
+        { requestId, key, signal: aborter.signal },
+        {
+          begin: (info) => {
+            streaming = true;
+            model = info.model;
+            reply.hijack();
+            raw.writeHead(200, {
+              'content-type': 'text/event-stream; charset=utf-8',
+              'cache-control': 'no-cache',
+              connection: 'keep-alive',
+              'x-accel-buffering': 'no',
+              'x-request-id': requestId,
+              ...this.headerValues(info),
+            });
+            write(chunkBody(id, created, model, { role: 'assistant', content: '' }));
+          },
+          content: (delta) => write(chunkBody(id, created, model, { content: delta })),
+          toolCalls: (deltas) => write(chunkBody(id, created, model, { tool_calls: deltas })),
+        },
+      );
+      write(chunkBody(id, created, model, {}, out.finishReason));
+      if (chat.includeUsage) write(usageChunkBody(id, created, model, out.usage));
+      raw.end('data: [DONE]\n\n');
+    } catch (error) {
+      if (streaming || error instanceof StreamFailure) {
+        const e = error instanceof StreamFailure ? error.error : toGatewayError(error);
+        if (!reply.raw.writableEnded && !reply.raw.destroyed) {
+          // One error event ends the stream; OpenAI clients raise it as an APIError. [issue 5: failover]
+          reply.raw.end(`data: ${JSON.stringify(e.body)}\n\n`);
+        }
+        return;
+      }
+      await this.sendError(reply, error);
+    }
+  }
+
+  /** Requests and tokens per model and per device, outstanding work and queue (for the dashboard). */
+  @RequireRole('viewer')
+  @Get('api/v1/gateway/stats')
+  stats() {
+    return {
+      inFlight: this.dispatcher.inFlight,
+      queued: this.gateway.balancer.queued,
+      devices: this.gateway.balancer.snapshot(),
+      byModel: Object.fromEntries(this.accounting.byModel),
+      byDevice: Object.fromEntries(this.accounting.byDevice),
+    };
+  }
+
+  private headerValues(info: AnswerInfo): Record<string, string> {
+    return { 'x-flotilla-model': info.model, 'x-flotilla-device': info.cloud ? 'cloud' : (info.deviceId ?? 'none') };
+  }
+
+  private answerHeaders(reply: FastifyReply, info: AnswerInfo, route: string): void {
+    for (const [k, v] of Object.entries(this.headerValues(info))) void reply.header(k, v);
+    void reply.header('x-flotilla-route', route.replace(/[^\x20-\x7e]/g, '?'));
+  }
+
+  private async sendError(reply: FastifyReply, error: unknown): Promise<void> {
+    if (reply.sent || reply.raw.destroyed) return;
+    const e = toGatewayError(error);
+    if (e.getStatus() >= 500 && e.openaiCode === 'internal_error') this.logger.error({ err: error }, 'gateway error');
+    for (const [k, v] of Object.entries(e.headers)) void reply.header(k, v);
+    await reply.status(e.getStatus()).send(e.body);
+  }
+}
+
+function toGatewayError(error: unknown): GatewayError {
+  return error instanceof GatewayError ? error : new GatewayError(500, 'internal_error', 'internal error');
+}

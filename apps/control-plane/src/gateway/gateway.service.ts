@@ -1,0 +1,485 @@
+import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
+import { ErrorCode, type FinishReason, type InferenceResult, type ToolCall, type ToolCallDelta } from '@flotilla/protocol';
+import type { Logger } from 'pino';
+import { LOGGER } from '../app/tokens.js';
+import { AppError } from '../common/app-error.js';
+import { GatewayAccounting, type RequestOutcome } from './accounting.js';
+import { Balancer, type Lease } from './balancer.js';
+import { CloudFallback } from './cloud-fallback.js';
+import { DeviceDirectory, type CatalogModel, type Tier } from './device-directory.js';
+import { Dispatcher, type AttemptFailure } from './dispatcher.js';
+import { GATEWAY_SETTINGS, type GatewaySettings } from './gateway.settings.js';
+import type { GatewayKey } from './gateway-keys.js';
+import { GatewayError, type NormalizedChat, type Usage } from './openai-format.js';
+import { AUTO_MODEL, classify, estimatePromptTokens, isTier, pickTierModel, type TierCandidate } from './router.js';
+
+/** Receives a streamed answer; `begin` fires once, just before the first delta. */
+export interface ChatSink {
+  begin(info: AnswerInfo): void;
+  content(delta: string): void;
+  toolCalls(deltas: ToolCallDelta[]): void;
+}
+
+export interface AnswerInfo {
+  model: string;
+  deviceId: string | null;
+  cloud: boolean;
+}
+
+export interface ChatOutcome extends AnswerInfo {
+  content: string | null;
+  toolCalls: ToolCall[] | undefined;
+  finishReason: FinishReason;
+  usage: Usage;
+  retries: number;
+  route: string;
+}
+
+export interface ChatContext {
+  requestId: string;
+  key: GatewayKey;
+  /** aborted when the client goes away */
+  signal: AbortSignal;
+}
+
+/** A failure after the stream began: the controller ends it with one error event. */
+export class StreamFailure extends Error {
+  constructor(readonly error: GatewayError) {
+    super(error.message);
+  }
+}
+
+interface Route {
+  model: CatalogModel | { name: string; tier: null; contextLength: null };
+  tier: Tier | null;
+  reason: string;
+}
+
+type AttemptOutcome = { ok: true; result: InferenceResult; ttftMs: number | null } | { ok: false; failure: AttemptFailure; blame: boolean; ttftMs: number | null };
+
+// Codes that say the device, not the request, is at fault (a cooldown counts them). Capacity answers (queue full,
+// draining, model not ready) move the request elsewhere without blame; client errors never count. [P-6]
+const DEVICE_FAULTS = new Set<string>([ErrorCode.GENERATION_FAILED, ErrorCode.INTERNAL, ErrorCode.DEVICE_OFFLINE, ErrorCode.MODEL_LOAD_FAILED]);
+const FIRST_TOKEN_MISSED = 'first token deadline missed';
+
+/**
+ * Serves one chat completion: routes (`auto`, tiers, names), balances over devices with a ready replica, dispatches
+ * over MQTT and fails over invisibly; a stream cut mid-answer continues on another replica from the text already
+ * sent [P-3.6 continuation]. Falls back to the cloud endpoint when no device can serve.
+ */
+@Injectable()
+export class GatewayService implements OnModuleInit, OnModuleDestroy {
+  readonly balancer: Balancer;
+  private readonly cloud: CloudFallback | undefined;
+  private stopOffline: (() => void) | undefined;
+
+  constructor(
+    @Inject(GATEWAY_SETTINGS) private readonly settings: GatewaySettings,
+    @Inject(LOGGER) private readonly logger: Logger,
+    private readonly directory: DeviceDirectory,
+    private readonly dispatcher: Dispatcher,
+    private readonly accounting: GatewayAccounting,
+  ) {
+    this.balancer = new Balancer(settings);
+    this.cloud = settings.cloud ? new CloudFallback(settings.cloud) : undefined;
+  }
+
+  onModuleInit(): void {
+    // A dead device's jobs fail over at once instead of waiting for their timers. [P-3.2]
+    this.stopOffline = this.directory.onDeviceOffline((deviceId) => {
+      this.balancer.forgetDevice(deviceId);
+      for (const requestId of this.dispatcher.requestsOn(deviceId)) {
+        this.dispatcher.fail(requestId, { code: ErrorCode.DEVICE_OFFLINE, message: `device ${deviceId} went offline`, retryable: true }, deviceId);
+      }
+    });
+  }
+
+  onModuleDestroy(): void {
+    this.stopOffline?.();
+  }
+
+  /** Model names for `GET /v1/models`: the catalog, anything served outside it, and the virtual names. */
+  async modelNames(): Promise<{ name: string; created: number }[]> {
+    const catalog = await this.directory.models();
+    const out = new Map<string, number>();
+    for (const m of catalog.values()) out.set(m.name, Math.floor(m.createdAt / 1000));
+    for (const name of this.directory.servedModels()) if (!out.has(name)) out.set(name, 0);
+    return [...out].map(([name, created]) => ({ name, created }));
+  }
+
+  async chat(chat: NormalizedChat, ctx: ChatContext, sink?: ChatSink): Promise<ChatOutcome> {
+    const started = Date.now();
+    const deadline = started + this.settings.timeoutMs;
+    let record: { model: string | null; tier: Tier | null; deviceId: string | null; cloud: boolean; ttftMs: number | null; usage: Usage; retries: number } = {
+      model: null,
+      tier: null,
+      deviceId: null,
+      cloud: false,
+      ttftMs: null,
+      usage: { promptTokens: 0, completionTokens: 0 },
+      retries: 0,
+    };
+    let outcome: RequestOutcome = 'failed';
+    let errorCode: string | null = null;
+    try {
+      const result = await this.serve(chat, ctx, deadline, sink, (r) => {
+        record = { ...record, ...r };
+      });
+      outcome = 'success';
+      return result;
+    } catch (error) {
+      const e = error instanceof StreamFailure ? error.error : error;
+      errorCode = e instanceof GatewayError ? e.openaiCode : 'internal';
+      outcome = ctx.signal.aborted ? 'cancelled' : errorCode === 'timeout' ? 'timeout' : e instanceof GatewayError && e.getStatus() < 500 ? 'rejected' : 'failed';
+      throw error;
+    } finally {
+      this.accounting.record({
+        requestId: ctx.requestId,
+        requestedModel: chat.requestedModel,
+        model: record.model,
+        tier: record.tier,
+        deviceId: record.deviceId,
+        cloud: record.cloud,
+        latencyMs: Date.now() - started,
+        ttftMs: record.ttftMs,
+        tokensIn: record.usage.promptTokens,
+        tokensOut: record.usage.completionTokens,
+        outcome,
+        errorCode,
+        retries: record.retries,
+        stream: chat.stream,
+        apiKeyId: ctx.key.id,
+      });
+    }
+  }
+
+  private async serve(
+    chat: NormalizedChat,
+    ctx: ChatContext,
+    deadline: number,
+    sink: ChatSink | undefined,
+    note: (r: Partial<{ model: string | null; tier: Tier | null; deviceId: string | null; cloud: boolean; ttftMs: number | null; usage: Usage; retries: number }>) => void,
+  ): Promise<ChatOutcome> {
+    const started = Date.now();
+    const route = await this.route(chat, ctx.key);
+    if (!route) return this.viaCloud(chat, ctx, sink, note, 'no device serves this model', started);
+    const model = route.model.name;
+    note({ model, tier: route.tier });
+    if (route.model.contextLength !== null) {
+      const prompt = estimatePromptTokens(chat);
+      const needed = prompt + (chat.maxTokens ?? 0);
+      if (needed > route.model.contextLength) {
+        throw new GatewayError(
+          400,
+          'context_length_exceeded',
+          `This model's maximum context length is ${route.model.contextLength} tokens. However, you requested about ${needed} tokens (~${prompt} in the messages, ${chat.maxTokens ?? 0} in the completion). Please reduce the length of the messages or completion.`,
+          {},
+          'messages',
+        );
+      }
+    }
+    const affinityKey = chat.user ? `u:${chat.user}` : conversationKey(chat);
+    const tried = new Set<string>();
+    let sent = ''; // assistant text the client has received
+    let toolCallsSent = false;
+    let begun = false;
+    let extraTokens = 0; // chunks streamed by attempts that then died
+    let ttftMs: number | null = null;
+    let lastFailure: AttemptFailure | undefined;
+
+    for (let attempt = 1; attempt <= this.settings.maxAttempts; attempt++) {
+      if (Date.now() >= deadline) break;
+      const candidates = this.directory.devicesFor(model);
+      let lease: Lease;
+      try {
+        lease = await this.acquire(model, candidates, tried, affinityKey, ctx.signal, deadline);
+      } catch (error) {
+        if (attempt === 1 && this.cloud && error instanceof AppError && error.code === ErrorCode.NO_DEVICE_AVAILABLE) {
+          return this.viaCloud(chat, ctx, sink, note, error.message, started);
+        }
+        if (attempt > 1 && error instanceof AppError && error.code === ErrorCode.NO_DEVICE_AVAILABLE && tried.size > 0) {
+          // every replica was tried: fall through to the failure below
+          break;
+        }
+        throw this.wrap(toGatewayError(error), begun);
+      }
+      tried.add(lease.deviceId);
+      note({ deviceId: lease.deviceId, retries: attempt - 1 });
+      const continuation = sent.length > 0 ? sent : undefined;
+      let chunks = 0;
+      const outcome = await this.attempt(ctx, lease.deviceId, attempt, model, chat, deadline, continuation, started, (chunk) => {
+        chunks++;
+        if (!sink) return;
+        if (!begun) {
+          begun = true;
+          sink.begin({ model, deviceId: lease.deviceId, cloud: false });
+        }
+        if (chunk.content) {
+          sent += chunk.content;
+          sink.content(chunk.content);
+        }
+        if (chunk.toolCalls) {
+          toolCallsSent = true;
+          sink.toolCalls(chunk.toolCalls);
+        }
+      });
+      ttftMs ??= outcome.ttftMs;
+      note({ ttftMs });
+      if (outcome.ok) {
+        const r = outcome.result;
+        const genMs = Math.max(1, r.timings.totalMs - r.timings.ttftMs);
+        lease.release('success', { tokens: r.usage.completionTokens, genMs });
+        const content = r.message.content;
+        if (sink && content !== null && content.length > sent.length && content.startsWith(sent) && !toolCallsSent) {
+          // chunks lost on the way: the result carries the whole text [P-3.7]
+          if (!begun) {
+            begun = true;
+            sink.begin({ model, deviceId: lease.deviceId, cloud: false });
+          }
+          sink.content(content.slice(sent.length));
+        }
+        if (sink && !begun) sink.begin({ model, deviceId: lease.deviceId, cloud: false });
+        const usage = { promptTokens: r.usage.promptTokens, completionTokens: r.usage.completionTokens + extraTokens };
+        note({ usage });
+        return {
+          model,
+          deviceId: lease.deviceId,
+          cloud: false,
+          content,
+          toolCalls: r.message.tool_calls,
+          finishReason: r.finishReason,
+          usage,
+          retries: attempt - 1,
+          route: route.reason,
+        };
+      }
+      const { failure } = outcome;
+      lease.release(outcome.blame ? 'device-failure' : 'neutral');
+      lastFailure = failure;
+      this.logger.info({ requestId: ctx.requestId, deviceId: lease.deviceId, attempt, code: failure.code, sentChars: sent.length }, 'gateway attempt failed');
+      if (!failure.retryable || ctx.signal.aborted) throw this.wrap(failureToError(failure), begun);
+      if (toolCallsSent) {
+        throw this.wrap(new GatewayError(502, 'device_failed', 'the device serving this stream failed during a tool call; the answer cannot be continued'), begun);
+      }
+      extraTokens += sent.length > 0 ? chunks : 0;
+    }
+    throw this.wrap(
+      Date.now() >= deadline
+        ? new GatewayError(504, 'timeout', `no answer within ${this.settings.timeoutMs} ms`)
+        : new GatewayError(503, 'no_device_available', `every attempt failed${lastFailure ? ` (last: ${lastFailure.code} ${lastFailure.message})` : ''}`, { 'retry-after': '1' }),
+      begun,
+    );
+  }
+
+  private wrap(error: GatewayError, begun: boolean): Error {
+    return begun ? new StreamFailure(error) : error;
+  }
+
+  private acquire(model: string, candidates: string[], tried: Set<string>, affinityKey: string | undefined, signal: AbortSignal, deadline: number): Promise<Lease> {
+    const controller = new AbortController();
+    const onAbort = () => controller.abort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    const timer = setTimeout(onAbort, Math.max(0, deadline - Date.now()));
+    return this.balancer
+      .acquire({ model, candidates, exclude: tried, ...(affinityKey ? { affinityKey } : {}) }, controller.signal)
+      .finally(() => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', onAbort);
+      });
+  }
+
+  /** One attempt on one device, with its first-token/stall and deadline timers and client-disconnect cancel. */
+  private attempt(
+    ctx: ChatContext,
+    deviceId: string,
+    attempt: number,
+    model: string,
+    chat: NormalizedChat,
+    deadline: number,
+    continuation: string | undefined,
+    started: number,
+    onChunk: (delta: { content?: string; toolCalls?: ToolCallDelta[] }) => void,
+  ): Promise<AttemptOutcome> {
+    return new Promise<AttemptOutcome>((resolve) => {
+      let ttftMs: number | null = null;
+      let settled = false;
+      let stall: NodeJS.Timeout | undefined;
+      const finish = (o: AttemptOutcome) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(stall);
+        clearTimeout(overall);
+        ctx.signal.removeEventListener('abort', onAbort);
+        resolve(o);
+      };
+      const armStall = () => {
+        clearTimeout(stall);
+        // No token for this long: the device is stuck (or gone without a will yet); try another one.
+        stall = setTimeout(() => {
+          this.dispatcher.cancel(ctx.requestId, 'failover');
+          finish({ ok: false, failure: { code: ErrorCode.GENERATION_FAILED, message: FIRST_TOKEN_MISSED, retryable: true }, blame: true, ttftMs });
+        }, Math.min(this.settings.firstTokenTimeoutMs, Math.max(0, deadline - Date.now())));
+      };
+      const overall = setTimeout(() => {
+        this.dispatcher.cancel(ctx.requestId, 'deadline');
+        finish({ ok: false, failure: { code: ErrorCode.DEADLINE_EXCEEDED, message: 'deadline passed', retryable: false }, blame: false, ttftMs });
+      }, Math.max(0, deadline - Date.now()));
+      const onAbort = () => {
+        this.dispatcher.cancel(ctx.requestId, 'client-disconnected');
+        finish({ ok: false, failure: { code: ErrorCode.CANCELLED, message: 'client disconnected', retryable: false }, blame: false, ttftMs });
+      };
+      if (ctx.signal.aborted) return onAbort();
+      ctx.signal.addEventListener('abort', onAbort, { once: true });
+      armStall();
+      this.dispatcher.send(
+        deviceId,
+        {
+          requestId: ctx.requestId,
+          attempt,
+          model,
+          messages: chat.messages,
+          ...(chat.tools ? { tools: chat.tools } : {}),
+          ...(chat.toolChoice ? { toolChoice: chat.toolChoice } : {}),
+          ...(chat.responseFormat ? { responseFormat: chat.responseFormat } : {}),
+          ...(chat.maxTokens !== undefined ? { maxTokens: chat.maxTokens } : {}),
+          ...(chat.temperature !== undefined ? { temperature: chat.temperature } : {}),
+          ...(chat.topP !== undefined ? { topP: chat.topP } : {}),
+          ...(chat.seed !== undefined ? { seed: chat.seed } : {}),
+          ...(chat.stop ? { stop: chat.stop } : {}),
+          ...(continuation ? { continuation: { content: continuation } } : {}),
+          ...(chat.user ? { sessionKey: sessionKeyOf(chat.user) } : {}),
+          priority: 5,
+          deadline,
+          // Always streamed from the device: tokens show it is alive, and a stream can be continued elsewhere.
+          stream: true,
+        },
+        {
+          onChunk: (chunk) => {
+            if (settled) return;
+            ttftMs ??= Date.now() - started;
+            armStall();
+            onChunk(chunk.delta);
+          },
+          onResult: (result) => {
+            ttftMs ??= Date.now() - started;
+            finish({ ok: true, result, ttftMs });
+          },
+          onFailure: (failure) =>
+            finish({ ok: false, failure, blame: failure.retryable && DEVICE_FAULTS.has(failure.code), ttftMs }),
+        },
+      );
+    });
+  }
+
+  private async route(chat: NormalizedChat, key: GatewayKey): Promise<Route | undefined> {
+    const name = chat.requestedModel;
+    const catalog = await this.directory.models();
+    if (name !== AUTO_MODEL && !isTier(name)) {
+      const model = catalog.get(name);
+      if (!model && !this.directory.servedModels().has(name)) {
+        if (this.cloud) return undefined;
+        throw new GatewayError(404, 'model_not_found', `The model \`${name}\` does not exist or you do not have access to it.`, {}, 'model');
+      }
+      if (this.directory.devicesFor(name).length === 0 && this.cloud) return undefined;
+      return { model: model ?? { name, tier: null, contextLength: null }, tier: model?.tier ?? null, reason: 'named model' };
+    }
+    const classified = isTier(name) ? { tier: name, reason: `tier ${name} requested` } : classify(chat, this.settings);
+    const restricted = key.allowList.some((m) => catalog.has(m));
+    const candidates: TierCandidate[] = [...catalog.values()]
+      .filter((m) => !restricted || key.allowList.includes(m.name))
+      .filter((m) => estimatePromptTokens(chat) + (chat.maxTokens ?? 0) <= m.contextLength)
+      .map((m) => {
+        const devices = this.directory.devicesFor(m.name);
+        return { model: m, devices, freeSlots: this.balancer.freeSlots(devices) };
+      });
+    const picked = pickTierModel(classified.tier, candidates);
+    if (!picked) {
+      if (this.cloud) return undefined;
+      throw new GatewayError(503, 'no_device_available', `no online device serves a ${classified.tier} (or larger) model now`, { 'retry-after': '5' });
+    }
+    const reason = `${classified.reason} -> ${picked.choice.model.tier}${picked.escalated ? ' (escalated)' : ''}`;
+    return { model: picked.choice.model, tier: picked.choice.model.tier, reason };
+  }
+
+  private async viaCloud(
+    chat: NormalizedChat,
+    ctx: ChatContext,
+    sink: ChatSink | undefined,
+    note: (r: Partial<{ model: string | null; cloud: boolean; usage: Usage; ttftMs: number | null }>) => void,
+    why: string,
+    started: number,
+  ): Promise<ChatOutcome> {
+    if (!this.cloud) throw new GatewayError(503, 'no_device_available', why, { 'retry-after': '5' });
+    note({ cloud: true });
+    let begun = false;
+    try {
+      const answer = await this.cloud.complete(
+        chat,
+        ctx.signal,
+        sink
+          ? (delta) => {
+              if (!begun) {
+                begun = true;
+                note({ ttftMs: Date.now() - started });
+                sink.begin({ model: chat.requestedModel, deviceId: null, cloud: true });
+              }
+              sink.content(delta);
+            }
+          : undefined,
+      );
+      if (sink && !begun) sink.begin({ model: answer.model, deviceId: null, cloud: true });
+      note({ model: answer.model, usage: answer.usage });
+      return { ...answer, deviceId: null, cloud: true, retries: 0, route: `cloud fallback: ${why}` };
+    } catch (error) {
+      this.logger.warn({ err: error, requestId: ctx.requestId }, 'cloud fallback failed');
+      throw this.wrap(new GatewayError(502, 'cloud_fallback_failed', `no device could serve and the cloud fallback failed: ${error instanceof Error ? error.message : String(error)}`), begun);
+    }
+  }
+}
+
+function toGatewayError(error: unknown): GatewayError {
+  if (error instanceof GatewayError) return error;
+  if (error instanceof AppError) {
+    if (error.code === ErrorCode.NO_DEVICE_AVAILABLE) return new GatewayError(503, 'no_device_available', error.message, error.headers ?? { 'retry-after': '1' });
+    if (error.code === ErrorCode.CANCELLED) return new GatewayError(499, 'cancelled', error.message);
+    return new GatewayError(error.status, error.code.toLowerCase(), error.message, error.headers ?? {});
+  }
+  return new GatewayError(500, 'internal_error', 'internal error');
+}
+
+function failureToError(f: AttemptFailure): GatewayError {
+  switch (f.code) {
+    case ErrorCode.CONTEXT_LENGTH_EXCEEDED:
+      return new GatewayError(400, 'context_length_exceeded', f.message, {}, 'messages');
+    case ErrorCode.INVALID_REQUEST:
+    case ErrorCode.INVALID_MESSAGE:
+      return new GatewayError(400, 'invalid_request_error', f.message);
+    case ErrorCode.DEADLINE_EXCEEDED:
+      return new GatewayError(504, 'timeout', 'the request did not finish before its deadline');
+    case ErrorCode.CANCELLED:
+      return new GatewayError(499, 'cancelled', f.message);
+    default:
+      return new GatewayError(502, f.code.toLowerCase(), f.message);
+  }
+}
+
+/** Affinity for clients that send no `user`: the same leading messages (system + first user turn). */
+function conversationKey(chat: NormalizedChat): string | undefined {
+  const firstUser = chat.messages.findIndex((m) => m.role === 'user');
+  if (firstUser < 0 || chat.messages.length < 2) return undefined; // a single-turn request has no conversation to keep
+  const lead = chat.messages.slice(0, firstUser + 1).map((m) => `${m.role}:${m.content ?? ''}`).join('\u0000');
+  return `m:${fnv1a(lead)}`;
+}
+
+function sessionKeyOf(user: string): string {
+  return `u-${fnv1a(user)}`;
+}
+
+function fnv1a(text: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h.toString(16);
+}

@@ -1,0 +1,75 @@
+import { z } from 'zod';
+import { ConfigError } from '../config/config.js';
+
+export const GATEWAY_SETTINGS = Symbol('flotilla.gateway-settings');
+
+const int = (min: number, max: number, fallback: number) => z.coerce.number().int().min(min).max(max).default(fallback);
+const optionalString = z
+  .string()
+  .trim()
+  .transform((v) => (v === '' ? undefined : v))
+  .optional();
+
+/** `FLOTILLA_GATEWAY_*`: limits and timers of the OpenAI-compatible gateway (defaults from PRODUCT.md §4). */
+const schema = z.object({
+  FLOTILLA_GATEWAY_DEVICE_CONCURRENCY: int(1, 1000, 10),
+  FLOTILLA_GATEWAY_QUEUE_LIMIT: int(0, 100_000, 1000),
+  FLOTILLA_GATEWAY_QUEUE_WAIT_MS: int(0, 600_000, 10_000),
+  FLOTILLA_GATEWAY_TIMEOUT_MS: int(1000, 3_600_000, 30_000),
+  FLOTILLA_GATEWAY_FIRST_TOKEN_TIMEOUT_MS: int(100, 600_000, 10_000),
+  FLOTILLA_GATEWAY_MAX_ATTEMPTS: int(1, 10, 3),
+  FLOTILLA_GATEWAY_MAX_MESSAGES: int(1, 512, 256),
+  FLOTILLA_GATEWAY_COOLDOWN_FAILURES: int(1, 100, 3),
+  FLOTILLA_GATEWAY_COOLDOWN_MS: int(0, 3_600_000, 15_000),
+  FLOTILLA_GATEWAY_MEDIUM_PROMPT_CHARS: int(1, 10_000_000, 1500),
+  FLOTILLA_GATEWAY_LARGE_PROMPT_CHARS: int(1, 10_000_000, 6000),
+  FLOTILLA_GATEWAY_CLOUD_URL: optionalString.pipe(z.url().optional()),
+  FLOTILLA_GATEWAY_CLOUD_API_KEY: optionalString,
+  FLOTILLA_GATEWAY_CLOUD_MODEL: optionalString,
+  FLOTILLA_GATEWAY_CLOUD_TIMEOUT_MS: int(100, 600_000, 30_000),
+});
+
+export interface GatewaySettings {
+  deviceConcurrency: number;
+  queueLimit: number;
+  queueWaitMs: number;
+  timeoutMs: number;
+  firstTokenTimeoutMs: number;
+  maxAttempts: number;
+  maxMessages: number;
+  cooldownFailures: number;
+  cooldownMs: number;
+  mediumPromptChars: number;
+  largePromptChars: number;
+  /** OpenAI-compatible endpoint used when no device can serve; absent: no cloud fallback */
+  cloud: { baseUrl: string; apiKey: string; model: string | undefined; timeoutMs: number } | undefined;
+}
+
+export function loadGatewaySettings(env: NodeJS.ProcessEnv = process.env): GatewaySettings {
+  const parsed = schema.safeParse(Object.fromEntries(Object.entries(env).filter(([k]) => k.startsWith('FLOTILLA_GATEWAY_'))));
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
+  }
+  const e = parsed.data;
+  return {
+    deviceConcurrency: e.FLOTILLA_GATEWAY_DEVICE_CONCURRENCY,
+    queueLimit: e.FLOTILLA_GATEWAY_QUEUE_LIMIT,
+    queueWaitMs: e.FLOTILLA_GATEWAY_QUEUE_WAIT_MS,
+    timeoutMs: e.FLOTILLA_GATEWAY_TIMEOUT_MS,
+    firstTokenTimeoutMs: e.FLOTILLA_GATEWAY_FIRST_TOKEN_TIMEOUT_MS,
+    maxAttempts: e.FLOTILLA_GATEWAY_MAX_ATTEMPTS,
+    maxMessages: e.FLOTILLA_GATEWAY_MAX_MESSAGES,
+    cooldownFailures: e.FLOTILLA_GATEWAY_COOLDOWN_FAILURES,
+    cooldownMs: e.FLOTILLA_GATEWAY_COOLDOWN_MS,
+    mediumPromptChars: e.FLOTILLA_GATEWAY_MEDIUM_PROMPT_CHARS,
+    largePromptChars: e.FLOTILLA_GATEWAY_LARGE_PROMPT_CHARS,
+    cloud: e.FLOTILLA_GATEWAY_CLOUD_URL
+      ? {
+          baseUrl: e.FLOTILLA_GATEWAY_CLOUD_URL,
+          apiKey: e.FLOTILLA_GATEWAY_CLOUD_API_KEY ?? 'none',
+          model: e.FLOTILLA_GATEWAY_CLOUD_MODEL,
+          timeoutMs: e.FLOTILLA_GATEWAY_CLOUD_TIMEOUT_MS,
+        }
+      : undefined,
+  };
+}
