@@ -188,7 +188,9 @@ describe('device agent against a real aedes broker, HTTP model source and the ti
     expect(cp.invalid).toEqual([]);
   });
 
-  it('keeps serving locally and buffering telemetry while the broker is down, then delivers it in order, none twice', async () => {
+  // The issue's bar is a one-minute outage; FLOTILLA_TEST_OUTAGE_MS shortens it for quick local runs only.
+  const outageMs = Number(process.env.FLOTILLA_TEST_OUTAGE_MS ?? 60_000);
+  it(`keeps serving locally and buffering telemetry while the broker is down (${outageMs / 1000} s), then delivers it in order, none twice`, { timeout: outageMs + 90_000 }, async () => {
     const before = cp.all('telemetry').length;
     expect(before).toBeGreaterThan(0);
     await broker.down();
@@ -202,12 +204,20 @@ describe('device agent against a real aedes broker, HTTP model source and the ti
     expect(local.status).toBe(200);
     const models = (await (await fetch(`${localBase}/v1/models`)).json()) as { data: { id: string }[] };
     expect(models.data.map((model) => model.id)).toEqual(['tiny']);
-    await new Promise((resolve) => setTimeout(resolve, Math.max(0, 4000 - (Date.now() - downAt))));
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, outageMs - (Date.now() - downAt))));
+    // Still answering locally at the end of the outage.
+    const lateLocal = await fetch(`${localBase}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'tiny', messages: [{ role: 'user', content: 'still offline?' }], max_tokens: 4 }),
+    });
+    expect(lateLocal.status).toBe(200);
     const receivedWhileDown = cp.all('telemetry').length;
     await broker.up();
 
-    // Samples taken during the outage (~10 at 0.4 s) arrive after the reconnect.
-    await eventually(() => cp.all('telemetry').length >= receivedWhileDown + 8, 20_000, 'buffered telemetry');
+    // Samples taken during the outage (one per 0.4 s) arrive after the reconnect.
+    const expectedWhileDown = Math.floor((outageMs / 400) * 0.8);
+    await eventually(() => cp.all('telemetry').length >= receivedWhileDown + expectedWhileDown, 30_000, 'buffered telemetry');
     await eventually(() => cp.all('usage').some((usage) => usage.origin === 'local'), 10_000, 'local usage record');
     const seqs = cp.received
       .filter((entry) => entry.kind === 'telemetry' || entry.kind === 'event' || entry.kind === 'usage')
