@@ -10,6 +10,7 @@ import { EnrollmentModule } from '../enrollment/enrollment.module.js';
 import { EventsModule } from '../events/events.module.js';
 import type { ReadinessCheck } from '../health/health.controller.js';
 import { HealthModule } from '../health/health.module.js';
+import { RegistryModule } from '../registry/registry.module.js';
 import { GatewayModule } from '../gateway/gateway.module.js';
 import { FleetModule } from '../fleet/fleet.module.js';
 import { BROKER, CONFIG, DATABASE, ENDPOINTS, LOGGER, READINESS_CHECKS } from './tokens.js';
@@ -57,6 +58,7 @@ export class AppModule {
         HealthModule,
         EnrollmentModule,
         DevicesModule,
+        RegistryModule,
         GatewayModule,
         FleetModule,
       ],

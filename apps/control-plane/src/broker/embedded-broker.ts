@@ -160,6 +160,33 @@ export class EmbeddedBroker {
     return this.aedes.connectedClients;
   }
 
+  /** Whether a client with this id has a live session now (a clustered broker answers for every node). */
+  isConnected(clientId: string): boolean {
+    return (this.aedes as unknown as { clients: Record<string, unknown> }).clients[clientId] !== undefined;
+  }
+
+  /**
+   * Called after an authenticated client's session ended for any reason (DISCONNECT, lost socket, keepalive timeout,
+   * taken over by a new connection with the same id, cut by `disconnect`). Returns a function that removes the hook.
+   */
+  onClientDisconnect(handler: (clientId: string, reason: 'closed' | 'keepalive-timeout') => void): () => void {
+    const timedOut = new WeakSet<Client>();
+    const onTimeout = (client: Client) => timedOut.add(client);
+    const onDisconnect = (client: Client) => {
+      try {
+        handler(client.id, timedOut.has(client) ? 'keepalive-timeout' : 'closed');
+      } catch (error) {
+        this.logger.error({ err: error, clientId: client.id }, 'client disconnect handler failed');
+      }
+    };
+    this.aedes.on('keepaliveTimeout', onTimeout);
+    this.aedes.on('clientDisconnect', onDisconnect);
+    return () => {
+      this.aedes.off('keepaliveTimeout', onTimeout);
+      this.aedes.off('clientDisconnect', onDisconnect);
+    };
+  }
+
   publish(topic: string, payload: Buffer | string, options: { qos?: 0 | 1; retain?: boolean } = {}): Promise<void> {
     const packet = {
       cmd: 'publish',

@@ -10,6 +10,10 @@ export interface FleetEventMap {
   'device.status': { deviceId: string; status: 'online' | 'offline' | 'draining' | 'revoked'; previous: string | null; at: string };
   'device.updated': { deviceId: string; fields: string[] };
   'device.telemetry': { deviceId: string; at: string };
+  /** an event a device reported (outbox kind `event`, stored before this fires) */
+  'device.event': { deviceId: string; seq: number; level: 'debug' | 'info' | 'warn' | 'error'; code: string; message: string; at: string };
+  /** a device acknowledged a command [P-3.9] */
+  'command.ack': { deviceId: string; commandId: string; status: 'accepted' | 'completed' | 'rejected' | 'failed'; code: string | null; message: string | null };
   'model-state.changed': { deviceId: string; modelId: string; state: string; at: string };
   'catalog.changed': { modelId: string; action: 'created' | 'updated' | 'deleted' };
   'deployment.changed': { deploymentId: string; action: 'created' | 'updated' | 'deleted' };

@@ -1,0 +1,31 @@
+import { Global, Module } from '@nestjs/common';
+import { DeviceQueue } from './device-queue.js';
+import { IngestStats } from './ingest-stats.js';
+import { DeviceLivenessService } from './liveness.service.js';
+import { ModelStateService } from './model-state.service.js';
+import { MqttIngestService } from './mqtt-ingest.service.js';
+import { OutboxIngestService } from './outbox-ingest.service.js';
+import { REGISTRY_SETTINGS, loadRegistrySettings } from './registry.settings.js';
+import { RetentionService } from './retention.service.js';
+import { TelemetryCache } from './telemetry-cache.js';
+
+/**
+ * Device registry, liveness and ingest: MQTT hello/status/telemetry/events/usage/model states into the database.
+ * Global so metrics, alerts and the scheduler can inject IngestStats, TelemetryCache and DeviceLivenessService.
+ */
+@Global()
+@Module({
+  providers: [
+    { provide: REGISTRY_SETTINGS, useFactory: () => loadRegistrySettings() },
+    IngestStats,
+    DeviceQueue,
+    TelemetryCache,
+    OutboxIngestService,
+    DeviceLivenessService,
+    ModelStateService,
+    MqttIngestService,
+    RetentionService,
+  ],
+  exports: [REGISTRY_SETTINGS, IngestStats, DeviceQueue, TelemetryCache, OutboxIngestService, DeviceLivenessService, ModelStateService, RetentionService],
+})
+export class RegistryModule {}

@@ -1,0 +1,68 @@
+import { z } from 'zod';
+import { ConfigError } from '../config/config.js';
+
+/** Injection token for RegistrySettings. */
+export const REGISTRY_SETTINGS = Symbol('flotilla.registry-settings');
+
+const seconds = (fallback: number, max: number) => z.coerce.number().min(0).max(max).default(fallback);
+const days = (fallback: number) => z.coerce.number().positive().max(3650).default(fallback);
+
+/**
+ * Registry and ingest settings, read from the environment at boot (kept beside the module until they move into
+ * ControlPlaneConfig; same fail-fast rules).
+ */
+export const registryEnvSchema = z.object({
+  /** after a control-plane start, devices still marked online that have not come back by then become offline */
+  FLOTILLA_DEVICE_RECONNECT_GRACE_S: seconds(30, 3600),
+  /** outbox entries are written at least this often... */
+  FLOTILLA_INGEST_FLUSH_MS: z.coerce.number().int().min(10).max(60_000).default(1000),
+  /** ...or as soon as this many are buffered */
+  FLOTILLA_INGEST_FLUSH_ENTRIES: z.coerce.number().int().min(1).max(100_000).default(500),
+  /** above this many buffered entries new ones are dropped unacknowledged (the agent resends them later) */
+  FLOTILLA_INGEST_MAX_BUFFERED: z.coerce.number().int().min(1).max(10_000_000).default(100_000),
+  /** minute telemetry buckets are kept this long */
+  FLOTILLA_TELEMETRY_RETENTION_DAYS: days(7),
+  /** hour telemetry buckets are kept this long */
+  FLOTILLA_TELEMETRY_HOURLY_RETENTION_DAYS: days(90),
+  /** device events and status history are kept this long */
+  FLOTILLA_DEVICE_HISTORY_RETENTION_DAYS: days(30),
+  /** how often the retention job runs */
+  FLOTILLA_RETENTION_SWEEP_S: z.coerce.number().min(1).max(7 * 24 * 3600).default(3600),
+});
+
+export interface RegistrySettings {
+  reconnectGraceMs: number;
+  flushIntervalMs: number;
+  flushEntries: number;
+  maxBufferedEntries: number;
+  minuteRetentionMs: number;
+  hourRetentionMs: number;
+  historyRetentionMs: number;
+  retentionSweepMs: number;
+  /** after a session ends without an offline status, wait this long for a will or a new session before marking offline */
+  disconnectSettleMs: number;
+  /** [P-4.2] at most one outbox ack per device in this interval */
+  ackIntervalMs: number;
+}
+
+const DAY_MS = 24 * 3600 * 1000;
+
+export function loadRegistrySettings(env: NodeJS.ProcessEnv = process.env): RegistrySettings {
+  const parsed = registryEnvSchema.safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`));
+  }
+  const e = parsed.data;
+  return {
+    reconnectGraceMs: e.FLOTILLA_DEVICE_RECONNECT_GRACE_S * 1000,
+    flushIntervalMs: e.FLOTILLA_INGEST_FLUSH_MS,
+    flushEntries: e.FLOTILLA_INGEST_FLUSH_ENTRIES,
+    maxBufferedEntries: e.FLOTILLA_INGEST_MAX_BUFFERED,
+    minuteRetentionMs: e.FLOTILLA_TELEMETRY_RETENTION_DAYS * DAY_MS,
+    hourRetentionMs: e.FLOTILLA_TELEMETRY_HOURLY_RETENTION_DAYS * DAY_MS,
+    historyRetentionMs: e.FLOTILLA_DEVICE_HISTORY_RETENTION_DAYS * DAY_MS,
+    retentionSweepMs: e.FLOTILLA_RETENTION_SWEEP_S * 1000,
+    disconnectSettleMs: 500,
+    ackIntervalMs: 200,
+  };
+}

@@ -1,0 +1,52 @@
+import { Inject, Injectable, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
+import type { Logger } from 'pino';
+import { DATABASE, LOGGER } from '../app/tokens.js';
+import type { Database } from '../database/index.js';
+import { REGISTRY_SETTINGS, type RegistrySettings } from './registry.settings.js';
+
+export interface RetentionSweep {
+  telemetryRollups: number;
+  deviceEvents: number;
+  statusChanges: number;
+}
+
+/**
+ * Deletes telemetry buckets past their `expiresAt` (set from the retention period when written) and device events
+ * and status history older than the history retention. Runs at start and every `retentionSweepMs`.
+ */
+@Injectable()
+export class RetentionService implements OnApplicationBootstrap, OnModuleDestroy {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    @Inject(DATABASE) private readonly db: Database,
+    @Inject(LOGGER) private readonly logger: Logger,
+    @Inject(REGISTRY_SETTINGS) private readonly settings: RegistrySettings,
+  ) {}
+
+  onApplicationBootstrap(): void {
+    const run = () => {
+      this.running = this.sweep().catch((error: unknown) => this.logger.error({ err: error }, 'retention sweep failed'));
+    };
+    run();
+    this.timer = setInterval(run, this.settings.retentionSweepMs);
+    this.timer.unref();
+  }
+
+  async onModuleDestroy(): Promise<void> {
+    clearInterval(this.timer);
+    await this.running;
+  }
+
+  async sweep(now: Date = new Date()): Promise<RetentionSweep> {
+    const historyCutoff = new Date(now.getTime() - this.settings.historyRetentionMs);
+    const telemetryRollups = (await this.db.prisma.telemetryRollup.deleteMany({ where: { expiresAt: { lt: now } } })).count;
+    const deviceEvents = (await this.db.prisma.deviceEvent.deleteMany({ where: { receivedAt: { lt: historyCutoff } } })).count;
+    const statusChanges = (await this.db.prisma.deviceStatusChange.deleteMany({ where: { at: { lt: historyCutoff } } })).count;
+    if (telemetryRollups + deviceEvents + statusChanges > 0) {
+      this.logger.info({ telemetryRollups, deviceEvents, statusChanges }, 'retention sweep deleted old rows');
+    }
+    return { telemetryRollups, deviceEvents, statusChanges };
+  }
+}
