@@ -259,7 +259,9 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
             commit.events.push(entry.value);
             break;
           case 'usage':
-            usage.push(usageRow(deviceId, entry.value));
+            // Requests the gateway dispatched are recorded by the gateway (key, tier, retries, one row per request
+            // across failover attempts); the agent's records add the requests it served locally, also offline.
+            if (entry.value.origin === 'local') usage.push(usageRow(deviceId, entry.value));
             break;
         }
       }
@@ -267,7 +269,6 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
 
     if (rollups.size > 0) await tx.$executeRaw(rollupUpsertSql(rollups.values()));
     if (events.length > 0) await tx.deviceEvent.createMany({ data: events, skipDuplicates: true });
-    // The agent's side of accounting; a request the gateway recorded first keeps the gateway's row.
     if (usage.length > 0) await tx.inferenceRequest.createMany({ data: usage, skipDuplicates: true });
 
     const advanced = [...result].filter(([deviceId, commit]) => commit.upToSeq > (cursors.get(deviceId) ?? 0));

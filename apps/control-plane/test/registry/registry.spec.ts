@@ -201,7 +201,10 @@ describeBackends('device registry, liveness and ingest', (backend) => {
     const requestId = `req-${id}`;
     await agent.add('event', (seq) => makeEvent({ seq, ts: Date.now() }));
     await agent.add('usage', (seq) => makeUsage({ seq, ts: Date.now(), requestId, origin: 'local' }));
-    await pollUntil(() => agent.ackedUpTo === N + 2);
+    // a request the gateway dispatched is the gateway's to record: acknowledged, not written twice
+    await agent.add('usage', (seq) => makeUsage({ seq, ts: Date.now(), requestId: `${requestId}-gw`, origin: 'control-plane' }));
+    await pollUntil(() => agent.ackedUpTo === N + 3);
+    expect(await prisma.inferenceRequest.count({ where: { requestId: `${requestId}-gw` } })).toBe(0);
     expect(await prisma.inferenceRequest.findUnique({ where: { requestId } })).toMatchObject({
       deviceId: id,
       model: 'tiny-q8',
