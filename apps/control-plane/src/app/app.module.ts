@@ -10,6 +10,7 @@ import { EnrollmentModule } from '../enrollment/enrollment.module.js';
 import { EventsModule } from '../events/events.module.js';
 import type { ReadinessCheck } from '../health/health.controller.js';
 import { HealthModule } from '../health/health.module.js';
+import { GatewayModule } from '../gateway/gateway.module.js';
 import { RegistryModule } from '../registry/registry.module.js';
 import { GatewayModule } from '../gateway/gateway.module.js';
 import { FleetModule } from '../fleet/fleet.module.js';
@@ -58,6 +59,7 @@ export class AppModule {
         HealthModule,
         EnrollmentModule,
         DevicesModule,
+        GatewayModule,
         RegistryModule,
         GatewayModule,
         FleetModule,

@@ -34,6 +34,20 @@ export interface FleetEventMap {
     tokensOut: number;
     retries: number;
   };
+  /** the gateway finished a request (recorded in inference_requests) */
+  'gateway.request': {
+    requestId: string;
+    model: string | null;
+    requestedModel: string;
+    deviceId: string | null;
+    cloud: boolean;
+    outcome: 'success' | 'failed' | 'timeout' | 'cancelled' | 'rejected';
+    latencyMs: number;
+    ttftMs: number | null;
+    tokensIn: number;
+    tokensOut: number;
+    retries: number;
+  };
   'alert.changed': { alertId: string; state: 'open' | 'resolved'; rule: string; subject: string };
 }
 

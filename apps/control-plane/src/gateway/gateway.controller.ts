@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { LOGGER } from '../app/tokens.js';
 import { Public, RequireRole } from '../auth/auth.guard.js';
 import { GatewayAccounting } from './accounting.js';
+import { DeviceDirectory } from './device-directory.js';
 import { Dispatcher } from './dispatcher.js';
 import { GatewayKeys } from './gateway-keys.js';
 import { GATEWAY_SETTINGS, type GatewaySettings } from './gateway.settings.js';
@@ -22,6 +23,7 @@ export class GatewayController {
     private readonly gateway: GatewayService,
     private readonly keys: GatewayKeys,
     private readonly dispatcher: Dispatcher,
+    private readonly directory: DeviceDirectory,
     private readonly accounting: GatewayAccounting,
     @Inject(GATEWAY_SETTINGS) private readonly settings: GatewaySettings,
     @Inject(LOGGER) private readonly logger: Logger,
@@ -120,6 +122,7 @@ export class GatewayController {
     return {
       inFlight: this.dispatcher.inFlight,
       queued: this.gateway.balancer.queued,
+      replicas: Object.fromEntries([...this.directory.servedModels()].map((m) => [m, this.directory.devicesFor(m)])),
       devices: this.gateway.balancer.snapshot(),
       byModel: Object.fromEntries(this.accounting.byModel),
       byDevice: Object.fromEntries(this.accounting.byDevice),

@@ -60,6 +60,9 @@ type AttemptOutcome = { ok: true; result: InferenceResult; ttftMs: number | null
 // Codes that say the device, not the request, is at fault (a cooldown counts them). Capacity answers (queue full,
 // draining, model not ready) move the request elsewhere without blame; client errors never count. [P-6]
 const DEVICE_FAULTS = new Set<string>([ErrorCode.GENERATION_FAILED, ErrorCode.INTERNAL, ErrorCode.DEVICE_OFFLINE, ErrorCode.MODEL_LOAD_FAILED]);
+/** Answers that mean "busy now": retried without spending an attempt. */
+const BUSY = new Set<string>([ErrorCode.QUEUE_FULL]);
+const MAX_BUSY_RETRIES = 50;
 const FIRST_TOKEN_MISSED = 'first token deadline missed';
 
 /**
@@ -187,6 +190,7 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     let ttftMs: number | null = null;
     let lastFailure: AttemptFailure | undefined;
 
+    let busyRetries = 0;
     for (let attempt = 1; attempt <= this.settings.maxAttempts; attempt++) {
       if (Date.now() >= deadline) break;
       const candidates = this.directory.devicesFor(model);
@@ -258,6 +262,14 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
       lastFailure = failure;
       this.logger.info({ requestId: ctx.requestId, deviceId: lease.deviceId, attempt, code: failure.code, sentChars: sent.length }, 'gateway attempt failed');
       if (!failure.retryable || ctx.signal.aborted) throw this.wrap(failureToError(failure), begun);
+      if (BUSY.has(failure.code) && busyRetries < MAX_BUSY_RETRIES) {
+        // The device is busy, not broken: this costs no attempt and the device stays eligible, after a short pause.
+        busyRetries++;
+        attempt--;
+        if (sent.length === 0) tried.delete(lease.deviceId);
+        await new Promise((r) => setTimeout(r, Math.min(200, 10 * busyRetries) + Math.random() * 10));
+        continue;
+      }
       if (toolCallsSent) {
         throw this.wrap(new GatewayError(502, 'device_failed', 'the device serving this stream failed during a tool call; the answer cannot be continued'), begun);
       }
@@ -377,7 +389,6 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     if (name !== AUTO_MODEL && !isTier(name)) {
       const model = catalog.get(name);
       if (!model && !this.directory.servedModels().has(name)) {
-        if (this.cloud) return undefined;
         throw new GatewayError(404, 'model_not_found', `The model \`${name}\` does not exist or you do not have access to it.`, {}, 'model');
       }
       if (this.directory.devicesFor(name).length === 0 && this.cloud) return undefined;

@@ -1,0 +1,291 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureModel } from '@flotilla/tools/models';
+import { startAgents, stopAgents, type SimAgent } from '@flotilla/tools/sim';
+import { startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
+import { pollUntil } from '../support/poll.js';
+import { addCatalogModel, adminLogin, createGatewayKey, publishDesired, startCloudStandIn, type TestModelFile } from './support.js';
+
+// The gateway end to end: the official `openai` client -> control plane (in process) -> MQTT -> 3 real device agents
+// (child processes of the built agent) running generated GGUF models. PGlite only: the database is not what is tested.
+describe('gateway (issue 5)', () => {
+  let t: TestControlPlane;
+  let agents: SimAgent[] = [];
+  let base: string;
+  let client: OpenAI;
+  let gatewayKey: string;
+  let adminToken: string;
+  let cloud: Awaited<ReturnType<typeof startCloudStandIn>>;
+  const restoreEnv: Record<string, string | undefined> = {};
+
+  const stats = async () => {
+    const res = await fetch(`${t.cp.url}/api/v1/gateway/stats`, { headers: { authorization: `Bearer ${adminToken}` } });
+    return (await res.json()) as {
+      replicas: Record<string, string[]>;
+      byDevice: Record<string, { requests: number }>;
+      devices: Record<string, { outstanding: number; served: number }>;
+    };
+  };
+
+  beforeAll(async () => {
+    cloud = await startCloudStandIn();
+    const env: Record<string, string> = {
+      FLOTILLA_GATEWAY_DEVICE_CONCURRENCY: '4',
+      FLOTILLA_GATEWAY_TIMEOUT_MS: '20000',
+      FLOTILLA_GATEWAY_FIRST_TOKEN_TIMEOUT_MS: '4000',
+      FLOTILLA_GATEWAY_MAX_MESSAGES: '64',
+      FLOTILLA_GATEWAY_CLOUD_URL: cloud.url,
+      FLOTILLA_GATEWAY_CLOUD_MODEL: 'gpt-stand-in',
+    };
+    for (const [k, v] of Object.entries(env)) {
+      restoreEnv[k] = process.env[k];
+      process.env[k] = v;
+    }
+    t = await startTestControlPlane('pglite');
+    ({ adminToken, gatewayKey } = await adminLogin(t.cp, t.isolated.dataDir));
+    client = new OpenAI({ baseURL: `${t.cp.url}/v1`, apiKey: gatewayKey, maxRetries: 0 });
+
+    const small: TestModelFile = await ensureModel('tiny', { seed: 11 });
+    const medium: TestModelFile = await ensureModel('tiny', { seed: 12 });
+    await addCatalogModel(t.cp, 'tiny-s', 'small', small);
+    await addCatalogModel(t.cp, 'tiny-m', 'medium', medium);
+    // A large model nobody serves: requests for it go to the cloud stand-in.
+    await addCatalogModel(t.cp, 'tiny-l', 'large', medium);
+
+    base = await mkdtemp(join(tmpdir(), 'flotilla-gw-'));
+    agents = await startAgents({ controlPlaneUrl: t.cp.url, adminToken, count: 3, baseDir: base });
+    const [a1, a2, a3] = agents as [SimAgent, SimAgent, SimAgent];
+    await pollUntil(async () => t.cp.broker.connectedClients >= 3, { timeoutMs: 30_000 });
+    await publishDesired(t.cp, a1.deviceId, [
+      { name: 'tiny-s', file: small },
+      { name: 'tiny-m', file: medium },
+    ]);
+    await publishDesired(t.cp, a2.deviceId, [{ name: 'tiny-m', file: medium }]);
+    await publishDesired(t.cp, a3.deviceId, [{ name: 'tiny-m', file: medium }]);
+    await pollUntil(
+      async () => {
+        const s = await stats();
+        return (s.replicas['tiny-m']?.length ?? 0) === 3 && (s.replicas['tiny-s']?.length ?? 0) === 1;
+      },
+      { timeoutMs: 60_000, intervalMs: 250 },
+    );
+  }, 120_000);
+
+  afterAll(async () => {
+    await stopAgents(agents).catch(() => undefined);
+    await t?.dispose();
+    await cloud?.close();
+    if (base) await rm(base, { recursive: true, force: true });
+    for (const [k, v] of Object.entries(restoreEnv)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }, 60_000);
+
+  const ask = { model: 'tiny-m', messages: [{ role: 'user' as const, content: 'Say hello.' }], max_tokens: 24, temperature: 0, seed: 7 };
+
+  it('answers non-streaming and streaming chats with usage; the stream is the same text, once', async () => {
+    const { data, response } = await client.chat.completions.create(ask).withResponse();
+    expect(data.object).toBe('chat.completion');
+    expect(data.model).toBe('tiny-m');
+    expect(data.choices[0]?.message.role).toBe('assistant');
+    expect(typeof data.choices[0]?.message.content).toBe('string');
+    expect(data.usage?.prompt_tokens).toBeGreaterThan(0);
+    expect(data.usage?.completion_tokens).toBeGreaterThan(0);
+    expect(response.headers.get('x-flotilla-device')).toMatch(/^[a-z0-9]/);
+
+    const stream = await client.chat.completions.create({ ...ask, stream: true, stream_options: { include_usage: true } });
+    let text = '';
+    let usage: OpenAI.CompletionUsage | undefined | null;
+    let finish: string | null | undefined;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta.content ?? '';
+      finish ??= chunk.choices[0]?.finish_reason;
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(text).toBe(data.choices[0]?.message.content);
+    expect(finish).toBeTruthy();
+    expect(usage?.completion_tokens).toBe(data.usage?.completion_tokens);
+  });
+
+  it('round-trips a tool call and returns JSON-schema output', async () => {
+    const tools: OpenAI.Chat.ChatCompletionTool[] = [
+      { type: 'function', function: { name: 'get_weather', description: 'weather for a city', parameters: { type: 'object', properties: { city: { enum: ['Paris', 'Rome'] } }, required: ['city'] } } },
+    ];
+    const first = await client.chat.completions.create({ model: 'tiny-m', messages: [{ role: 'user', content: 'Weather in Paris?' }], tools, tool_choice: { type: 'function', function: { name: 'get_weather' } }, max_tokens: 64, temperature: 0 });
+    const call = first.choices[0]?.message.tool_calls?.[0];
+    expect(first.choices[0]?.finish_reason).toBe('tool_calls');
+    expect(call?.type).toBe('function');
+    if (call?.type !== 'function') throw new Error('no function call');
+    expect(call.function.name).toBe('get_weather');
+    expect(() => JSON.parse(call.function.arguments) as unknown).not.toThrow();
+    const second = await client.chat.completions.create({
+      model: 'tiny-m',
+      messages: [
+        { role: 'user', content: 'Weather in Paris?' },
+        { role: 'assistant', content: null, tool_calls: [call] },
+        { role: 'tool', tool_call_id: call.id, content: '{"tempC":21}' },
+      ],
+      tools,
+      max_tokens: 16,
+      temperature: 0,
+    });
+    expect(second.choices[0]?.message.role).toBe('assistant');
+
+    const json = await client.chat.completions.create({
+      model: 'tiny-m',
+      messages: [{ role: 'user', content: 'A person as JSON.' }],
+      response_format: { type: 'json_schema', json_schema: { name: 'person', schema: { type: 'object', properties: { name: { enum: ['Ada', 'Alan'] } }, required: ['name'], additionalProperties: false } } },
+      max_tokens: 64,
+      temperature: 0,
+    });
+    const parsed = JSON.parse(json.choices[0]?.message.content ?? '') as { name: unknown };
+    expect(typeof parsed.name).toBe('string');
+  });
+
+  it('speaks OpenAI errors: key, unknown model, malformed JSON, 413, message count, context length, rate limit, allow-list', async () => {
+    const bad = new OpenAI({ baseURL: `${t.cp.url}/v1`, apiKey: 'flt_key_nope', maxRetries: 0 });
+    await expect(bad.chat.completions.create(ask)).rejects.toMatchObject({ status: 401, code: 'invalid_api_key' });
+    await expect(client.chat.completions.create({ ...ask, model: 'no-such-model' })).rejects.toMatchObject({ status: 404, code: 'model_not_found' });
+
+    const post = (body: string) =>
+      fetch(`${t.cp.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${gatewayKey}` }, body });
+    const malformed = await post('{"model": "tiny-m", "messages": [');
+    expect(malformed.status).toBe(400);
+    expect(((await malformed.json()) as { error: { message: string } }).error.message).toMatch(/JSON/);
+    const huge = await post(JSON.stringify({ ...ask, messages: [{ role: 'user', content: 'x'.repeat(1_100_000) }] }));
+    expect(huge.status).toBe(413);
+    expect(((await huge.json()) as { error: { type: string } }).error.type).toBe('invalid_request_error');
+
+    const many = Array.from({ length: 65 }, () => ({ role: 'user' as const, content: 'hi' }));
+    await expect(client.chat.completions.create({ ...ask, messages: many })).rejects.toMatchObject({ status: 400, param: 'messages' });
+    await expect(client.chat.completions.create({ ...ask, messages: [{ role: 'user', content: 'word '.repeat(4000) }], max_tokens: 1500 })).rejects.toMatchObject({
+      status: 400,
+      code: 'context_length_exceeded',
+    });
+    await expect(client.chat.completions.create({ ...ask, temperature: 5 })).rejects.toMatchObject({ status: 400, param: 'temperature' });
+
+    const limited = new OpenAI({ baseURL: `${t.cp.url}/v1`, apiKey: await createGatewayKey(t.cp, { rateLimitPerMinute: 2 }), maxRetries: 0 });
+    await limited.chat.completions.create(ask);
+    await limited.chat.completions.create(ask);
+    const refused = await limited.chat.completions.create(ask).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(OpenAI.RateLimitError);
+    expect(Number((refused as InstanceType<typeof OpenAI.RateLimitError>).headers?.get('retry-after'))).toBeGreaterThanOrEqual(1);
+
+    const onlySmall = new OpenAI({ baseURL: `${t.cp.url}/v1`, apiKey: await createGatewayKey(t.cp, { modelAllowList: ['tiny-s'] }), maxRetries: 0 });
+    await expect(onlySmall.chat.completions.create(ask)).rejects.toMatchObject({ status: 403, code: 'model_not_allowed' });
+    const listed = await onlySmall.models.list();
+    expect(listed.data.map((m) => m.id)).toEqual(['tiny-s']);
+    const all = await client.models.list();
+    expect(all.data.map((m) => m.id)).toEqual(expect.arrayContaining(['auto', 'small', 'medium', 'large', 'tiny-s', 'tiny-m', 'tiny-l']));
+  });
+
+  it('spreads concurrent load over the 3 devices and keeps a conversation on its device', async () => {
+    const before = await stats();
+    const count = (s: typeof before, d: string) => s.byDevice[d]?.requests ?? 0;
+    await Promise.all(Array.from({ length: 24 }, (_, i) => client.chat.completions.create({ ...ask, messages: [{ role: 'user', content: `Count to ${i}.` }], max_tokens: 32 })));
+    const after = await stats();
+    const spread = agents.map((a) => count(after, a.deviceId) - count(before, a.deviceId));
+    expect(spread.reduce((x, y) => x + y, 0)).toBe(24);
+    // least-outstanding over 3 equal devices (concurrency 4 each): none idle, none with most of the work
+    for (const n of spread) {
+      expect(n).toBeGreaterThanOrEqual(4);
+      expect(n).toBeLessThanOrEqual(12);
+    }
+
+    const devices = new Set<string | null>();
+    const history: OpenAI.Chat.ChatCompletionMessageParam[] = [{ role: 'user', content: 'Hello there.' }];
+    for (let turn = 0; turn < 4; turn++) {
+      const { data, response } = await client.chat.completions.create({ ...ask, user: 'alice', messages: history }).withResponse();
+      devices.add(response.headers.get('x-flotilla-device'));
+      history.push({ role: 'assistant', content: data.choices[0]?.message.content ?? '' }, { role: 'user', content: `Turn ${turn}.` });
+    }
+    expect(devices.size).toBe(1);
+  }, 60_000);
+
+  it('routes auto by complexity, escalates when the small tier is saturated, and falls back to the cloud', async () => {
+    const route = async (body: Partial<OpenAI.Chat.ChatCompletionCreateParamsNonStreaming>) => {
+      const { response } = await client.chat.completions.create({ ...ask, model: 'auto', ...body } as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming).withResponse();
+      return response.headers.get('x-flotilla-model');
+    };
+    expect(await route({ messages: [{ role: 'user', content: 'Hi!' }] })).toBe('tiny-s');
+    expect(await route({ tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: {} } } }] })).toBe('tiny-m');
+    expect(await route({ response_format: { type: 'json_object' } })).toBe('tiny-m');
+    expect(await route({ messages: [{ role: 'user', content: 'Please summarize: ' + 'lorem ipsum '.repeat(150) }] })).toBe('tiny-m');
+    expect(await route({ model: 'small' })).toBe('tiny-s');
+
+    // The small tier has one device with 4 slots: 12 at once spill into the medium tier.
+    const models = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => route({ messages: [{ role: 'user', content: `Hi ${i}` }], max_tokens: 64 })),
+    );
+    expect(models).toContain('tiny-s');
+    expect(models).toContain('tiny-m');
+
+    // No large replica anywhere: the cloud stand-in answers, streaming and not.
+    const callsBefore = cloud.calls;
+    const { data, response } = await client.chat.completions.create({ ...ask, model: 'large' }).withResponse();
+    expect(data.choices[0]?.message.content).toBe('cloud answer');
+    expect(response.headers.get('x-flotilla-device')).toBe('cloud');
+    const stream = await client.chat.completions.create({ ...ask, model: 'tiny-l', stream: true });
+    let text = '';
+    for await (const c of stream) text += c.choices[0]?.delta.content ?? '';
+    expect(text).toBe('cloud answer');
+    expect(cloud.calls).toBe(callsBefore + 2);
+  }, 60_000);
+
+  it('records every request with model, tier, device, latency, tokens and outcome', async () => {
+    const { response } = await client.chat.completions.create(ask).withResponse();
+    const requestId = response.headers.get('x-request-id') ?? '';
+    await pollUntil(async () => (await t.cp.database.prisma.inferenceRequest.count({ where: { requestId } })) === 1, { timeoutMs: 5000 });
+    const row = await t.cp.database.prisma.inferenceRequest.findUniqueOrThrow({ where: { requestId } });
+    expect(row).toMatchObject({ requestedModel: 'tiny-m', model: 'tiny-m', tier: 'medium', outcome: 'success', retries: 0, stream: false });
+    expect(row.deviceId).toBe(response.headers.get('x-flotilla-device'));
+    expect(row.tokensOut).toBeGreaterThan(0);
+    expect(row.latencyMs).toBeGreaterThanOrEqual(row.ttftMs ?? 0);
+  });
+
+  it('survives SIGKILL of a device with 50 requests in flight: no lost non-streamed request, streams complete or end with one error', async () => {
+    const started = Date.now();
+    const long = { ...ask, max_tokens: 160, messages: [{ role: 'user' as const, content: 'Tell a long story.' }] };
+    const nonStreamed = Array.from({ length: 25 }, () => client.chat.completions.create(long).then((r) => ({ ok: true as const, r, at: Date.now() })));
+    const streamed = Array.from({ length: 25 }, async () => {
+      let text = '';
+      let finished = false;
+      try {
+        const s = await client.chat.completions.create({ ...long, stream: true });
+        for await (const c of s) {
+          text += c.choices[0]?.delta.content ?? '';
+          if (c.choices[0]?.finish_reason) finished = true;
+        }
+        return { ok: true as const, text, finished, at: Date.now() };
+      } catch (error) {
+        return { ok: false as const, text, error, at: Date.now() };
+      }
+    });
+    // Kill the device carrying the most work once it is busy.
+    await pollUntil(async () => Object.values((await stats()).devices).reduce((n, d) => n + d.outstanding, 0) >= 10, { timeoutMs: 10_000, intervalMs: 20 });
+    const s = await stats();
+    const victim = agents.reduce((best, a) => ((s.devices[a.deviceId]?.outstanding ?? 0) > (s.devices[best.deviceId]?.outstanding ?? 0) ? a : best));
+    expect(s.devices[victim.deviceId]?.outstanding).toBeGreaterThan(0);
+    await victim.kill();
+
+    const results = await Promise.all(nonStreamed);
+    for (const r of results) {
+      expect(r.ok).toBe(true);
+      expect(r.r.choices[0]?.message.content?.length).toBeGreaterThan(0);
+    }
+    const streams = await Promise.all(streamed);
+    for (const r of streams) {
+      if (r.ok) expect(r.finished).toBe(true);
+      else expect(r.error).toBeInstanceOf(OpenAI.APIError); // one clean error event, not a hang or a broken socket
+    }
+    // every request ended well inside its 20 s deadline
+    for (const r of [...results, ...streams]) expect(r.at - started).toBeLessThan(20_000);
+    expect(streams.filter((r) => r.ok).length).toBeGreaterThan(0);
+    const retried = await t.cp.database.prisma.inferenceRequest.count({ where: { retries: { gt: 0 } } });
+    expect(retried).toBeGreaterThan(0);
+  }, 60_000);
+});

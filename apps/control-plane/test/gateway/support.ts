@@ -1,0 +1,121 @@
+import { readFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import { join } from 'node:path';
+import { PROTOCOL_VERSION, encode, topics, type DesiredModel } from '@flotilla/protocol';
+import type { ControlPlane } from '../../src/app/create-app.js';
+import { hashSecret, generateSecret, secretPrefix } from '../../src/auth/secrets.js';
+import { api } from '../support/control-plane.js';
+
+export async function adminLogin(cp: ControlPlane, dataDir: string): Promise<{ adminToken: string; gatewayKey: string }> {
+  const creds = JSON.parse(await readFile(join(dataDir, 'initial-credentials.json'), 'utf8')) as { adminEmail: string; adminPassword: string; apiKey: string };
+  const login = await api<{ token: string }>(cp, '/api/v1/auth/login', { body: { email: creds.adminEmail, password: creds.adminPassword } });
+  if (login.status !== 200) throw new Error(`login failed: ${login.status}`);
+  return { adminToken: login.body.token, gatewayKey: creds.apiKey };
+}
+
+/** A gateway key with limits, inserted like the key API would. */
+export async function createGatewayKey(cp: ControlPlane, options: { rateLimitPerMinute?: number; modelAllowList?: string[] }): Promise<string> {
+  const key = generateSecret('apiKey');
+  await cp.database.prisma.apiKey.create({
+    data: {
+      name: 'test key',
+      prefix: secretPrefix(key),
+      keyHash: hashSecret(key),
+      scope: 'gateway',
+      rateLimitPerMinute: options.rateLimitPerMinute ?? null,
+      modelAllowList: options.modelAllowList ?? [],
+    },
+  });
+  return key;
+}
+
+export interface TestModelFile {
+  path: string;
+  sha256: string;
+  sizeBytes: number;
+}
+
+/** Catalog rows (inserted directly: the catalog API is another module's) for the gateway's tier and context data. */
+export async function addCatalogModel(cp: ControlPlane, name: string, tier: 'small' | 'medium' | 'large', file: TestModelFile, contextLength = 2048): Promise<void> {
+  await cp.database.prisma.model.create({
+    data: {
+      name,
+      sourceUrl: `file://${file.path}`,
+      sha256: file.sha256,
+      sizeBytes: BigInt(file.sizeBytes),
+      quantization: 'Q8_0',
+      memoryBytes: BigInt(file.sizeBytes * 4),
+      contextLength,
+      tier,
+    },
+  });
+}
+
+/**
+ * Publishes a device's desired state (retained) the way the scheduler does; the version is time-based so it wins over
+ * a lower one another module may publish.
+ */
+export async function publishDesired(cp: ControlPlane, deviceId: string, models: { name: string; file: TestModelFile }[]): Promise<void> {
+  const desired: DesiredModel[] = models.map((m) => ({
+    name: m.name,
+    url: `file://${m.file.path}`,
+    sha256: m.file.sha256,
+    sizeBytes: m.file.sizeBytes,
+    pinned: true,
+    loaded: true,
+    contextSize: 2048,
+    // more sequences than running jobs: the agent refuses with QUEUE_FULL when it runs out of sequences
+    parallel: 4,
+  }));
+  const payload = encode('desired', {
+    v: PROTOCOL_VERSION,
+    version: Math.floor(Date.now() / 1000),
+    ts: Date.now(),
+    models: desired,
+    limits: { maxParallelRequests: 2, maxQueueLength: 100 },
+  });
+  await cp.broker.publish(topics.desired(deviceId), payload, { qos: 1, retain: true });
+}
+
+/** An OpenAI-compatible stand-in for the cloud fallback: always answers "cloud answer". */
+export async function startCloudStandIn(): Promise<{ url: string; calls: number; close(): Promise<void> }> {
+  const state = { calls: 0 };
+  const server: Server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      state.calls++;
+      const parsed = JSON.parse(body) as { model: string; stream?: boolean };
+      const base = { id: 'chatcmpl-cloud', created: 1, model: parsed.model };
+      if (parsed.stream) {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        for (const piece of ['cloud ', 'answer']) {
+          res.write(`data: ${JSON.stringify({ ...base, object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content: piece }, finish_reason: null }] })}\n\n`);
+        }
+        res.write(`data: ${JSON.stringify({ ...base, object: 'chat.completion.chunk', choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] })}\n\n`);
+        res.write(`data: ${JSON.stringify({ ...base, object: 'chat.completion.chunk', choices: [], usage: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 } })}\n\n`);
+        res.end('data: [DONE]\n\n');
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(
+        JSON.stringify({
+          ...base,
+          object: 'chat.completion',
+          choices: [{ index: 0, message: { role: 'assistant', content: 'cloud answer' }, finish_reason: 'stop' }],
+          usage: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 },
+        }),
+      );
+    });
+  });
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  return {
+    url: `http://127.0.0.1:${port}/v1`,
+    get calls() {
+      return state.calls;
+    },
+    close: () => new Promise<void>((done) => server.close(() => done())),
+  };
+}
