@@ -14,6 +14,13 @@ import { GatewayModule } from '../gateway/gateway.module.js';
 import { RegistryModule } from '../registry/registry.module.js';
 import { GatewayModule } from '../gateway/gateway.module.js';
 import { FleetModule } from '../fleet/fleet.module.js';
+import { AlertsModule } from '../alerts/alerts.module.js';
+import { AuditLogModule } from '../audit-log/audit-log.module.js';
+import { HealthScoreModule } from '../health-score/health-score.module.js';
+import { MetricsModule } from '../metrics/metrics.module.js';
+import { OpenApiModule } from '../openapi/openapi.module.js';
+import { RateLimitModule } from '../rate-limit/rate-limit.module.js';
+import { StreamModule } from '../stream/stream.module.js';
 import { BROKER, CONFIG, DATABASE, ENDPOINTS, LOGGER, READINESS_CHECKS } from './tokens.js';
 
 /** The external parts, started before Nest so port and database problems fail fast and clearly. */
@@ -63,6 +70,13 @@ export class AppModule {
         RegistryModule,
         GatewayModule,
         FleetModule,
+        MetricsModule,
+        RateLimitModule,
+        OpenApiModule,
+        StreamModule,
+        AlertsModule,
+        HealthScoreModule,
+        AuditLogModule,
       ],
       providers: [
         { provide: CONFIG, useValue: parts.config },

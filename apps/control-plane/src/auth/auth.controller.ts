@@ -1,6 +1,8 @@
 import { Body, Controller, Get, HttpCode, Post, Req } from '@nestjs/common';
 import { z } from 'zod';
 import { parseInput } from '../common/parse.js';
+import { ApiDoc } from '../openapi/api-doc.js';
+import { RateLimitService } from '../rate-limit/rate-limit.service.js';
 import { type AuthedRequest, Public, RequireRole, bearerOf } from './auth.guard.js';
 import { AuthService, type LoginResult } from './auth.service.js';
 import type { Principal } from './principal.js';
@@ -12,13 +14,22 @@ const loginBody = z.strictObject({
 
 @Controller('api/v1/auth')
 export class AuthController {
-  constructor(private readonly auth: AuthService) {}
+  constructor(
+    private readonly auth: AuthService,
+    private readonly rateLimits: RateLimitService,
+  ) {}
 
   @Public()
   @Post('login')
   @HttpCode(200)
-  login(@Body() body: unknown): Promise<LoginResult> {
+  @ApiDoc({ summary: 'Log in with e-mail and password; returns a bearer session token', tags: ['auth'], body: loginBody, errors: [429] })
+  async login(@Body() body: unknown, @Req() request: AuthedRequest): Promise<LoginResult> {
     const { email, password } = parseInput(loginBody, body);
+    // Per address and per account: guessing one password from many addresses is slowed as well.
+    await this.rateLimits.enforce([
+      ['login-ip', request.ip],
+      ['login-account', email.toLowerCase()],
+    ]);
     return this.auth.login(email, password);
   }
 

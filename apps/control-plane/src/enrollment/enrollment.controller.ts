@@ -1,9 +1,12 @@
 import { Body, Controller, Post, Req } from '@nestjs/common';
-import { EnrollRequestSchema, type EnrollResponse } from '@flotilla/protocol';
+import { EnrollRequestSchema, EnrollResponseSchema, type EnrollResponse } from '@flotilla/protocol';
 import { z } from 'zod';
 import { type AuthedRequest, Public, RequireRole } from '../auth/auth.guard.js';
+import { hashSecret } from '../auth/secrets.js';
 import { unauthorized } from '../common/app-error.js';
 import { parseInput } from '../common/parse.js';
+import { ApiDoc } from '../openapi/api-doc.js';
+import { RateLimitService } from '../rate-limit/rate-limit.service.js';
 import { type CreatedEnrollmentToken, EnrollmentService } from './enrollment.service.js';
 
 const labelsSchema = z
@@ -19,7 +22,10 @@ const createTokenBody = z.strictObject({
 
 @Controller('api/v1')
 export class EnrollmentController {
-  constructor(private readonly enrollment: EnrollmentService) {}
+  constructor(
+    private readonly enrollment: EnrollmentService,
+    private readonly rateLimits: RateLimitService,
+  ) {}
 
   @RequireRole('operator')
   @Post('enrollment-tokens')
@@ -32,7 +38,14 @@ export class EnrollmentController {
   /** The agent's first call, authenticated by the bootstrap token in the body. [P-5.1] */
   @Public()
   @Post('enroll')
-  enroll(@Body() body: unknown): Promise<EnrollResponse> {
-    return this.enrollment.enroll(parseInput(EnrollRequestSchema, body));
+  @ApiDoc({ summary: 'Exchange a bootstrap token for device credentials', tags: ['enrollment'], body: EnrollRequestSchema, response: EnrollResponseSchema, errors: [429] })
+  async enroll(@Body() body: unknown, @Req() request: AuthedRequest): Promise<EnrollResponse> {
+    const input = parseInput(EnrollRequestSchema, body);
+    // Keyed by the token's hash: the bucket map never holds a usable token.
+    await this.rateLimits.enforce([
+      ['enroll-ip', request.ip],
+      ['enroll-token', hashSecret(input.token)],
+    ]);
+    return this.enrollment.enroll(input);
   }
 }

@@ -48,7 +48,9 @@ export interface FleetEventMap {
     tokensOut: number;
     retries: number;
   };
-  'alert.changed': { alertId: string; state: 'open' | 'resolved'; rule: string; subject: string };
+  'alert.changed': { alertId: string; state: 'open' | 'resolved'; rule: string; subject: string; severity: 'info' | 'warning' | 'critical' };
+  /** fleet health moved between healthy / degraded / unhealthy (evaluated with the alert rules) */
+  'fleet.health': { status: 'healthy' | 'degraded' | 'unhealthy'; previous: 'healthy' | 'degraded' | 'unhealthy' | null; at: string };
 }
 
 export type FleetEventName = keyof FleetEventMap;

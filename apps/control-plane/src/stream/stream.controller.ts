@@ -65,13 +65,13 @@ export class StreamController {
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache, no-transform',
-      connection: 'keep-alive',
+      // The socket ends with the stream: a kept-alive socket would hold the server open on shutdown.
+      connection: 'close',
       // Proxies (nginx) must not buffer the stream.
       'x-accel-buffering': 'no',
     });
     res.socket?.setNoDelay(true);
     const connection = new SseConnection(res, this.settings.heartbeatMs);
-    request.raw.on('close', () => connection.close());
     connection.retry(3000);
     connection.send({ event: 'ready', data: { at: new Date().toISOString(), lastEventId: this.hub.lastId ?? null } });
     const lastEventId = headerValue(request.headers['last-event-id']);

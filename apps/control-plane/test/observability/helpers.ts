@@ -1,0 +1,52 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ControlPlane } from '../../src/app/create-app.js';
+import { hashPassword } from '../../src/auth/secrets.js';
+import { api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
+import type { TestBackend } from '../support/databases.js';
+
+/**
+ * Starts a test control plane with extra FLOTILLA_* variables that modules read from process.env at boot
+ * (metrics, stream, alert and rate-limit settings), restoring the environment afterwards.
+ */
+export async function startWithEnv(backend: TestBackend, vars: Record<string, string>): Promise<TestControlPlane> {
+  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, vars);
+  try {
+    return await startTestControlPlane(backend);
+  } finally {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+}
+
+export async function loginAdmin(t: TestControlPlane): Promise<string> {
+  const creds = JSON.parse(await readFile(join(t.isolated.dataDir, 'initial-credentials.json'), 'utf8')) as { adminEmail: string; adminPassword: string };
+  const login = await api<{ token: string }>(t.cp, '/api/v1/auth/login', { body: { email: creds.adminEmail, password: creds.adminPassword } });
+  if (login.status !== 200) throw new Error(`admin login failed: ${login.status} ${JSON.stringify(login.body)}`);
+  return login.body.token;
+}
+
+/** A user of `role` created directly in the database (argon2id hash as the app makes), logged in. */
+export async function loginAs(cp: ControlPlane, role: 'viewer' | 'operator' | 'admin', email = `${role}-${Date.now()}@flotilla.test`): Promise<string> {
+  const password = `pw-${role}-${Math.random().toString(36).slice(2)}`;
+  await cp.database.prisma.user.create({ data: { email, role, passwordHash: await hashPassword(password) } });
+  const login = await api<{ token: string }>(cp, '/api/v1/auth/login', { body: { email, password } });
+  if (login.status !== 200) throw new Error(`login failed: ${login.status} ${JSON.stringify(login.body)}`);
+  return login.body.token;
+}
+
+export interface EnrolledDevice {
+  deviceId: string;
+  mqtt: { username: string; password: string; urls: string[] };
+}
+
+export async function enrollDevice(cp: ControlPlane, adminToken: string, name: string): Promise<EnrolledDevice> {
+  const minted = await api<{ token: string }>(cp, '/api/v1/enrollment-tokens', { token: adminToken, body: { uses: 1 } });
+  if (minted.status !== 201) throw new Error(`token: ${minted.status} ${JSON.stringify(minted.body)}`);
+  const enrolled = await api<EnrolledDevice>(cp, '/api/v1/enroll', { body: { token: minted.body.token, name } });
+  if (enrolled.status !== 201) throw new Error(`enroll: ${enrolled.status} ${JSON.stringify(enrolled.body)}`);
+  return enrolled.body;
+}
