@@ -23,19 +23,19 @@ export function parseByteSize(value: string): number | undefined {
   return Math.round(Number(match[1]) * factor);
 }
 
+const SIZE_HINT = 'expected a size in bytes, e.g. 524288000 or "500MiB" (units: kB MB GB TB KiB MiB GiB TiB)';
+
 /** A size in bytes: a positive integer, or a string with a unit ("512MiB", "2.4GB"). */
 export const ByteSizeSchema = z
-  .union([
-    z.int().min(1),
-    z.string().transform((s, ctx) => {
-      const bytes = parseByteSize(s);
-      if (bytes === undefined || bytes < 1) {
-        ctx.addIssue({ code: 'custom', message: 'expected a size in bytes, e.g. 524288000 or "500MiB" (units: kB MB GB TB KiB MiB GiB TiB)' });
-        return z.NEVER;
-      }
-      return bytes;
-    }),
-  ])
+  .union([z.number(), z.string()], { message: SIZE_HINT })
+  .transform((v, ctx) => {
+    const bytes = typeof v === 'number' ? v : parseByteSize(v);
+    if (bytes === undefined) {
+      ctx.addIssue({ code: 'custom', message: SIZE_HINT });
+      return z.NEVER;
+    }
+    return bytes;
+  })
   .pipe(z.int().min(1).max(Number.MAX_SAFE_INTEGER));
 
 export const LabelKeySchema = z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9._/-]{0,62}$/, 'label keys are 1-63 letters, digits, ".", "_", "/", "-"');

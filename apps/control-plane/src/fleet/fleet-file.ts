@@ -1,5 +1,5 @@
 import { ModelNameSchema } from '@flotilla/protocol';
-import { isNode, LineCounter, parseDocument, stringify, type Document } from 'yaml';
+import { isMap, isNode, isPair, isScalar, isSeq, LineCounter, parseDocument, stringify, type Document } from 'yaml';
 import { z } from 'zod';
 import { ModelInputSchema, MODEL_TIERS } from '../catalog/catalog.service.js';
 import { DeploymentInputSchema } from '../deployments/deployments.service.js';
@@ -77,20 +77,52 @@ export const FleetFileSchema = z
     deployments: z.array(DeploymentInputSchema).max(1000).default([]),
     /** absent: routing stays as it is */
     routing: RoutingSchema.optional(),
-  })
-  .superRefine((file, ctx) => {
-    duplicates(file.models.map((m) => m.name), ['models'], 'model', ctx);
-    duplicates(file.deployments.map((d) => d.name), ['deployments'], 'deployment', ctx);
   });
 export type FleetFile = z.output<typeof FleetFileSchema>;
 
-function duplicates(names: string[], path: (string | number)[], what: string, ctx: z.RefinementCtx): void {
-  const seen = new Map<string, number>();
-  names.forEach((name, i) => {
-    const first = seen.get(name);
-    if (first === undefined) seen.set(name, i);
-    else ctx.addIssue({ code: 'custom', path: [...path, i, 'name'], message: `${what} ${name} is declared twice (first at index ${first})` });
-  });
+/** Names declared twice, checked on the raw data so they are listed together with the schema's problems. */
+function duplicateIssues(data: unknown): { path: (string | number)[]; message: string }[] {
+  const out: { path: (string | number)[]; message: string }[] = [];
+  if (!data || typeof data !== 'object') return out;
+  for (const [section, what] of [
+    ['models', 'model'],
+    ['deployments', 'deployment'],
+  ] as const) {
+    const list: unknown = (data as Record<string, unknown>)[section];
+    if (!Array.isArray(list)) continue;
+    const seen = new Map<string, number>();
+    list.forEach((item: unknown, i) => {
+      const name: unknown = item && typeof item === 'object' ? (item as Record<string, unknown>).name : undefined;
+      if (typeof name !== 'string') return;
+      const first = seen.get(name);
+      if (first === undefined) seen.set(name, i);
+      else out.push({ path: [section, i, 'name'], message: `${what} ${name} is declared twice (first at index ${first})` });
+    });
+  }
+  return out;
+}
+
+// Fields that are text even when they look like numbers or booleans to YAML (a sha256 of digits, `rack: 12`).
+const TEXT_KEYS = new Set(['name', 'model', 'sha256', 'quantization', 'sourceUrl', 'description', 'baseUrl', 'apiKeyEnv']);
+// Containers whose values are all text; under `tiers` every list is model names.
+const TEXT_CONTAINERS = new Set(['labelSelector', 'pinnedDeviceIds']);
+
+/** Turns plain numeric or boolean scalars back into their source text where the schema expects text. */
+function keepText(node: unknown, textual: boolean, parentKey = ''): void {
+  if (isScalar(node)) {
+    if (textual && (typeof node.value === 'number' || typeof node.value === 'boolean') && node.source !== undefined) node.value = node.source;
+    return;
+  }
+  if (isSeq(node)) {
+    for (const item of node.items) keepText(item, textual);
+    return;
+  }
+  if (!isMap(node)) return;
+  for (const pair of node.items) {
+    if (!isPair(pair)) continue;
+    const key = isScalar(pair.key) ? String(pair.key.value) : '';
+    keepText(pair.value, textual || TEXT_KEYS.has(key) || TEXT_CONTAINERS.has(key) || parentKey === 'tiers', key);
+  }
 }
 
 /** One problem in a fleet file, with where it is (1-based line and column; 0 when unknown). */
@@ -135,6 +167,7 @@ export function parseFleetFile(text: string): ParsedFleetFile {
     );
   }
   const locate = (path: (string | number)[], message: string) => locateIn(doc, lineCounter, path, message);
+  keepText(doc.contents, false);
   let data: unknown;
   try {
     data = doc.toJS({ maxAliasCount: 100 });
@@ -143,10 +176,12 @@ export function parseFleetFile(text: string): ParsedFleetFile {
   }
   if (data === null || data === undefined) throw new FleetFileError([{ line: 1, column: 1, path: '', message: 'the fleet file is empty' }]);
   const parsed = FleetFileSchema.safeParse(data);
-  if (!parsed.success) {
-    throw new FleetFileError(parsed.error.issues.map((i) => locate(i.path.filter((p): p is string | number => typeof p !== 'symbol'), i.message)));
-  }
-  return { file: parsed.data, locate };
+  const problems = [
+    ...(parsed.success ? [] : parsed.error.issues.map((i) => ({ path: i.path.filter((p): p is string | number => typeof p !== 'symbol'), message: i.message }))),
+    ...duplicateIssues(data),
+  ];
+  if (!parsed.success || problems.length > 0) throw new FleetFileError(problems.map((p) => locate(p.path, p.message)));
+  return { file: parsed.data as FleetFile, locate };
 }
 
 function locateIn(doc: Document, lines: LineCounter, path: (string | number)[], message: string): FleetFileIssue {

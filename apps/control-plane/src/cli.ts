@@ -1,0 +1,213 @@
+#!/usr/bin/env node
+/**
+ * `flotilla`: the fleet file from the command line, through the control plane's REST API.
+ *
+ *   flotilla apply -f fleet.yaml [--dry-run] [--prune]
+ *   flotilla export [-o fleet.yaml]
+ *
+ * The server and an admin token (a session token or an API key with the operator role; viewer is enough for export)
+ * come from --server/--token or FLOTILLA_SERVER/FLOTILLA_TOKEN. Plain Node: no Nest, no database.
+ */
+import { readFile, realpath, writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+
+export const DEFAULT_SERVER = 'http://127.0.0.1:8080';
+
+const USAGE = `Usage:
+  flotilla apply -f <fleet.yaml | -> [--dry-run] [--prune] [--server URL] [--token TOKEN]
+  flotilla export [-o <file>] [--server URL] [--token TOKEN]
+
+  apply   make the control plane match the fleet file (idempotent; prints what changed)
+          --dry-run  show what would change, change nothing
+          --prune    also delete deployments and models that are not in the file
+  export  write the current models, deployments and routing as a fleet file (stdout or -o)
+
+  --server  control plane URL (FLOTILLA_SERVER, default ${DEFAULT_SERVER})
+  --token   admin session token or API key (FLOTILLA_TOKEN)
+`;
+
+export interface CliIo {
+  out(text: string): void;
+  err(text: string): void;
+  /** `-` reads standard input */
+  readFile(path: string): Promise<string>;
+  writeFile(path: string, text: string): Promise<void>;
+}
+
+interface Args {
+  command: string | undefined;
+  file?: string;
+  output?: string;
+  server?: string;
+  token?: string;
+  dryRun: boolean;
+  prune: boolean;
+  help: boolean;
+}
+
+class UsageError extends Error {}
+
+function parseArgs(argv: string[]): Args {
+  const args: Args = { command: undefined, dryRun: false, prune: false, help: false };
+  const value = (i: number, flag: string) => {
+    const v = argv[i + 1];
+    if (v === undefined || (v.startsWith('-') && v !== '-')) throw new UsageError(`${flag} needs a value`);
+    return v;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] ?? '';
+    const [flag, inline] = a.startsWith('--') && a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
+    const take = () => inline ?? value(i++, flag);
+    switch (flag) {
+      case '-f':
+      case '--file':
+        args.file = take();
+        break;
+      case '-o':
+      case '--output':
+        args.output = take();
+        break;
+      case '--server':
+        args.server = take();
+        break;
+      case '--token':
+        args.token = take();
+        break;
+      case '--dry-run':
+        args.dryRun = true;
+        break;
+      case '--prune':
+        args.prune = true;
+        break;
+      case '-h':
+      case '--help':
+        args.help = true;
+        break;
+      default:
+        if (flag.startsWith('-') || args.command !== undefined) throw new UsageError(`unknown argument ${a}`);
+        args.command = flag;
+    }
+  }
+  return args;
+}
+
+interface ApplyResponse {
+  dryRun: boolean;
+  changed: boolean;
+  summary: string;
+  changes: { kind: string; name: string; action: string; fields?: string[] }[];
+}
+interface ErrorResponse {
+  error?: { code?: string; message?: string; details?: { issues?: { line: number; column: number; path: string; message: string }[] } };
+}
+
+const MARK: Record<string, string> = { create: '+', update: '~', delete: '-', unchanged: '=' };
+
+/** Runs one command; returns the exit code (0 done, 1 refused or failed, 2 usage). */
+export async function runCli(argv: string[], env: NodeJS.ProcessEnv, io: CliIo): Promise<number> {
+  let args: Args;
+  try {
+    args = parseArgs(argv);
+  } catch (error) {
+    io.err(`flotilla: ${(error as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (args.help || args.command === 'help' || args.command === undefined) {
+    (args.command === undefined && !args.help ? io.err : io.out)(USAGE);
+    return args.command === undefined && !args.help ? 2 : 0;
+  }
+  const server = (args.server ?? env.FLOTILLA_SERVER ?? DEFAULT_SERVER).replace(/\/+$/, '');
+  const token = args.token ?? env.FLOTILLA_TOKEN;
+  if (!token) {
+    io.err('flotilla: no token: pass --token or set FLOTILLA_TOKEN (an admin session token or API key)\n');
+    return 2;
+  }
+  const headers = { authorization: `Bearer ${token}` };
+  try {
+    if (args.command === 'apply') {
+      if (!args.file) throw new UsageError('apply needs -f <fleet.yaml> (or -f - for standard input)');
+      const text = await io.readFile(args.file);
+      const res = await fetch(`${server}/api/v1/fleet/apply`, {
+        method: 'POST',
+        headers: { ...headers, 'content-type': 'application/json' },
+        body: JSON.stringify({ yaml: text, dryRun: args.dryRun, prune: args.prune }),
+      });
+      const body = (await res.json().catch(() => ({}))) as ApplyResponse & ErrorResponse;
+      if (!res.ok) return failed(io, res.status, body, args.file);
+      const lines = body.changes
+        .filter((c) => c.action !== 'unchanged')
+        .map((c) => `  ${MARK[c.action] ?? '?'} ${c.kind} ${c.name}${c.fields?.length ? ` (${c.fields.join(', ')})` : ''}`);
+      io.out(`${body.dryRun ? 'dry run, nothing changed: ' : ''}${body.summary}\n${lines.length ? `${lines.join('\n')}\n` : ''}`);
+      return 0;
+    }
+    if (args.command === 'export') {
+      const res = await fetch(`${server}/api/v1/fleet/export`, { headers });
+      const text = await res.text();
+      if (!res.ok) return failed(io, res.status, safeJson(text), undefined);
+      if (args.output) {
+        await io.writeFile(args.output, text);
+        io.err(`wrote ${args.output}\n`);
+      } else {
+        io.out(text);
+      }
+      return 0;
+    }
+    throw new UsageError(`unknown command ${args.command}`);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.err(`flotilla: ${error.message}\n\n${USAGE}`);
+      return 2;
+    }
+    // fetch() says only "fetch failed"; the reason is in `cause`.
+    const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+    const message =
+      error instanceof TypeError && error.message === 'fetch failed'
+        ? `cannot reach the control plane at ${server} (${cause?.code ?? cause?.message ?? 'no answer'}); set --server or FLOTILLA_SERVER`
+        : (error as Error).message;
+    io.err(`flotilla: ${message}\n`);
+    return 1;
+  }
+}
+
+function failed(io: CliIo, status: number, body: ErrorResponse, file: string | undefined): number {
+  const issues = body.error?.details?.issues;
+  if (issues?.length && file) {
+    // compiler-style lines, so editors can jump to them
+    for (const i of issues) io.err(`${file}:${i.line}:${i.column}: ${i.path ? `${i.path}: ` : ''}${i.message}\n`);
+    return 1;
+  }
+  io.err(`flotilla: ${status} ${body.error?.code ?? ''} ${body.error?.message ?? 'request failed'}\n`.replace(/ +/g, ' '));
+  return 1;
+}
+
+function safeJson(text: string): ErrorResponse {
+  try {
+    return JSON.parse(text) as ErrorResponse;
+  } catch {
+    return {};
+  }
+}
+
+async function readInput(path: string): Promise<string> {
+  if (path !== '-') return readFile(path, 'utf8');
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function isMain(): Promise<boolean> {
+  const entry = process.argv[1];
+  if (!entry) return false;
+  // npm links bin entries: compare real paths.
+  return (await realpath(entry).catch(() => entry)) === (await realpath(fileURLToPath(import.meta.url)).catch(() => ''));
+}
+
+if (await isMain()) {
+  const code = await runCli(process.argv.slice(2), process.env, {
+    out: (t) => process.stdout.write(t),
+    err: (t) => process.stderr.write(t),
+    readFile: readInput,
+    writeFile: (path, text) => writeFile(path, text, 'utf8'),
+  });
+  process.exitCode = code;
+}
