@@ -145,7 +145,11 @@ export class Balancer {
     // A device not measured yet counts as average, so it is neither starved nor flooded.
     let sum = 0;
     let n = 0;
-    for (const l of this.loads.values()) if (l.measured) (sum += l.speed), n++;
+    for (const l of this.loads.values()) {
+      if (!l.measured) continue;
+      sum += l.speed;
+      n++;
+    }
     const average = n > 0 ? sum / n : DEFAULT_SPEED;
     for (const d of candidates) {
       const l = this.load(d);
