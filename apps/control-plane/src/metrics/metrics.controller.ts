@@ -1,5 +1,5 @@
-import { Controller, Get, Header, Inject, Req } from '@nestjs/common';
-import type { FastifyRequest } from 'fastify';
+import { Controller, Get, Inject, Req, Res } from '@nestjs/common';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { LOGGER } from '../app/tokens.js';
 import { Public, bearerOf } from '../auth/auth.guard.js';
@@ -24,15 +24,16 @@ export class MetricsController {
   /** Public unless FLOTILLA_METRICS_TOKEN is set (see metrics.settings.ts). */
   @Public()
   @Get('metrics')
-  @Header('content-type', PROMETHEUS_CONTENT_TYPE)
-  @Header('cache-control', 'no-store')
   @ApiDoc({ summary: 'Prometheus metrics (text format 0.0.4)', tags: ['observability'], produces: 'text/plain', auth: 'metrics-token' })
-  metrics(@Req() request: FastifyRequest): Promise<string> {
+  async metrics(@Req() request: FastifyRequest, @Res({ passthrough: true }) reply: FastifyReply): Promise<string> {
     if (this.tokenHash) {
       const bearer = bearerOf(request);
       // Compare hashes in constant time so the token cannot be guessed byte by byte.
       if (!bearer || !secretMatches(bearer, this.tokenHash)) throw unauthorized('a metrics token is required (FLOTILLA_METRICS_TOKEN)');
     }
-    return this.registry.render((name, error) => this.logger.warn({ metric: name, err: error }, 'metrics collector failed'));
+    const text = await this.registry.render((name, error) => this.logger.warn({ metric: name, err: error }, 'metrics collector failed'));
+    // Set here, not with @Header: an error answer must stay JSON.
+    void reply.header('content-type', PROMETHEUS_CONTENT_TYPE).header('cache-control', 'no-store');
+    return text;
   }
 }
