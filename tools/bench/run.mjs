@@ -1,4 +1,4 @@
-/* global console, process, fetch, performance */
+/* global console, process, fetch, performance, setTimeout */
 // `npm run bench`: the gateway's added latency and throughput against calling the device agent's local
 // OpenAI-compatible endpoint directly, same model, same concurrency. Starts a real control plane (built, as a process)
 // and one real agent; tools never import apps, so everything goes through processes, HTTP and MQTT.
