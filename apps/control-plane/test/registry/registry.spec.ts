@@ -213,6 +213,13 @@ describeBackends('device registry, liveness and ingest', (backend) => {
       latencyMs: 180,
       outcome: 'success',
     });
+    // A later flush into the same bucket merges exactly (averages re-weighted by sample counts).
+    await agent.add('telemetry', (seq) => makeTelemetry({ seq, ts: base + 59_000, cpu: { percent: 100 } }));
+    await pollUntil(() => agent.ackedUpTo === N + 4);
+    const merged = await prisma.telemetryRollup.findUnique({ where: key(60, base) });
+    expect(merged).toMatchObject({ samples: N + 1, cpuMax: 100 });
+    expect(merged?.cpuAvg).toBeCloseTo((N * (N + 1)) / 2 / (N + 1) + 100 / (N + 1));
+
     const events = await api<{ items: { seq: number; code: string }[] }>(t.cp, `/api/v1/devices/${id}/events`, { token: t.adminToken });
     expect(events.body.items).toEqual([expect.objectContaining({ seq: N + 1, code: 'MODEL_LOAD_FAILED' })]);
 
@@ -223,7 +230,7 @@ describeBackends('device registry, liveness and ingest', (backend) => {
     );
     expect(chart.status).toBe(200);
     expect(chart.body.bucketSeconds).toBe(60);
-    expect(chart.body.items).toEqual([expect.objectContaining({ bucketStart: new Date(base).toISOString(), samples: N, cpuMax: N })]);
+    expect(chart.body.items).toEqual([expect.objectContaining({ bucketStart: new Date(base).toISOString(), samples: N + 1, cpuMax: 100 })]);
     const bad = await api<{ error: { code: string } }>(t.cp, `/api/v1/devices/${id}/telemetry?from=yesterday`, { token: t.adminToken });
     expect(bad.status).toBe(400);
   });
