@@ -2,7 +2,7 @@ import { Module } from '@nestjs/common';
 import { CatalogModule } from '../catalog/catalog.module.js';
 import { DeploymentsModule } from '../deployments/deployments.module.js';
 import { SchedulerModule } from '../scheduler/scheduler.module.js';
-import { FleetController } from './fleet.controller.js';
+import { FleetFileController } from './fleet.controller.js';
 import { FleetService } from './fleet.service.js';
 
 /**
@@ -11,7 +11,7 @@ import { FleetService } from './fleet.service.js';
  */
 @Module({
   imports: [CatalogModule, DeploymentsModule, SchedulerModule],
-  controllers: [FleetController],
+  controllers: [FleetFileController],
   providers: [FleetService],
   exports: [FleetService, CatalogModule, DeploymentsModule, SchedulerModule],
 })

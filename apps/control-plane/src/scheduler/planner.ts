@@ -232,6 +232,13 @@ export function planPlacements(input: PlanInput): PlanResult {
   const ready = readySet(input.modelStates, input.models);
   const isReady = (p: PlannerPlacement) => ready.has(pairKey(p.deviceId, p.modelId));
   const keepFirst = (a: PlannerPlacement, b: PlannerPlacement) => Number(isReady(b)) - Number(isReady(a)) || compare(a.deviceId, b.deviceId);
+  const byDeployment = new Map<string, PlannerPlacement[]>();
+  for (const p of input.placements) {
+    if (p.deploymentId === null) continue;
+    const list = byDeployment.get(p.deploymentId) ?? [];
+    list.push(p);
+    byDeployment.set(p.deploymentId, list);
+  }
 
   // 1. Hand-placed rows stay and take their room first. Rows of deployments that are gone are dropped.
   for (const p of input.placements) {
@@ -246,7 +253,7 @@ export function planPlacements(input: PlanInput): PlanResult {
   for (const w of work) {
     const { deployment, model } = w;
     if (!model) continue;
-    const existing = input.placements.filter((p) => p.deploymentId === deployment.id && p.modelId === model.id).sort(keepFirst);
+    const existing = (byDeployment.get(deployment.id) ?? []).filter((p) => p.modelId === model.id).sort(keepFirst);
     for (const p of existing) {
       const budget = alloc.budgets.get(p.deviceId);
       if (w.current.length >= deployment.replicas || !budget || alloc.problem(budget, deployment, model, avoid)) continue;
@@ -259,7 +266,7 @@ export function planPlacements(input: PlanInput): PlanResult {
   // 3. Rollout: replicas of a previous model stay, on online devices, until enough current ones are ready.
   for (const w of work) {
     let keep = Math.max(0, w.deployment.replicas - w.current.filter(isReady).length);
-    const previous = input.placements.filter((p) => p.deploymentId === w.deployment.id && p.modelId !== w.deployment.modelId).sort(keepFirst);
+    const previous = (byDeployment.get(w.deployment.id) ?? []).filter((p) => p.modelId !== w.deployment.modelId).sort(keepFirst);
     for (const p of previous) {
       const budget = alloc.budgets.get(p.deviceId);
       const model = models.get(p.modelId);
@@ -278,8 +285,12 @@ export function planPlacements(input: PlanInput): PlanResult {
     const { deployment, model } = w;
     let reasons: Partial<Record<UnplacedReason, number>> = {};
     while (model && w.current.length < deployment.replicas) {
-      const candidates = [...alloc.budgets.values()].filter((b) => alloc.problem(b, deployment, model, avoid) === undefined);
-      const best = candidates.sort((a, b) => rankCandidates(a, b, model, deployment))[0];
+      // One pass for the best candidate (a full sort per replica is too slow on large fleets).
+      let best: DeviceBudget | undefined;
+      for (const b of alloc.budgets.values()) {
+        if (alloc.problem(b, deployment, model, avoid) !== undefined) continue;
+        if (!best || rankCandidates(b, best, model, deployment) < 0) best = b;
+      }
       if (best) {
         const placement = replicaOn(best.device.id, deployment, model);
         alloc.add(placement);
@@ -394,12 +405,12 @@ function budgetOf(device: PlannerDevice, options: PlannerOptions): DeviceBudget 
 function eligibility(device: PlannerDevice, deployment: PlannerDeployment, model: PlannerModel, avoid: Set<string>): UnplacedReason | undefined {
   if (device.status !== 'online') return 'offline';
   if (deployment.pinnedDeviceIds.length > 0 && !deployment.pinnedDeviceIds.includes(device.id)) return 'not-pinned';
-  for (const [k, v] of Object.entries(deployment.labelSelector)) {
-    if (device.labels[k] !== v) return 'labels';
+  for (const k in deployment.labelSelector) {
+    if (device.labels[k] !== deployment.labelSelector[k]) return 'labels';
   }
   if (!device.hardware) return 'no-hardware';
   if (deployment.accelerator === 'required' && device.hardware.acceleratorBytes <= 0) return 'no-accelerator';
-  if (avoid.has(pairKey(device.id, model.id))) return 'avoided';
+  if (avoid.size > 0 && avoid.has(pairKey(device.id, model.id))) return 'avoided';
   return undefined;
 }
 

@@ -3,14 +3,49 @@ import { DeviceIdSchema } from '@flotilla/protocol';
 import { z } from 'zod';
 import { DATABASE } from '../app/tokens.js';
 import { RequireRole } from '../auth/auth.guard.js';
+import { pageSchema } from '../catalog/catalog.controller.js';
 import { PageQuerySchema, toPage, type Page } from '../catalog/inputs.js';
 import { parseInput } from '../common/parse.js';
 import type { Database } from '../database/index.js';
+import { ApiDoc } from '../openapi/api-doc.js';
 import { SchedulerService, type ScheduleRun } from './scheduler.service.js';
 
 const placementsQuery = PageQuerySchema.extend({
   deviceId: DeviceIdSchema.optional(),
   deploymentId: z.string().min(1).max(128).optional(),
+});
+
+const placementSchema = z.object({
+  id: z.string(),
+  deviceId: z.string(),
+  deviceName: z.string(),
+  deviceStatus: z.string(),
+  model: z.string(),
+  modelId: z.string(),
+  deploymentId: z.string().nullable(),
+  deployment: z.string().nullable(),
+  desiredVersion: z.number(),
+  loaded: z.boolean(),
+  pinned: z.boolean(),
+  contextSize: z.number().nullable(),
+  parallel: z.number(),
+  state: z.string().nullable(),
+  ready: z.boolean(),
+  updatedAt: z.date(),
+});
+
+const runSchema = z.object({
+  lastRun: z
+    .object({
+      at: z.date(),
+      durationMs: z.number(),
+      added: z.number(),
+      removed: z.number(),
+      updated: z.number(),
+      publishedDeviceIds: z.array(z.string()),
+      deployments: z.array(z.object({ deploymentId: z.string(), name: z.string(), wanted: z.number(), placed: z.number(), ready: z.number(), rollingOut: z.boolean() }).loose()),
+    })
+    .nullable(),
 });
 
 export interface PlacementView {
@@ -45,6 +80,7 @@ export class SchedulerController {
 
   @RequireRole('viewer')
   @Get('placements')
+  @ApiDoc({ summary: "Placements: the models each device should hold, with the device's reported state", tags: ['placements'], query: placementsQuery, response: pageSchema(placementSchema) })
   async placements(@Query() query: unknown): Promise<Page<PlacementView>> {
     const q = parseInput(placementsQuery, query);
     const rows = await this.db.prisma.placement.findMany({
@@ -83,6 +119,7 @@ export class SchedulerController {
 
   @RequireRole('viewer')
   @Get('scheduler')
+  @ApiDoc({ summary: "The scheduler's last run: what it changed, each deployment's placement status", tags: ['placements'], response: runSchema })
   status(): { lastRun: ScheduleRun | null } {
     return { lastRun: this.scheduler.lastRun() ?? null };
   }
@@ -91,6 +128,7 @@ export class SchedulerController {
   @RequireRole('operator')
   @Post('scheduler/run')
   @HttpCode(200)
+  @ApiDoc({ summary: 'Run the scheduler now (it also runs on fleet events and periodically)', tags: ['placements'], response: runSchema })
   async run(): Promise<{ lastRun: ScheduleRun | null }> {
     return { lastRun: (await this.scheduler.runNow()) ?? null };
   }

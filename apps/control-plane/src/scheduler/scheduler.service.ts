@@ -164,12 +164,13 @@ export class SchedulerService implements OnApplicationBootstrap, OnModuleDestroy
       if (content !== baseline) bump.push({ id: device.id, content });
     }
 
-    const versions = await this.write(plan, bump.map((b) => b.id), devices);
+    const devicesById = new Map(devices.map((d) => [d.id, d]));
+    const versions = await this.write(plan, bump.map((b) => b.id), devicesById);
     const publishedDeviceIds: string[] = [];
     for (const { id, content } of bump) {
       const version = versions.get(id);
       if (version === undefined) continue;
-      await this.publish(id, version, byDevice.get(id) ?? [], modelsById, devices.find((d) => d.id === id)?.limits);
+      await this.publish(id, version, byDevice.get(id) ?? [], modelsById, devicesById.get(id)?.limits);
       this.published.set(id, content);
       publishedDeviceIds.push(id);
       this.events.emit('placement.changed', { deviceId: id, desiredVersion: version });
@@ -197,7 +198,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnModuleDestroy
   }
 
   /** Writes the placement changes and bumps the versions in one transaction; returns the new versions. */
-  private async write(plan: PlanResult, bumpIds: string[], devices: { id: string; desiredVersion: number }[]): Promise<Map<string, number>> {
+  private async write(plan: PlanResult, bumpIds: string[], devices: Map<string, { desiredVersion: number }>): Promise<Map<string, number>> {
     const versions = new Map<string, number>();
     if (bumpIds.length === 0 && plan.added.length + plan.removed.length + plan.updated.length === 0) return versions;
     await this.db.prisma.$transaction(async (tx) => {
@@ -205,7 +206,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnModuleDestroy
         const row = await tx.device.update({ where: { id }, data: { desiredVersion: { increment: 1 } }, select: { desiredVersion: true } });
         versions.set(id, row.desiredVersion);
       }
-      const versionOf = (deviceId: string) => versions.get(deviceId) ?? devices.find((d) => d.id === deviceId)?.desiredVersion ?? 0;
+      const versionOf = (deviceId: string) => versions.get(deviceId) ?? devices.get(deviceId)?.desiredVersion ?? 0;
       for (const p of plan.removed) {
         await tx.placement.deleteMany({ where: { deviceId: p.deviceId, modelId: p.modelId } });
       }

@@ -128,4 +128,28 @@ describeBackends('placement with a real control plane and MQTT devices', (backen
     await victim.start(t.cp, { memory: { totalBytes: 4 * GiB, freeBytes: 3 * GiB } });
     await pollUntil(() => victim.models.includes('chat-small-v2'), { timeoutMs: 10_000, what: 'placement on the returning device' });
   });
+
+  it('sends a new version when the catalog entry changes, and an empty state when the deployment goes', async () => {
+    const before = devices.map((d) => d.latest?.version ?? 0);
+    const patched = await api(t.cp, '/api/v1/models/chat-small-v2', { token, method: 'PATCH', body: { sourceUrl: 'https://mirror.example/chat-small-v2.gguf' } });
+    expect(patched.status).toBe(200);
+    for (const [i, d] of devices.entries()) {
+      const state = await pollUntil(() => (d.latest && d.latest.version > (before[i] ?? 0) ? d.latest : undefined), { what: 'new version after the catalog change' });
+      expect(state.models[0]?.url).toBe('https://mirror.example/chat-small-v2.gguf');
+    }
+    expect((await api(t.cp, '/api/v1/deployments/chat', { token, method: 'DELETE' })).status).toBe(200);
+    for (const d of devices) await pollUntil(() => d.latest?.models.length === 0, { what: 'empty desired state' });
+    expect(await t.cp.database.prisma.placement.count()).toBe(0);
+  });
+
+  it('publishes every desired state again, with a new version, after a control-plane restart', async () => {
+    const device = devices[0];
+    if (!device) throw new Error('no device');
+    const version = device.latest?.version ?? 0;
+    for (const d of devices) await d.stop();
+    await t.restart();
+    await device.start(t.cp, { memory: { totalBytes: 4 * GiB, freeBytes: 3 * GiB } });
+    const retained = await pollUntil(() => device.desired.find((d) => d.retain && d.state.version > version), { what: 'retained desired state after restart' });
+    expect(retained.state).toMatchObject({ version: version + 1, models: [] });
+  });
 });
