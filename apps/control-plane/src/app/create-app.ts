@@ -84,6 +84,9 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
     app.useGlobalFilters(new GlobalErrorFilter(logger, dashboardDir));
     closers.push(() => app.close());
 
+    // Feature modules subscribe to device topics during init; only then may devices' messages flow.
+    await app.init();
+    broker.open();
     try {
       await app.listen({ port: config.http.port, host: config.http.host });
     } catch (error) {

@@ -55,6 +55,7 @@ export class EmbeddedBroker {
     private readonly tcp: NetServer,
     readonly port: number,
     private readonly logger: Logger,
+    private readonly gate: ConnectionGate,
   ) {}
 
   private wss: WebSocketServer | undefined;
@@ -113,7 +114,8 @@ export class EmbeddedBroker {
     aedes.on('connectionError', (client, error) => {
       logger.debug({ clientId: client.id, err: error.message }, 'MQTT connection error');
     });
-    const tcp = createServer({ noDelay: true }, (socket) => aedes.handle(socket));
+    const gate = new ConnectionGate((stream, request) => aedes.handle(stream, request));
+    const tcp = createServer({ noDelay: true }, (socket) => gate.handle(socket));
     try {
       const port = await listenOn(tcp, {
         host: options.host,
@@ -122,11 +124,20 @@ export class EmbeddedBroker {
         purpose: 'MQTT',
       });
       logger.info({ port }, 'MQTT broker listening');
-      return new EmbeddedBroker(aedes, tcp, port, logger);
+      return new EmbeddedBroker(aedes, tcp, port, logger, gate);
     } catch (error) {
       await new Promise<void>((done) => aedes.close(() => done()));
       throw error;
     }
+  }
+
+  /**
+   * Starts serving the connections accepted so far and all later ones. The port is bound early (so a taken port fails
+   * start-up at once) but clients wait until the control plane's own subscriptions exist, or a device's first hello
+   * would reach nobody.
+   */
+  open(): void {
+    this.gate.open();
   }
 
   /** Serves MQTT over WebSocket on `path` of an existing HTTP server. */
@@ -139,7 +150,7 @@ export class EmbeddedBroker {
       wss.handleUpgrade(request, socket, head, (ws) => {
         const stream = createWebSocketStream(ws);
         stream.on('error', () => ws.terminate());
-        this.aedes.handle(stream, request);
+        this.gate.handle(stream, request);
       });
     });
   }
@@ -227,5 +238,30 @@ export class EmbeddedBroker {
     return new Promise((resolve) => {
       this.aedes.close(() => this.tcp.close(() => resolve()));
     });
+  }
+}
+
+/** Holds incoming connections until `open()`, then hands them (and all later ones) to the broker. */
+class ConnectionGate {
+  private waiting: { stream: Duplex; request: IncomingMessage | undefined }[] | null = [];
+
+  constructor(private readonly accept: (stream: Duplex, request?: IncomingMessage) => void) {}
+
+  handle(stream: Duplex, request?: IncomingMessage): void {
+    if (this.waiting === null) {
+      this.accept(stream, request);
+      return;
+    }
+    const entry = { stream, request };
+    this.waiting.push(entry);
+    stream.once('close', () => {
+      if (this.waiting) this.waiting = this.waiting.filter((e) => e !== entry);
+    });
+  }
+
+  open(): void {
+    const waiting = this.waiting ?? [];
+    this.waiting = null;
+    for (const { stream, request } of waiting) if (!stream.destroyed) this.accept(stream, request);
   }
 }

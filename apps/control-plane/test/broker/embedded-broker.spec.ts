@@ -20,7 +20,7 @@ describe('EmbeddedBroker', () => {
     cleanups.length = 0;
   });
 
-  async function start(maxMessageBytes = 1024) {
+  async function start(maxMessageBytes = 1024, open = true) {
     const broker = await EmbeddedBroker.start({
       host: '127.0.0.1',
       port: 0,
@@ -30,6 +30,7 @@ describe('EmbeddedBroker', () => {
       logger: pino({ level: 'silent' }),
     });
     cleanups.push(() => broker.close());
+    if (open) broker.open();
     return broker;
   }
 
@@ -50,6 +51,26 @@ describe('EmbeddedBroker', () => {
     await expect(
       connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: 'dev-a', username: 'dev-a', password: 'nope', reconnectPeriod: 0 }),
     ).rejects.toThrow(/Bad username or password/i);
+  });
+
+  it('holds connections made before open() and serves them once the control plane is subscribed', async () => {
+    const broker = await start(1024, false);
+    let connected = false;
+    const pending = connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: 'dev-a', username: 'dev-a', password: 'pw', reconnectPeriod: 0 }).then(
+      (c) => {
+        connected = true;
+        cleanups.push(() => c.endAsync(true));
+        return c;
+      },
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    expect(connected).toBe(false);
+    const received: string[] = [];
+    await broker.subscribe('own/+/hello', (m) => received.push(m.payload.toString()));
+    broker.open();
+    const c = await pending;
+    await c.publishAsync('own/dev-a/hello', 'first', { qos: 1 });
+    await pollUntil(() => received.includes('first'), { what: 'first hello' });
   });
 
   it('refuses a subscription outside the policy and drops an unauthorised publish', async () => {
