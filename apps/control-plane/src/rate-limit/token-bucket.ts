@@ -23,6 +23,7 @@ export interface RateLimitStore {
 interface Bucket {
   tokens: number;
   updatedAt: number;
+  policy: RateLimitPolicy;
 }
 
 /** Token buckets in a Map, bounded: full (idle) buckets are dropped first, then the least recently used. */
@@ -43,11 +44,11 @@ export class InMemoryTokenBucketStore implements RateLimitStore {
     // Re-insert so Map order stays least-recently-used first.
     this.buckets.delete(key);
     if (tokens >= 1) {
-      this.buckets.set(key, { tokens: tokens - 1, updatedAt: now });
-      this.evict(policy, now);
+      this.buckets.set(key, { tokens: tokens - 1, updatedAt: now, policy });
+      this.evict(now);
       return { allowed: true, remaining: Math.floor(tokens - 1), retryAfterSeconds: 0 };
     }
-    this.buckets.set(key, { tokens, updatedAt: now });
+    this.buckets.set(key, { tokens, updatedAt: now, policy });
     const wait = policy.refillPerSecond > 0 ? (1 - tokens) / policy.refillPerSecond : Number.POSITIVE_INFINITY;
     return { allowed: false, remaining: 0, retryAfterSeconds: Math.max(1, Math.ceil(Number.isFinite(wait) ? wait : 3600)) };
   }
@@ -56,12 +57,12 @@ export class InMemoryTokenBucketStore implements RateLimitStore {
     return this.buckets.size;
   }
 
-  private evict(policy: RateLimitPolicy, now: number): void {
+  private evict(now: number): void {
     if (this.buckets.size <= this.maxKeys) return;
     for (const [key, bucket] of this.buckets) {
       if (this.buckets.size <= this.maxKeys) return;
-      const refilled = bucket.tokens + ((now - bucket.updatedAt) / 1000) * policy.refillPerSecond;
-      if (refilled >= policy.capacity) this.buckets.delete(key);
+      const refilled = bucket.tokens + ((now - bucket.updatedAt) / 1000) * bucket.policy.refillPerSecond;
+      if (refilled >= bucket.policy.capacity) this.buckets.delete(key);
     }
     // Still too many: drop the least recently used.
     for (const key of this.buckets.keys()) {
