@@ -12,7 +12,7 @@ import type { DeploymentFacts } from '../alerts/fleet-facts.js';
  * - scale-up (bigger hardware): p95 latency above the alert latency threshold while utilisation is below the
  *   scale-out line: requests are slow, not waiting, so more replicas would not help; a device with an accelerator or
  *   more cores (or a smaller quantization) would. Also per device: average memory, accelerator memory or CPU above
- *   the alert thresholds.
+ *   the alert thresholds (CPU against the accelerator threshold: on CPU-only boxes the CPU is the accelerator).
  * - scale-down (remove replicas): more than one replica, utilisation below `scaleDownUtilizationPercent` (20 %) and
  *   fewer than `scaleDownRequestsPerSecond` (1) requests per second. Never below one replica.
  */

@@ -43,7 +43,8 @@ export class StreamController {
     summary: 'Live fleet events (Server-Sent Events): device, model, placement, alert and fleet-health changes',
     description:
       'Each event has `id: <boot>.<seq>`, `event: <type>` and `data: {"id","type","data","at"}`. A `heartbeat` event arrives ' +
-      'every 15 s by default. Reconnecting with Last-Event-ID replays missed events, or sends `resync` when they are gone.',
+      'every 15 s by default. Reconnecting with Last-Event-ID replays missed events, or sends `resync` when they are gone. ' +
+      'The credential is checked again every minute; a logged-out or expired one gets an `unauthorized` event and the stream ends.',
     tags: ['events'],
     query: streamQuery.omit({ token: true }),
     produces: 'text/event-stream',
@@ -53,8 +54,9 @@ export class StreamController {
   })
   async stream(@Req() request: AuthedRequest, @Query() query: unknown, @Res() reply: FastifyReply): Promise<void> {
     const { types, token } = parseInput(streamQuery, query);
+    const credential = bearerOf(request) ?? token;
     // Any role may watch (viewer is the least); authenticate() refuses gateway-only keys.
-    await this.auth.authenticate(bearerOf(request) ?? token);
+    await this.auth.authenticate(credential);
     const wanted = types ? new Set(types.split(',').map((t) => t.trim()).filter(Boolean)) : undefined;
     if (this.hub.size >= this.settings.maxClients) {
       throw new AppError(ErrorCode.RATE_LIMITED, 'too many open event streams', undefined, { 'retry-after': '5' });
@@ -76,6 +78,15 @@ export class StreamController {
     connection.send({ event: 'ready', data: { at: new Date().toISOString(), lastEventId: this.hub.lastId ?? null } });
     const lastEventId = headerValue(request.headers['last-event-id']);
     this.hub.attach(connection, { ...(wanted ? { types: wanted } : {}), ...(lastEventId ? { lastEventId } : {}) });
+    // A stream outlives its request: a session logged out, expired or revoked since then ends it.
+    const recheck = setInterval(() => {
+      this.auth.authenticate(credential).catch(() => {
+        connection.send({ event: 'unauthorized', data: { reason: 'credentials expired or revoked' } });
+        connection.close();
+      });
+    }, this.settings.reauthenticateMs);
+    recheck.unref();
+    connection.onClose(() => clearInterval(recheck));
   }
 }
 

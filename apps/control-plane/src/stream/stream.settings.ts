@@ -8,15 +8,22 @@ export interface StreamSettings {
   heartbeatMs: number;
   /** streams beyond this are refused with 503 (FLOTILLA_EVENT_STREAM_MAX_CLIENTS, default 500) */
   maxClients: number;
+  /** a stream's credential is checked again this often (FLOTILLA_EVENT_STREAM_REAUTH_S, default 60) */
+  reauthenticateMs: number;
 }
 
 const schema = z.object({
   FLOTILLA_EVENT_STREAM_HEARTBEAT_S: z.coerce.number().min(0.1).max(300).default(15),
   FLOTILLA_EVENT_STREAM_MAX_CLIENTS: z.coerce.number().int().min(1).max(100_000).default(500),
+  FLOTILLA_EVENT_STREAM_REAUTH_S: z.coerce.number().min(0.1).max(3600).default(60),
 });
 
 export function loadStreamSettings(env: NodeJS.ProcessEnv = process.env): StreamSettings {
   const parsed = schema.safeParse(env);
   if (!parsed.success) throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
-  return { heartbeatMs: parsed.data.FLOTILLA_EVENT_STREAM_HEARTBEAT_S * 1000, maxClients: parsed.data.FLOTILLA_EVENT_STREAM_MAX_CLIENTS };
+  return {
+    heartbeatMs: parsed.data.FLOTILLA_EVENT_STREAM_HEARTBEAT_S * 1000,
+    maxClients: parsed.data.FLOTILLA_EVENT_STREAM_MAX_CLIENTS,
+    reauthenticateMs: parsed.data.FLOTILLA_EVENT_STREAM_REAUTH_S * 1000,
+  };
 }

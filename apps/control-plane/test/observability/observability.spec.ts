@@ -8,7 +8,7 @@ import type { Prisma } from '../../src/generated/prisma/client.js';
 import { api, type TestControlPlane } from '../support/control-plane.js';
 import { describeBackends } from '../support/databases.js';
 import { pollUntil } from '../support/poll.js';
-import { enrollDevice, loginAdmin, startWithEnv } from './helpers.js';
+import { enrollDevice, loginAdmin, loginAs, startWithEnv } from './helpers.js';
 import { parsePrometheusText, sampleValue } from './prometheus-text.js';
 import { openSse } from './sse-client.js';
 
@@ -21,7 +21,7 @@ describeBackends('observability', (backend) => {
 
   beforeAll(async () => {
     // Alerts are evaluated on demand here (and after device status changes), heartbeats come fast.
-    t = await startWithEnv(backend, { FLOTILLA_ALERT_EVALUATE_EVERY_S: '0', FLOTILLA_EVENT_STREAM_HEARTBEAT_S: '0.3' });
+    t = await startWithEnv(backend, { FLOTILLA_ALERT_EVALUATE_EVERY_S: '0', FLOTILLA_EVENT_STREAM_HEARTBEAT_S: '0.3', FLOTILLA_EVENT_STREAM_REAUTH_S: '0.3' });
     t.cp.app.get(FleetEvents).onAny((e) => events.push(e));
     admin = await loginAdmin(t);
   });
@@ -253,6 +253,15 @@ describeBackends('observability', (backend) => {
       all.close();
       alertsOnly.close();
     }
+  });
+
+  it('ends a stream whose session was logged out', async () => {
+    const viewer = await loginAs(t.cp, 'viewer');
+    const stream = await openSse(`${t.cp.url}/api/v1/events/stream?token=${encodeURIComponent(viewer)}`);
+    await stream.next((f) => f.event === 'ready');
+    expect((await api(t.cp, '/api/v1/auth/logout', { method: 'POST', token: viewer })).status).toBe(204);
+    await stream.next((f) => f.event === 'unauthorized');
+    await stream.ended;
   });
 
   it('ends open event streams when the control plane shuts down', async () => {
