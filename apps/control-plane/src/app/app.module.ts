@@ -11,9 +11,8 @@ import { EventsModule } from '../events/events.module.js';
 import type { ReadinessCheck } from '../health/health.controller.js';
 import { HealthModule } from '../health/health.module.js';
 import { GatewayModule } from '../gateway/gateway.module.js';
-import { RegistryModule } from '../registry/registry.module.js';
-import { GatewayModule } from '../gateway/gateway.module.js';
 import { FleetModule } from '../fleet/fleet.module.js';
+import { RegistryModule } from '../registry/registry.module.js';
 import { AlertsModule } from '../alerts/alerts.module.js';
 import { AuditLogModule } from '../audit-log/audit-log.module.js';
 import { HealthScoreModule } from '../health-score/health-score.module.js';
@@ -67,9 +66,8 @@ export class AppModule {
         EnrollmentModule,
         DevicesModule,
         GatewayModule,
-        RegistryModule,
-        GatewayModule,
         FleetModule,
+        RegistryModule,
         MetricsModule,
         RateLimitModule,
         OpenApiModule,

@@ -34,20 +34,6 @@ export interface FleetEventMap {
     tokensOut: number;
     retries: number;
   };
-  /** the gateway finished a request (recorded in inference_requests) */
-  'gateway.request': {
-    requestId: string;
-    model: string | null;
-    requestedModel: string;
-    deviceId: string | null;
-    cloud: boolean;
-    outcome: 'success' | 'failed' | 'timeout' | 'cancelled' | 'rejected';
-    latencyMs: number;
-    ttftMs: number | null;
-    tokensIn: number;
-    tokensOut: number;
-    retries: number;
-  };
   'alert.changed': { alertId: string; state: 'open' | 'resolved'; rule: string; subject: string; severity: 'info' | 'warning' | 'critical' };
   /** fleet health moved between healthy / degraded / unhealthy (evaluated with the alert rules) */
   'fleet.health': { status: 'healthy' | 'degraded' | 'unhealthy'; previous: 'healthy' | 'degraded' | 'unhealthy' | null; at: string };
