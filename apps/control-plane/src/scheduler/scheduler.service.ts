@@ -165,6 +165,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnModuleDestroy
     }
 
     const devicesById = new Map(devices.map((d) => [d.id, d]));
+    for (const id of this.published.keys()) if (!devicesById.has(id)) this.published.delete(id);
     const versions = await this.write(plan, bump.map((b) => b.id), devicesById);
     const publishedDeviceIds: string[] = [];
     for (const { id, content } of bump) {
@@ -202,13 +203,17 @@ export class SchedulerService implements OnApplicationBootstrap, OnModuleDestroy
     const versions = new Map<string, number>();
     if (bumpIds.length === 0 && plan.added.length + plan.removed.length + plan.updated.length === 0) return versions;
     await this.db.prisma.$transaction(async (tx) => {
-      for (const id of bumpIds) {
-        const row = await tx.device.update({ where: { id }, data: { desiredVersion: { increment: 1 } }, select: { desiredVersion: true } });
-        versions.set(id, row.desiredVersion);
+      if (bumpIds.length > 0) {
+        const rows = await tx.device.updateManyAndReturn({
+          where: { id: { in: bumpIds } },
+          data: { desiredVersion: { increment: 1 } },
+          select: { id: true, desiredVersion: true },
+        });
+        for (const row of rows) versions.set(row.id, row.desiredVersion);
       }
       const versionOf = (deviceId: string) => versions.get(deviceId) ?? devices.get(deviceId)?.desiredVersion ?? 0;
-      for (const p of plan.removed) {
-        await tx.placement.deleteMany({ where: { deviceId: p.deviceId, modelId: p.modelId } });
+      if (plan.removed.length > 0) {
+        await tx.placement.deleteMany({ where: { OR: plan.removed.map((p) => ({ deviceId: p.deviceId, modelId: p.modelId })) } });
       }
       for (const p of plan.updated) {
         await tx.placement.update({
@@ -216,10 +221,12 @@ export class SchedulerService implements OnApplicationBootstrap, OnModuleDestroy
           data: { ...placementData(p), desiredVersion: versionOf(p.deviceId) },
         });
       }
-      for (const p of plan.added) {
-        await tx.placement.create({ data: { deviceId: p.deviceId, modelId: p.modelId, ...placementData(p), desiredVersion: versionOf(p.deviceId) } });
+      if (plan.added.length > 0) {
+        await tx.placement.createMany({
+          data: plan.added.map((p) => ({ deviceId: p.deviceId, modelId: p.modelId, ...placementData(p), desiredVersion: versionOf(p.deviceId) })),
+        });
       }
-    });
+    }, { timeout: 60_000, maxWait: 10_000 });
     return versions;
   }
 
