@@ -19,11 +19,11 @@ beforeAll(async () => {
     engine,
     logger: testLogger(),
     memoryBudgetBytes: 1024 ** 3,
-    maxParallelRequests: 2,
+    maxParallelRequests: 4,
     maxQueuedRequests: 8,
     idleUnloadMs: 0,
     defaultContextSize: 1024,
-    defaultParallel: 2,
+    defaultParallel: 4,
   });
   runtime.register({ name: 'tiny', sha256: tiny.sha256, path: tiny.path });
   api = new LocalApi({ host: '127.0.0.1', port: 0, service: new InferenceService(runtime, (record) => usage.push(record)), logger: testLogger() });
@@ -85,6 +85,41 @@ describe('local OpenAI-compatible API', () => {
       choices: { message: { content: string } }[];
     };
     expect(typeof (JSON.parse(jsonResponse.choices[0]?.message.content ?? '') as { ok: unknown }).ok).toBe('boolean');
+  });
+
+  it('serves `parallel` closed-loop clients, streamed or not, without QUEUE_FULL', async () => {
+    // The gateway benchmark's shape: four clients, each sending its next request as soon as the last one answered.
+    const outcomes = await Promise.all(
+      [0, 1, 2, 3].map(async (client) => {
+        const seen: (number | string)[] = [];
+        for (let round = 0; round < 5; round++) {
+          const response = await post({ model: 'tiny', messages, max_tokens: 4, stream: (client + round) % 2 === 1 });
+          const text = await response.text();
+          seen.push(response.status === 200 && !text.includes('"error"') ? 200 : `${response.status} ${text}`);
+        }
+        return seen;
+      }),
+    );
+    expect(outcomes.flat()).toEqual(Array.from({ length: 20 }, () => 200));
+    expect(runtime.loadedModels()).toMatchObject([{ parallel: 4, activeRequests: 0, freeSequences: 4 }]);
+  });
+
+  it('a client that disconnects mid-stream cancels its job and frees the sequence', async () => {
+    const controller = new AbortController();
+    const response = await fetch(`${base}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'tiny', messages, stream: true }),
+      signal: controller.signal,
+    });
+    const reader = response.body?.getReader();
+    expect((await reader?.read())?.done).toBe(false);
+    controller.abort();
+    const until = Date.now() + 2000;
+    while (runtime.counts().active > 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(runtime.counts()).toEqual({ active: 0, queued: 0 });
+    expect(runtime.loadedModels()).toMatchObject([{ activeRequests: 0, freeSequences: 4 }]);
+    expect(usage.at(-1)).toMatchObject({ origin: 'local', outcome: 'cancelled', errorCode: 'CANCELLED' });
   });
 
   it('answers bad input with OpenAI-shaped errors and protocol codes', async () => {

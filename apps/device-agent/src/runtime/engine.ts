@@ -39,6 +39,11 @@ export interface EngineModel {
   readonly memoryBytes: number;
   readonly contextSize: number;
   readonly parallel: number;
+  /**
+   * Sequences free in the engine's own pool. A generation returns its sequence before `generate` settles, so with no
+   * generation running this equals `parallel`.
+   */
+  readonly freeSequences: number;
   generate(request: GenerateRequest, hooks: GenerateHooks): Promise<GenerateOutput>;
   dispose(): Promise<void>;
 }

@@ -14,6 +14,7 @@ import {
   type Llama,
   type LlamaChatResponse,
   type LlamaContext,
+  type LlamaContextSequence,
   type LlamaGrammar,
   type LlamaModel,
 } from 'node-llama-cpp';
@@ -40,6 +41,10 @@ export type LlamaEngineOptions = {
 const LLAMA_LOG_LINES = 20;
 /** Template tokens per message that tokenizing the contents alone does not count. */
 const TEMPLATE_TOKENS_PER_MESSAGE = 8;
+/** How long a generation waits for a sequence that is still being returned to the pool before giving up. */
+const SEQUENCE_WAIT_MS = 5000;
+/** Re-check interval while waiting, in case a sequence comes back through node-llama-cpp's GC path. */
+const SEQUENCE_POLL_MS = 50;
 
 /** The built-in engine: node-llama-cpp in process, prebuilt binaries only (`build: 'never'`). */
 export class LlamaEngine implements InferenceEngine {
@@ -96,7 +101,7 @@ export class LlamaEngine implements InferenceEngine {
     try {
       const context = await model.createContext({ contextSize: options.contextSize, sequences: options.parallel, threads: this.options.threads });
       const memoryBytes = await this.estimateMemory(options).catch(() => model.size);
-      return new LlamaEngineModel(this.llama, model, context, options, memoryBytes);
+      return new LlamaEngineModel(this.llama, model, context, options, memoryBytes, this.options.logger);
     } catch (error) {
       await model.dispose();
       const message = this.withLogs(error);
@@ -124,6 +129,7 @@ export class LlamaEngine implements InferenceEngine {
 class LlamaEngineModel implements EngineModel {
   readonly contextSize: number;
   readonly parallel: number;
+  private readonly releaseWaiters = new Set<() => void>();
 
   constructor(
     private readonly llama: Llama,
@@ -131,6 +137,7 @@ class LlamaEngineModel implements EngineModel {
     private readonly context: LlamaContext,
     options: LoadModelOptions,
     readonly memoryBytes: number,
+    private readonly logger: Logger,
   ) {
     this.contextSize = options.contextSize;
     this.parallel = options.parallel;
@@ -146,14 +153,10 @@ class LlamaEngineModel implements EngineModel {
     const maxTokens = Math.max(1, Math.min(request.maxTokens ?? room, room));
     const plan = await this.planOutput(request);
 
-    let sequence;
+    const sequence = await this.acquireSequence(hooks.signal);
+    let chat: LlamaChat | undefined;
     try {
-      sequence = this.context.getSequence();
-    } catch (error) {
-      throw new InferenceFailure('QUEUE_FULL', `no free sequence: ${error instanceof Error ? error.message : String(error)}`);
-    }
-    const chat = new LlamaChat({ contextSequence: sequence, autoDisposeSequence: true });
-    try {
+      chat = new LlamaChat({ contextSequence: sequence });
       const extraSystem = plan.kind === 'forced-tool' ? plan.extraSystem : undefined;
       const history = toHistory(extraSystem ? [{ role: 'system', content: extraSystem }, ...request.messages] : request.messages, request.continuation);
       const common = {
@@ -197,7 +200,49 @@ class LlamaEngineModel implements EngineModel {
       if (/context (size|shift)|fit the context|too long/i.test(message)) throw new InferenceFailure('CONTEXT_LENGTH_EXCEEDED', message);
       throw new InferenceFailure('GENERATION_FAILED', message);
     } finally {
-      chat.dispose();
+      // The sequence goes back to the context's pool only when its async dispose settles (it waits for the
+      // context lock); returning earlier lets the runtime hand the slot to a job that then finds no sequence.
+      chat?.dispose({ disposeSequence: false });
+      await this.releaseSequence(sequence);
+    }
+  }
+
+  /** node-llama-cpp's own count, which only grows back once a sequence's dispose has settled. */
+  get freeSequences(): number {
+    return this.context.sequencesLeft;
+  }
+
+  /**
+   * Takes a sequence from the context. The runtime never runs more than `parallel` generations at once, so an empty
+   * pool only means a release is still settling: wait for it (abortably, bounded) instead of refusing the request.
+   */
+  private async acquireSequence(signal: AbortSignal): Promise<LlamaContextSequence> {
+    const until = Date.now() + SEQUENCE_WAIT_MS;
+    if (this.context.sequencesLeft === 0) this.logger.warn({ parallel: this.parallel }, 'no free sequence yet, waiting for one to return to the pool');
+    while (this.context.sequencesLeft === 0) {
+      if (signal.aborted) throw new InferenceFailure('CANCELLED', 'generation stopped while waiting for a sequence');
+      const left = until - Date.now();
+      if (left <= 0) throw new InferenceFailure('QUEUE_FULL', `no free sequence in the context after ${SEQUENCE_WAIT_MS} ms (parallel ${this.parallel})`);
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          clearTimeout(timer);
+          signal.removeEventListener('abort', done);
+          this.releaseWaiters.delete(done);
+          resolve();
+        };
+        const timer = setTimeout(done, Math.min(left, SEQUENCE_POLL_MS));
+        signal.addEventListener('abort', done, { once: true });
+        this.releaseWaiters.add(done);
+      });
+    }
+    return this.context.getSequence();
+  }
+
+  private async releaseSequence(sequence: LlamaContextSequence): Promise<void> {
+    try {
+      await sequence.dispose();
+    } finally {
+      for (const wake of [...this.releaseWaiters]) wake();
     }
   }
 

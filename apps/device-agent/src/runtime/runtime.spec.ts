@@ -18,7 +18,7 @@ afterAll(async () => {
   await engine.dispose();
 });
 
-function newRuntime(limits: Partial<RuntimeLimits> = {}, contextSize = 1024): Runtime {
+function newRuntime(limits: Partial<RuntimeLimits> = {}, contextSize = 1024, parallel = 2): Runtime {
   const runtime = new Runtime({
     engine,
     logger: testLogger(),
@@ -27,7 +27,7 @@ function newRuntime(limits: Partial<RuntimeLimits> = {}, contextSize = 1024): Ru
     maxQueuedRequests: 10,
     idleUnloadMs: 0,
     defaultContextSize: contextSize,
-    defaultParallel: 2,
+    defaultParallel: parallel,
     ...limits,
   });
   runtime.register({ name: 'tiny', sha256: tiny.sha256, path: tiny.path });
@@ -171,6 +171,69 @@ describe('Runtime on the generated tiny model', () => {
     expect(Date.now() - cancelledAt).toBeLessThan(1000);
     expect((await next).completionTokens).toBe(4);
     expect(runtime.counts()).toEqual({ active: 0, queued: 0 });
+  });
+
+  it('serves `parallel` concurrent clients back to back without running out of sequences (none QUEUE_FULL)', async () => {
+    const runtime = newRuntime({ maxParallelRequests: 4, maxQueuedRequests: 4 }, 512, 4);
+    // Four closed-loop clients, five requests each: every new request arrives the moment the previous one answered,
+    // which is when a sequence disposed without waiting was not yet back in node-llama-cpp's pool.
+    const failures: string[] = [];
+    // Sequences in use must be a subset of the slots in use, at every moment we can observe.
+    const disagreements: string[] = [];
+    const checkPool = (when: string): void => {
+      const loaded = runtime.loadedModels()[0];
+      if (loaded && loaded.freeSequences + loaded.activeRequests < loaded.parallel) disagreements.push(`${when}: ${loaded.freeSequences} free, ${loaded.activeRequests} active`);
+    };
+    await Promise.all(
+      [0, 1, 2, 3].map(async (client) => {
+        for (let round = 0; round < 5; round++) {
+          const requestId = `c${client}-${round}`;
+          const result = await runtime
+            .submit({ requestId, model: 'tiny', priority: 5, request: { messages: hello, maxTokens: 4 }, onTextDelta: () => checkPool(`${requestId} delta`) })
+            .catch((error: unknown) => {
+              failures.push(error instanceof InferenceFailure ? `${error.code}: ${error.message}` : String(error));
+              return undefined;
+            });
+          checkPool(`${requestId} done`);
+          if (result) expect(result.completionTokens).toBe(4);
+        }
+      }),
+    );
+    expect(failures).toEqual([]);
+    expect(disagreements).toEqual([]);
+    // A request leaves its slot only after its sequence is back: the runtime's count and llama's pool agree.
+    expect(runtime.loadedModels()).toMatchObject([{ parallel: 4, activeRequests: 0, freeSequences: 4 }]);
+
+    for (let round = 0; round < 3; round++) {
+      const results = await Promise.all([0, 1, 2, 3].map((index) => runtime.submit({ requestId: `round${round}-${index}`, model: 'tiny', priority: 5, request: { messages: hello, maxTokens: 2 } })));
+      expect(results.map((result) => result.completionTokens)).toEqual([2, 2, 2, 2]);
+      expect(runtime.loadedModels()[0]?.freeSequences).toBe(4);
+    }
+  });
+
+  it('returns the sequence when a generation is cancelled or runs past its deadline', async () => {
+    const runtime = newRuntime({ maxParallelRequests: 2 }, 4096);
+    await runtime.load('tiny');
+    const cancelled = runtime.submit({
+      requestId: 'to-cancel',
+      model: 'tiny',
+      priority: 5,
+      request: { messages: hello },
+      onTextDelta: () => runtime.cancel('to-cancel'),
+    });
+    const expired = runtime.submit({ requestId: 'to-expire', model: 'tiny', priority: 5, deadline: Date.now() + 400, request: { messages: hello } });
+    // Observed when each failure arrives: the cancelled job fails while the other still generates.
+    const poolAt = (failure: InferenceFailure): [string, number, number] => {
+      const loaded = runtime.loadedModels()[0];
+      return [failure.code, loaded?.freeSequences ?? -1, loaded?.activeRequests ?? -1];
+    };
+    const [cancelFailure, deadlineFailure] = await Promise.all([failureOf(cancelled).then(poolAt), failureOf(expired).then(poolAt)]);
+    expect(cancelFailure).toEqual(['CANCELLED', 1, 1]);
+    expect(deadlineFailure).toEqual(['DEADLINE_EXCEEDED', 2, 0]);
+    expect(runtime.loadedModels()).toMatchObject([{ activeRequests: 0, freeSequences: 2 }]);
+    const next = await Promise.all(['n1', 'n2'].map((requestId) => runtime.submit({ requestId, model: 'tiny', priority: 5, request: { messages: hello, maxTokens: 2 } })));
+    expect(next.map((result) => result.finishReason)).toEqual(['length', 'length']);
+    expect(runtime.loadedModels()[0]?.freeSequences).toBe(2);
   });
 
   it('bounds the queue, runs higher priority first and expires queued jobs at their deadline', async () => {

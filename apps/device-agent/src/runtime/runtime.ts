@@ -58,6 +58,8 @@ export type LoadedModelInfo = {
   contextSize: number;
   parallel: number;
   activeRequests: number;
+  /** Free sequences in the engine's pool; parallel - activeRequests when the two agree. */
+  freeSequences: number;
   lastUsedAt: number;
 };
 
@@ -202,6 +204,7 @@ export class Runtime {
         contextSize: entry.model.contextSize,
         parallel: entry.model.parallel,
         activeRequests: entry.active,
+        freeSequences: entry.model.freeSequences,
         lastUsedAt: entry.lastUsedAt,
       });
     }
