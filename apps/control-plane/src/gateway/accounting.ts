@@ -4,6 +4,7 @@ import { DATABASE, LOGGER } from '../app/tokens.js';
 import type { Database } from '../database/index.js';
 import { FleetEvents } from '../events/fleet-events.js';
 import type { Tier } from './device-directory.js';
+import { GatewayMetrics, deviceLabel, modelLabel } from './gateway-metrics.js';
 
 export type RequestOutcome = 'success' | 'failed' | 'timeout' | 'cancelled' | 'rejected';
 
@@ -39,7 +40,7 @@ const FLUSH_MS = 250;
 
 /**
  * Records every gateway request: rows in `inference_requests` written in batches off the request path, per-model and
- * per-device counters in memory, and a `gateway.request` fleet event for metrics and dashboards.
+ * per-device counters in memory and in `/metrics`, and a `gateway.request` fleet event for dashboards.
  */
 @Injectable()
 export class GatewayAccounting implements OnModuleDestroy {
@@ -53,12 +54,15 @@ export class GatewayAccounting implements OnModuleDestroy {
     @Inject(DATABASE) private readonly db: Database,
     @Inject(LOGGER) private readonly logger: Logger,
     private readonly events: FleetEvents,
+    private readonly metrics: GatewayMetrics,
   ) {}
 
   record(r: RequestRecord): void {
     this.pending.push(r);
-    this.count(this.byModel, r.model ?? r.requestedModel, r);
-    this.count(this.byDevice, r.deviceId ?? (r.cloud ? 'cloud' : 'none'), r);
+    // Keys as in the metrics: the client's unchecked model name never becomes a key (bounded memory).
+    this.count(this.byModel, modelLabel(r), r);
+    this.count(this.byDevice, deviceLabel(r), r);
+    this.metrics.observe(r);
     this.events.emit('gateway.request', {
       requestId: r.requestId,
       model: r.model,

@@ -30,6 +30,8 @@ export interface Lease {
 
 interface DeviceLoad {
   outstanding: number;
+  /** outstanding leases per model (for metrics) */
+  byModel: Map<string, number>;
   /** tokens per second, exponentially averaged; starts equal for every device */
   speed: number;
   measured: boolean;
@@ -57,8 +59,22 @@ export class Balancer {
   private readonly loads = new Map<string, DeviceLoad>();
   private readonly affinity = new Map<string, string>();
   private readonly waiters: Waiter[] = [];
+  private readonly options: BalancerOptions;
 
-  constructor(private readonly options: BalancerOptions) {}
+  constructor(options: BalancerOptions) {
+    this.options = { ...options };
+  }
+
+  get deviceConcurrency(): number {
+    return this.options.deviceConcurrency;
+  }
+
+  /** Changes the per-device limit (routing settings from the fleet file); a raised limit serves waiters at once. */
+  setDeviceConcurrency(limit: number): void {
+    if (limit === this.options.deviceConcurrency) return;
+    this.options.deviceConcurrency = limit;
+    this.drain();
+  }
 
   /** Whether some candidate has a free slot now (used to escalate tiers). */
   hasFreeSlot(candidates: readonly string[]): boolean {
@@ -121,6 +137,19 @@ export class Balancer {
     return this.waiters.length;
   }
 
+  /** Requests waiting for a slot, per model. */
+  queuedByModel(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const w of this.waiters) out.set(w.request.model, (out.get(w.request.model) ?? 0) + 1);
+    return out;
+  }
+
+  /** Outstanding leases per device and model, and whether each device is cooling down (for metrics). */
+  loadByDevice(): { deviceId: string; byModel: ReadonlyMap<string, number>; outstanding: number; coolingDown: boolean }[] {
+    const now = Date.now();
+    return [...this.loads].map(([deviceId, l]) => ({ deviceId, byModel: l.byModel, outstanding: l.outstanding, coolingDown: l.cooldownUntil > now }));
+  }
+
   /** Forget a device's affinity when it dies, so its conversations move together to one new device. */
   forgetDevice(deviceId: string): void {
     for (const [k, d] of this.affinity) if (d === deviceId) this.affinity.delete(k);
@@ -131,15 +160,15 @@ export class Balancer {
     if (request.affinityKey) {
       const preferred = this.affinity.get(request.affinityKey);
       if (preferred && request.candidates.includes(preferred)) {
-        if (this.available(this.load(preferred), now)) return this.lease(preferred, request.affinityKey);
+        if (this.available(this.load(preferred), now)) return this.lease(preferred, request.model, request.affinityKey);
         // Healthy but busy: spill over this once without moving the conversation's home.
-        if (this.load(preferred).cooldownUntil <= now) return this.pickLeast(request.candidates, now, undefined);
+        if (this.load(preferred).cooldownUntil <= now) return this.pickLeast(request.model, request.candidates, now, undefined);
       }
     }
-    return this.pickLeast(request.candidates, now, request.affinityKey);
+    return this.pickLeast(request.model, request.candidates, now, request.affinityKey);
   }
 
-  private pickLeast(candidates: readonly string[], now: number, affinityKey: string | undefined): Lease | undefined {
+  private pickLeast(model: string, candidates: readonly string[], now: number, affinityKey: string | undefined): Lease | undefined {
     let best: string | undefined;
     let bestScore = Infinity;
     // A device not measured yet counts as average, so it is neither starved nor flooded.
@@ -161,13 +190,14 @@ export class Balancer {
         bestScore = score;
       }
     }
-    return best === undefined ? undefined : this.lease(best, affinityKey);
+    return best === undefined ? undefined : this.lease(best, model, affinityKey);
   }
 
-  private lease(deviceId: string, affinityKey: string | undefined): Lease {
+  private lease(deviceId: string, model: string, affinityKey: string | undefined): Lease {
     const l = this.load(deviceId);
     l.outstanding++;
     l.served++;
+    l.byModel.set(model, (l.byModel.get(model) ?? 0) + 1);
     if (affinityKey) {
       this.affinity.delete(affinityKey);
       this.affinity.set(affinityKey, deviceId);
@@ -180,6 +210,9 @@ export class Balancer {
         if (released) return;
         released = true;
         l.outstanding--;
+        const left = (l.byModel.get(model) ?? 1) - 1;
+        if (left > 0) l.byModel.set(model, left);
+        else l.byModel.delete(model);
         if (outcome === 'success') {
           l.failures = 0;
           if (stats && stats.tokens > 0 && stats.genMs > 0) {
@@ -226,7 +259,7 @@ export class Balancer {
   private load(deviceId: string): DeviceLoad {
     let l = this.loads.get(deviceId);
     if (!l) {
-      l = { outstanding: 0, speed: DEFAULT_SPEED, measured: false, failures: 0, cooldownUntil: 0, served: 0 };
+      l = { outstanding: 0, byModel: new Map(), speed: DEFAULT_SPEED, measured: false, failures: 0, cooldownUntil: 0, served: 0 };
       this.loads.set(deviceId, l);
     }
     return l;

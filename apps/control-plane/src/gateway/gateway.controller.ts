@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { Controller, Get, Inject, Post, Req, Res } from '@nestjs/common';
+import { Controller, Get, Inject, Post, Query, Req, Res } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { LOGGER } from '../app/tokens.js';
 import { Public, RequireRole } from '../auth/auth.guard.js';
+import { parseInput } from '../common/parse.js';
+import { ApiDoc } from '../openapi/api-doc.js';
 import { GatewayAccounting } from './accounting.js';
 import { DeviceDirectory } from './device-directory.js';
 import { Dispatcher } from './dispatcher.js';
@@ -12,6 +14,7 @@ import { GATEWAY_SETTINGS, type GatewaySettings } from './gateway.settings.js';
 import { GatewayService, StreamFailure, type AnswerInfo } from './gateway.service.js';
 import { GatewayError, chunkBody, completionBody, parseChatBody, usageChunkBody } from './openai-format.js';
 import { VIRTUAL_MODELS } from './router.js';
+import { UsageService, usageQuery, usageSchema, type Usage } from './usage.service.js';
 
 /**
  * The OpenAI-compatible API under `/v1`. `@Public()` for the admin guard: gateway keys (scope `gateway`) are checked
@@ -25,6 +28,7 @@ export class GatewayController {
     private readonly dispatcher: Dispatcher,
     private readonly directory: DeviceDirectory,
     private readonly accounting: GatewayAccounting,
+    private readonly usageService: UsageService,
     @Inject(GATEWAY_SETTINGS) private readonly settings: GatewaySettings,
     @Inject(LOGGER) private readonly logger: Logger,
   ) {}
@@ -115,9 +119,24 @@ export class GatewayController {
     }
   }
 
-  /** Requests and tokens per model and per device, outstanding work and queue (for the dashboard). */
+  /** Per-model and per-device usage over a window, from the recorded requests (for the dashboard). */
+  @RequireRole('viewer')
+  @Get('api/v1/usage')
+  @ApiDoc({
+    summary: 'Gateway usage per model and per device over a window (?window=15m, 1h, 24h, 7d; latency over successful requests)',
+    tags: ['gateway'],
+    query: usageQuery,
+    response: usageSchema,
+  })
+  async usage(@Query() query: unknown): Promise<Usage> {
+    const { window } = parseInput(usageQuery, query);
+    return this.usageService.usage(window);
+  }
+
+  /** Requests and tokens per model and per device since start, outstanding work and queue (live, in memory). */
   @RequireRole('viewer')
   @Get('api/v1/gateway/stats')
+  @ApiDoc({ summary: 'Live gateway counters since start: per model and device, outstanding work, queue, ready replicas', tags: ['gateway'] })
   stats() {
     return {
       inFlight: this.dispatcher.inFlight,

@@ -1,22 +1,28 @@
 import { Module } from '@nestjs/common';
 import { GatewayAccounting } from './accounting.js';
+import { Balancer } from './balancer.js';
 import { DeviceDirectory } from './device-directory.js';
 import { Dispatcher } from './dispatcher.js';
 import { GatewayController } from './gateway.controller.js';
 import { GatewayKeys } from './gateway-keys.js';
+import { GatewayMetrics } from './gateway-metrics.js';
 import { GatewayService } from './gateway.service.js';
-import { GATEWAY_SETTINGS, loadGatewaySettings } from './gateway.settings.js';
+import { UsageService } from './usage.service.js';
+import { GATEWAY_SETTINGS, loadGatewaySettings, type GatewaySettings } from './gateway.settings.js';
 
 /** The OpenAI-compatible inference gateway (`/v1`): see docs/gateway.md. */
 @Module({
   controllers: [GatewayController],
   providers: [
     { provide: GATEWAY_SETTINGS, useFactory: () => loadGatewaySettings(process.env) },
+    { provide: Balancer, useFactory: (settings: GatewaySettings) => new Balancer(settings), inject: [GATEWAY_SETTINGS] },
     DeviceDirectory,
     Dispatcher,
     GatewayKeys,
+    GatewayMetrics,
     GatewayAccounting,
     GatewayService,
+    UsageService,
   ],
   exports: [GatewayService, DeviceDirectory, GatewayAccounting],
 })

@@ -72,7 +72,6 @@ const FIRST_TOKEN_MISSED = 'first token deadline missed';
  */
 @Injectable()
 export class GatewayService implements OnModuleInit, OnModuleDestroy {
-  readonly balancer: Balancer;
   private readonly cloud: CloudFallback | undefined;
   private stopOffline: (() => void) | undefined;
 
@@ -82,8 +81,8 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     private readonly directory: DeviceDirectory,
     private readonly dispatcher: Dispatcher,
     private readonly accounting: GatewayAccounting,
+    readonly balancer: Balancer,
   ) {
-    this.balancer = new Balancer(settings);
     this.cloud = settings.cloud ? new CloudFallback(settings.cloud) : undefined;
   }
 

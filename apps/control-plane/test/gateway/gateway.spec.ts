@@ -5,7 +5,10 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureModel } from '@flotilla/tools/models';
 import { startAgents, stopAgents, type SimAgent } from '@flotilla/tools/sim';
-import { startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
+import { GatewayAccounting } from '../../src/gateway/accounting.js';
+import type { Usage } from '../../src/gateway/usage.service.js';
+import { parsePrometheusText, sampleValue, type Family } from '../observability/prometheus-text.js';
+import { api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
 import { pollUntil } from '../support/poll.js';
 import { addCatalogModel, adminLogin, createGatewayKey, publishDesired, startCloudStandIn, type TestModelFile } from './support.js';
 
@@ -21,6 +24,7 @@ describe('gateway (issue 5)', () => {
   let cloud: Awaited<ReturnType<typeof startCloudStandIn>>;
   const restoreEnv: Record<string, string | undefined> = {};
 
+  const scrape = async (): Promise<Map<string, Family>> => parsePrometheusText(await (await fetch(`${t.cp.url}/metrics`)).text());
   const stats = async () => {
     const res = await fetch(`${t.cp.url}/api/v1/gateway/stats`, { headers: { authorization: `Bearer ${adminToken}` } });
     return (await res.json()) as {
@@ -247,6 +251,71 @@ describe('gateway (issue 5)', () => {
     expect(row.latencyMs).toBeGreaterThanOrEqual(row.ttftMs ?? 0);
   });
 
+  it('exposes per-model and per-device series in /metrics and usage over a window in the REST API', async () => {
+    const before = await scrape();
+    const answers = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => client.chat.completions.create({ ...ask, messages: [{ role: 'user', content: `Metrics ${i}.` }] }).withResponse()),
+    );
+    const perDevice = new Map<string, { n: number; tokensIn: number; tokensOut: number }>();
+    for (const { data, response } of answers) {
+      const device = response.headers.get('x-flotilla-device') ?? '';
+      const c = perDevice.get(device) ?? { n: 0, tokensIn: 0, tokensOut: 0 };
+      perDevice.set(device, { n: c.n + 1, tokensIn: c.tokensIn + (data.usage?.prompt_tokens ?? 0), tokensOut: c.tokensOut + (data.usage?.completion_tokens ?? 0) });
+    }
+    // Rejected before any device: once with the model chosen (context too long), once without (unknown name).
+    await expect(client.chat.completions.create({ ...ask, messages: [{ role: 'user', content: 'word '.repeat(4000) }], max_tokens: 1500 })).rejects.toMatchObject({ status: 400 });
+    await expect(client.chat.completions.create({ ...ask, model: 'no-such-model-for-metrics' })).rejects.toMatchObject({ status: 404 });
+    const text = await (await fetch(`${t.cp.url}/metrics`)).text();
+    const after = parsePrometheusText(text);
+    const delta = (name: string, labels: Record<string, string>) => (sampleValue(after, name, labels) ?? 0) - (sampleValue(before, name, labels) ?? 0);
+
+    expect(perDevice.size).toBeGreaterThan(0);
+    for (const [device, c] of perDevice) {
+      const labels = { model: 'tiny-m', device };
+      expect(delta('flotilla_gateway_requests_total', { ...labels, outcome: 'success' })).toBe(c.n);
+      expect(delta('flotilla_gateway_request_duration_seconds_count', labels)).toBe(c.n);
+      expect(delta('flotilla_gateway_time_to_first_token_seconds_count', labels)).toBe(c.n);
+      expect(delta('flotilla_gateway_request_duration_seconds_sum', labels)).toBeGreaterThan(0);
+      expect(delta('flotilla_gateway_tokens_total', { ...labels, direction: 'in' })).toBe(c.tokensIn);
+      expect(delta('flotilla_gateway_tokens_total', { ...labels, direction: 'out' })).toBe(c.tokensOut);
+    }
+    expect(delta('flotilla_gateway_requests_total', { model: 'tiny-m', device: 'none', outcome: 'rejected' })).toBe(1);
+    expect(delta('flotilla_gateway_requests_total', { model: 'none', device: 'none', outcome: 'rejected' })).toBe(1);
+    expect(text).not.toContain('no-such-model-for-metrics'); // a client's name never becomes a label value
+    const types = (names: string[]) => names.map((n) => after.get(n)?.type);
+    expect(types(['flotilla_gateway_requests_total', 'flotilla_gateway_retries_total', 'flotilla_gateway_tokens_total'])).toEqual(['counter', 'counter', 'counter']);
+    expect(types(['flotilla_gateway_request_duration_seconds', 'flotilla_gateway_time_to_first_token_seconds'])).toEqual(['histogram', 'histogram']);
+    expect(
+      types(['flotilla_gateway_outstanding_requests', 'flotilla_gateway_device_outstanding_requests', 'flotilla_gateway_queue_length', 'flotilla_gateway_jobs_in_flight']),
+    ).toEqual(['gauge', 'gauge', 'gauge', 'gauge']);
+    // Idle now: every device holds no slot and nothing waits.
+    for (const a of agents) expect(sampleValue(after, 'flotilla_gateway_device_outstanding_requests', { device: a.deviceId }) ?? 0).toBe(0);
+    expect(after.get('flotilla_gateway_queue_length')?.samples.every((s) => s.value === 0)).toBe(true);
+    expect(sampleValue(after, 'flotilla_gateway_device_concurrency_limit')).toBe(4);
+
+    // The REST view over a window agrees with the recorded rows.
+    const usage = await api<Usage>(t.cp, '/api/v1/usage?window=1h', { token: adminToken });
+    expect(usage.status).toBe(200);
+    const prisma = t.cp.database.prisma;
+    expect(usage.body.totals.requests).toBe(await prisma.inferenceRequest.count());
+    const m = usage.body.byModel.find((x) => x.model === 'tiny-m');
+    expect(m?.requests).toBe(await prisma.inferenceRequest.count({ where: { model: 'tiny-m' } }));
+    expect(m?.successes).toBe(await prisma.inferenceRequest.count({ where: { model: 'tiny-m', outcome: 'success' } }));
+    expect(m?.rejected).toBeGreaterThanOrEqual(1);
+    expect(m?.latencyP50Ms).toBeGreaterThan(0);
+    expect(m?.latencyP95Ms).toBeGreaterThanOrEqual(m?.latencyP50Ms ?? 0);
+    for (const a of agents) {
+      const d = usage.body.byDevice.find((x) => x.deviceId === a.deviceId);
+      expect(d?.deviceName).toBe(a.name);
+      expect(d?.requests).toBe(await prisma.inferenceRequest.count({ where: { deviceId: a.deviceId } }));
+      expect(d?.tokensOut).toBe((await prisma.inferenceRequest.aggregate({ where: { deviceId: a.deviceId }, _sum: { tokensOut: true } }))._sum.tokensOut);
+    }
+    expect(usage.body.byDevice.find((x) => x.deviceId === 'cloud')?.requests).toBeGreaterThanOrEqual(2);
+    const bad = await api<{ error: { message: string } }>(t.cp, '/api/v1/usage?window=forever', { token: adminToken });
+    expect(bad.status).toBe(400);
+    expect((await api(t.cp, '/api/v1/usage')).status).toBe(401);
+  }, 30_000);
+
   it('survives SIGKILL of a device with 50 requests in flight: no lost non-streamed request, streams complete or end with one error', async () => {
     const started = Date.now();
     const long = { ...ask, max_tokens: 160, messages: [{ role: 'user' as const, content: 'Tell a long story.' }] };
@@ -287,5 +356,10 @@ describe('gateway (issue 5)', () => {
     expect(streams.filter((r) => r.ok).length).toBeGreaterThan(0);
     const retried = await t.cp.database.prisma.inferenceRequest.count({ where: { retries: { gt: 0 } } });
     expect(retried).toBeGreaterThan(0);
+    // The failovers appear in /metrics as they are in the rows.
+    await t.cp.app.get(GatewayAccounting).flush();
+    const retries = (await t.cp.database.prisma.inferenceRequest.aggregate({ _sum: { retries: true } }))._sum.retries ?? 0;
+    const series = (await scrape()).get('flotilla_gateway_retries_total')?.samples ?? [];
+    expect(series.reduce((n, x) => n + x.value, 0)).toBe(retries);
   }, 60_000);
 });
