@@ -4,6 +4,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 
 const root = resolve(new URL('../..', import.meta.url).pathname);
 const env = {
@@ -89,6 +90,40 @@ async function api(path, { method = 'GET', token, body } = {}) {
   return json;
 }
 
+/** Generates the `tiny` model (cached) and, when the catalog does not know it yet, deploys one replica locally. */
+async function deployTinyModel(token) {
+  if (!token) return;
+  const existing = await fetch(`${baseUrl}/api/v1/models/flotilla-tiny`, { headers: { authorization: `Bearer ${token}` } });
+  if (existing.status === 200) return;
+  const generated = spawnSync(process.execPath, [join(root, 'tools/dist/models/cli.js'), 'generate', '--preset', 'tiny', '--dir', join(dataDir, 'models')], {
+    cwd: root,
+    env,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  if (generated.status !== 0) throw new Error('could not generate the tiny model');
+  const model = JSON.parse(generated.stdout.toString().trim().split('\n').at(-1));
+  await api('/api/v1/models', {
+    method: 'POST',
+    token,
+    body: {
+      name: 'flotilla-tiny',
+      sourceUrl: pathToFileURL(model.path).href,
+      sha256: model.sha256,
+      sizeBytes: model.sizeBytes,
+      quantization: model.quantization,
+      memoryBytes: 64 * 1024 * 1024,
+      contextLength: model.contextLength,
+      tier: 'small',
+    },
+  });
+  await api('/api/v1/deployments', {
+    method: 'POST',
+    token,
+    body: { name: 'tiny', model: 'flotilla-tiny', replicas: 1, labelSelector: { local: 'true' }, contextSize: 2048, parallel: 2 },
+  });
+  process.stdout.write('Deployed the generated model "flotilla-tiny" to the local agent.\n');
+}
+
 // 2. The control plane.
 start('control plane', [join(root, 'apps/control-plane/dist/main.js')]);
 if (!(await waitForHealth(60_000))) {
@@ -97,18 +132,26 @@ if (!(await waitForHealth(60_000))) {
     stopAll(1);
   }
 } else {
-  // 3. The local device agent: enroll once with a token minted through the admin API, then run.
+  // 3. The local device agent: enroll once with a token minted through the admin API, then run; and on first
+  //    setup, the generated `tiny` model in the catalog with one replica deployed to the local agent.
   const agentMain = join(root, 'apps/device-agent/dist/flotilla-agent.mjs');
   const credentialsFile = join(agentDataDir, 'credentials.json');
+  const initialFile = join(dataDir, 'initial-credentials.json');
+  let session;
+  const adminSession = async () => {
+    if (session) return session;
+    if (!existsSync(initialFile)) return undefined;
+    const initial = JSON.parse(readFileSync(initialFile, 'utf8'));
+    session = (await api('/api/v1/auth/login', { method: 'POST', body: { email: initial.adminEmail, password: initial.adminPassword } })).token;
+    return session;
+  };
   try {
     if (!existsSync(credentialsFile)) {
-      const initialFile = join(dataDir, 'initial-credentials.json');
-      if (!existsSync(initialFile)) throw new Error(`cannot enroll the local agent: ${initialFile} is missing (enroll it by hand, see README)`);
-      const initial = JSON.parse(readFileSync(initialFile, 'utf8'));
-      const session = await api('/api/v1/auth/login', { method: 'POST', body: { email: initial.adminEmail, password: initial.adminPassword } });
+      const token = await adminSession();
+      if (!token) throw new Error(`cannot enroll the local agent: ${initialFile} is missing (enroll it by hand, see README)`);
       const enrollment = await api('/api/v1/enrollment-tokens', {
         method: 'POST',
-        token: session.token,
+        token,
         body: { labels: { local: 'true' }, uses: 1, ttlSeconds: 600, note: 'npm start local agent' },
       });
       const enroll = spawnSync(process.execPath, [agentMain, 'enroll', '--server', baseUrl, '--token', enrollment.token, '--name', 'local'], {
@@ -119,7 +162,8 @@ if (!(await waitForHealth(60_000))) {
       if (enroll.status !== 0) throw new Error('the local agent could not enroll');
     }
     start('device agent', [agentMain, 'run']);
-    process.stdout.write(`Flotilla is running: dashboard and API on ${baseUrl} (Ctrl-C stops it)\n`);
+    await deployTinyModel(await adminSession());
+    process.stdout.write(`Flotilla is running: dashboard and API on ${baseUrl}, OpenAI-compatible gateway on ${baseUrl}/v1 (Ctrl-C stops it)\n`);
   } catch (error) {
     process.stderr.write(`flotilla: ${error.message}\n`);
     stopAll(1);
