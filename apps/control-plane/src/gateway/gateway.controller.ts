@@ -14,6 +14,7 @@ import { GATEWAY_SETTINGS, type GatewaySettings } from './gateway.settings.js';
 import { GatewayService, StreamFailure, type AnswerInfo } from './gateway.service.js';
 import { GatewayError, chunkBody, completionBody, parseChatBody, usageChunkBody } from './openai-format.js';
 import { VIRTUAL_MODELS } from './router.js';
+import { GatewayRouting, policyView, type RoutingPolicyView } from './routing-policy.js';
 import { UsageService, usageQuery, usageSchema, type Usage } from './usage.service.js';
 
 /**
@@ -29,6 +30,7 @@ export class GatewayController {
     private readonly directory: DeviceDirectory,
     private readonly accounting: GatewayAccounting,
     private readonly usageService: UsageService,
+    private readonly routing: GatewayRouting,
     @Inject(GATEWAY_SETTINGS) private readonly settings: GatewaySettings,
     @Inject(LOGGER) private readonly logger: Logger,
   ) {}
@@ -131,6 +133,17 @@ export class GatewayController {
   async usage(@Query() query: unknown): Promise<Usage> {
     const { window } = parseInput(usageQuery, query);
     return this.usageService.usage(window);
+  }
+
+  /** The routing policy in effect: the fleet file's `routing` block over the FLOTILLA_GATEWAY_* settings. */
+  @RequireRole('viewer')
+  @Get('api/v1/gateway/routing')
+  @ApiDoc({
+    summary: 'The routing the gateway applies now (fleet file routing block, else FLOTILLA_GATEWAY_* settings); the cloud key is never shown',
+    tags: ['gateway'],
+  })
+  routingPolicy(): RoutingPolicyView {
+    return policyView(this.routing.current);
   }
 
   /** Requests and tokens per model and per device since start, outstanding work and queue (live, in memory). */

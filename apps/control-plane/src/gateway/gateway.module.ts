@@ -7,6 +7,7 @@ import { GatewayController } from './gateway.controller.js';
 import { GatewayKeys } from './gateway-keys.js';
 import { GatewayMetrics } from './gateway-metrics.js';
 import { GatewayService } from './gateway.service.js';
+import { GatewayRouting } from './routing-policy.js';
 import { UsageService } from './usage.service.js';
 import { GATEWAY_SETTINGS, loadGatewaySettings, type GatewaySettings } from './gateway.settings.js';
 
@@ -20,10 +21,11 @@ import { GATEWAY_SETTINGS, loadGatewaySettings, type GatewaySettings } from './g
     Dispatcher,
     GatewayKeys,
     GatewayMetrics,
+    GatewayRouting,
     GatewayAccounting,
     GatewayService,
     UsageService,
   ],
-  exports: [GatewayService, DeviceDirectory, GatewayAccounting],
+  exports: [GatewayService, DeviceDirectory, GatewayAccounting, GatewayRouting],
 })
 export class GatewayModule {}

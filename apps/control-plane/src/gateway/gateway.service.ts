@@ -5,13 +5,14 @@ import { LOGGER } from '../app/tokens.js';
 import { AppError } from '../common/app-error.js';
 import { GatewayAccounting, type RequestOutcome } from './accounting.js';
 import { Balancer, type Lease } from './balancer.js';
-import { CloudFallback } from './cloud-fallback.js';
-import { DeviceDirectory, type CatalogModel, type Tier } from './device-directory.js';
+import type { CloudFallback } from './cloud-fallback.js';
+import { DeviceDirectory, TIERS, type CatalogModel, type Tier } from './device-directory.js';
 import { Dispatcher, type AttemptFailure } from './dispatcher.js';
 import { GATEWAY_SETTINGS, type GatewaySettings } from './gateway.settings.js';
 import type { GatewayKey } from './gateway-keys.js';
 import { GatewayError, type NormalizedChat, type Usage } from './openai-format.js';
-import { AUTO_MODEL, classify, estimatePromptTokens, isTier, pickTierModel, type TierCandidate } from './router.js';
+import { AUTO_MODEL, classify, estimatePromptTokens, isTier, pickTierModel, servingTier, type TierCandidate } from './router.js';
+import { GatewayRouting, type RoutingPolicy } from './routing-policy.js';
 
 /** Receives a streamed answer; `begin` fires once, just before the first delta. */
 export interface ChatSink {
@@ -49,10 +50,15 @@ export class StreamFailure extends Error {
   }
 }
 
+type RoutedModel = CatalogModel | { name: string; tier: null; contextLength: null };
+
 interface Route {
-  model: CatalogModel | { name: string; tier: null; contextLength: null };
+  model: RoutedModel;
+  /** the tier the model serves in this request (null for a named model outside the catalog) */
   tier: Tier | null;
   reason: string;
+  /** chosen by tier (`auto` or a tier name): may escalate to a larger tier when every replica fails */
+  byTier: boolean;
 }
 
 type AttemptOutcome = { ok: true; result: InferenceResult; ttftMs: number | null } | { ok: false; failure: AttemptFailure; blame: boolean; ttftMs: number | null };
@@ -72,7 +78,6 @@ const FIRST_TOKEN_MISSED = 'first token deadline missed';
  */
 @Injectable()
 export class GatewayService implements OnModuleInit, OnModuleDestroy {
-  private readonly cloud: CloudFallback | undefined;
   private stopOffline: (() => void) | undefined;
 
   constructor(
@@ -82,9 +87,8 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     private readonly dispatcher: Dispatcher,
     private readonly accounting: GatewayAccounting,
     readonly balancer: Balancer,
-  ) {
-    this.cloud = settings.cloud ? new CloudFallback(settings.cloud) : undefined;
-  }
+    private readonly routing: GatewayRouting,
+  ) {}
 
   onModuleInit(): void {
     // A dead device's jobs fail over at once instead of waiting for their timers. [P-3.2]
@@ -111,7 +115,9 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
 
   async chat(chat: NormalizedChat, ctx: ChatContext, sink?: ChatSink): Promise<ChatOutcome> {
     const started = Date.now();
-    const deadline = started + this.settings.timeoutMs;
+    // One policy for the whole request, even if the fleet file changes meanwhile.
+    const policy = this.routing.current;
+    const deadline = started + policy.timeoutMs;
     let record: { model: string | null; tier: Tier | null; deviceId: string | null; cloud: boolean; ttftMs: number | null; usage: Usage; retries: number } = {
       model: null,
       tier: null,
@@ -124,7 +130,7 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     let outcome: RequestOutcome = 'failed';
     let errorCode: string | null = null;
     try {
-      const result = await this.serve(chat, ctx, deadline, sink, (r) => {
+      const result = await this.serve(chat, ctx, policy, deadline, sink, (r) => {
         record = { ...record, ...r };
       });
       outcome = 'success';
@@ -158,29 +164,20 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
   private async serve(
     chat: NormalizedChat,
     ctx: ChatContext,
+    policy: RoutingPolicy,
     deadline: number,
     sink: ChatSink | undefined,
     note: (r: Partial<{ model: string | null; tier: Tier | null; deviceId: string | null; cloud: boolean; ttftMs: number | null; usage: Usage; retries: number }>) => void,
   ): Promise<ChatOutcome> {
     const started = Date.now();
-    const route = await this.route(chat, ctx.key);
-    if (!route) return this.viaCloud(chat, ctx, sink, note, 'no device serves this model', started);
-    const model = route.model.name;
-    note({ model, tier: route.tier });
-    if (route.model.contextLength !== null) {
-      const prompt = estimatePromptTokens(chat);
-      const needed = prompt + (chat.maxTokens ?? 0);
-      if (needed > route.model.contextLength) {
-        throw new GatewayError(
-          400,
-          'context_length_exceeded',
-          `This model's maximum context length is ${route.model.contextLength} tokens. However, you requested about ${needed} tokens (~${prompt} in the messages, ${chat.maxTokens ?? 0} in the completion). Please reduce the length of the messages or completion.`,
-          {},
-          'messages',
-        );
-      }
-    }
-    const affinityKey = chat.user ? `u:${chat.user}` : conversationKey(chat);
+    const cloud = this.routing.cloud();
+    const route = await this.route(chat, ctx.key, policy, cloud !== undefined);
+    if (!route) return this.viaCloud(cloud, chat, ctx, sink, note, 'no device serves this model', started);
+    let current: { model: RoutedModel; tier: Tier | null } = route;
+    let routeReason = route.reason;
+    note({ model: current.model.name, tier: current.tier });
+    checkContext(chat, current.model);
+    const affinityKey = policy.sessionAffinity ? (chat.user ? `u:${chat.user}` : conversationKey(chat)) : undefined;
     const tried = new Set<string>();
     let sent = ''; // assistant text the client has received
     let toolCallsSent = false;
@@ -188,98 +185,115 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     let extraTokens = 0; // chunks streamed by attempts that then died
     let ttftMs: number | null = null;
     let lastFailure: AttemptFailure | undefined;
+    let attempts = 0; // across models, for the `attempt` field and the retry count
 
-    let busyRetries = 0;
-    for (let attempt = 1; attempt <= this.settings.maxAttempts; attempt++) {
-      if (Date.now() >= deadline) break;
-      const candidates = this.directory.devicesFor(model);
-      let lease: Lease;
-      try {
-        lease = await this.acquire(model, candidates, tried, affinityKey, ctx.signal, deadline);
-      } catch (error) {
-        if (attempt === 1 && this.cloud && error instanceof AppError && error.code === ErrorCode.NO_DEVICE_AVAILABLE) {
-          return this.viaCloud(chat, ctx, sink, note, error.message, started);
+    for (;;) {
+      const model = current.model.name;
+      let busyRetries = 0;
+      for (let attempt = 1; attempt <= policy.maxAttempts; attempt++) {
+        if (Date.now() >= deadline) break;
+        const candidates = this.directory.devicesFor(model);
+        let lease: Lease;
+        try {
+          lease = await this.acquire(model, candidates, tried, affinityKey, ctx.signal, deadline);
+        } catch (error) {
+          if (attempt === 1 && cloud && !begun && error instanceof AppError && error.code === ErrorCode.NO_DEVICE_AVAILABLE) {
+            return this.viaCloud(cloud, chat, ctx, sink, note, error.message, started);
+          }
+          if (attempt > 1 && error instanceof AppError && error.code === ErrorCode.NO_DEVICE_AVAILABLE && tried.size > 0) {
+            // every replica was tried: fall through to the failure below
+            break;
+          }
+          throw this.wrap(toGatewayError(error), begun);
         }
-        if (attempt > 1 && error instanceof AppError && error.code === ErrorCode.NO_DEVICE_AVAILABLE && tried.size > 0) {
-          // every replica was tried: fall through to the failure below
-          break;
-        }
-        throw this.wrap(toGatewayError(error), begun);
-      }
-      tried.add(lease.deviceId);
-      note({ deviceId: lease.deviceId, retries: attempt - 1 });
-      const continuation = sent.length > 0 ? sent : undefined;
-      let chunks = 0;
-      const outcome = await this.attempt(ctx, lease.deviceId, attempt, model, chat, deadline, continuation, started, (chunk) => {
-        chunks++;
-        if (!sink) return;
-        if (!begun) {
-          begun = true;
-          sink.begin({ model, deviceId: lease.deviceId, cloud: false });
-        }
-        if (chunk.content) {
-          sent += chunk.content;
-          sink.content(chunk.content);
-        }
-        if (chunk.toolCalls) {
-          toolCallsSent = true;
-          sink.toolCalls(chunk.toolCalls);
-        }
-      });
-      ttftMs ??= outcome.ttftMs;
-      note({ ttftMs });
-      if (outcome.ok) {
-        const r = outcome.result;
-        const genMs = Math.max(1, r.timings.totalMs - r.timings.ttftMs);
-        lease.release('success', { tokens: r.usage.completionTokens, genMs });
-        const content = r.message.content;
-        if (sink && content !== null && content.length > sent.length && content.startsWith(sent) && !toolCallsSent) {
-          // chunks lost on the way: the result carries the whole text [P-3.7]
+        tried.add(lease.deviceId);
+        attempts++;
+        note({ deviceId: lease.deviceId, retries: attempts - 1 });
+        const continuation = sent.length > 0 ? sent : undefined;
+        let chunks = 0;
+        const outcome = await this.attempt(ctx, lease.deviceId, attempts, model, chat, deadline, continuation, started, (chunk) => {
+          chunks++;
+          if (!sink) return;
           if (!begun) {
             begun = true;
             sink.begin({ model, deviceId: lease.deviceId, cloud: false });
           }
-          sink.content(content.slice(sent.length));
+          if (chunk.content) {
+            sent += chunk.content;
+            sink.content(chunk.content);
+          }
+          if (chunk.toolCalls) {
+            toolCallsSent = true;
+            sink.toolCalls(chunk.toolCalls);
+          }
+        });
+        ttftMs ??= outcome.ttftMs;
+        note({ ttftMs });
+        if (outcome.ok) {
+          const r = outcome.result;
+          const genMs = Math.max(1, r.timings.totalMs - r.timings.ttftMs);
+          lease.release('success', { tokens: r.usage.completionTokens, genMs });
+          const content = r.message.content;
+          if (sink && content !== null && content.length > sent.length && content.startsWith(sent) && !toolCallsSent) {
+            // chunks lost on the way: the result carries the whole text [P-3.7]
+            if (!begun) {
+              begun = true;
+              sink.begin({ model, deviceId: lease.deviceId, cloud: false });
+            }
+            sink.content(content.slice(sent.length));
+          }
+          if (sink && !begun) sink.begin({ model, deviceId: lease.deviceId, cloud: false });
+          const usage = { promptTokens: r.usage.promptTokens, completionTokens: r.usage.completionTokens + extraTokens };
+          note({ usage });
+          return {
+            model,
+            deviceId: lease.deviceId,
+            cloud: false,
+            content,
+            toolCalls: r.message.tool_calls,
+            finishReason: r.finishReason,
+            usage,
+            retries: attempts - 1,
+            route: routeReason,
+          };
         }
-        if (sink && !begun) sink.begin({ model, deviceId: lease.deviceId, cloud: false });
-        const usage = { promptTokens: r.usage.promptTokens, completionTokens: r.usage.completionTokens + extraTokens };
-        note({ usage });
-        return {
-          model,
-          deviceId: lease.deviceId,
-          cloud: false,
-          content,
-          toolCalls: r.message.tool_calls,
-          finishReason: r.finishReason,
-          usage,
-          retries: attempt - 1,
-          route: route.reason,
-        };
+        const { failure } = outcome;
+        lease.release(outcome.blame ? 'device-failure' : 'neutral');
+        lastFailure = failure;
+        this.logger.info({ requestId: ctx.requestId, deviceId: lease.deviceId, attempt: attempts, model, code: failure.code, sentChars: sent.length }, 'gateway attempt failed');
+        if (!failure.retryable || ctx.signal.aborted) throw this.wrap(failureToError(failure), begun);
+        if (BUSY.has(failure.code) && busyRetries < MAX_BUSY_RETRIES) {
+          // The device is busy, not broken: this costs no attempt and the device stays eligible, after a short pause.
+          busyRetries++;
+          attempt--;
+          attempts--;
+          if (sent.length === 0) tried.delete(lease.deviceId);
+          await new Promise((r) => setTimeout(r, Math.min(200, 10 * busyRetries) + Math.random() * 10));
+          continue;
+        }
+        if (toolCallsSent) {
+          throw this.wrap(new GatewayError(502, 'device_failed', 'the device serving this stream failed during a tool call; the answer cannot be continued'), begun);
+        }
+        extraTokens += sent.length > 0 ? chunks : 0;
       }
-      const { failure } = outcome;
-      lease.release(outcome.blame ? 'device-failure' : 'neutral');
-      lastFailure = failure;
-      this.logger.info({ requestId: ctx.requestId, deviceId: lease.deviceId, attempt, code: failure.code, sentChars: sent.length }, 'gateway attempt failed');
-      if (!failure.retryable || ctx.signal.aborted) throw this.wrap(failureToError(failure), begun);
-      if (BUSY.has(failure.code) && busyRetries < MAX_BUSY_RETRIES) {
-        // The device is busy, not broken: this costs no attempt and the device stays eligible, after a short pause.
-        busyRetries++;
-        attempt--;
-        if (sent.length === 0) tried.delete(lease.deviceId);
-        await new Promise((r) => setTimeout(r, Math.min(200, 10 * busyRetries) + Math.random() * 10));
+      // Every try on this model failed. Before anything reached the client, a tier route may move up a tier.
+      const canEscalate = route.byTier && policy.escalateOnFailure && !begun && current.tier !== null && !ctx.signal.aborted && Date.now() < deadline;
+      const next = canEscalate && current.tier ? await this.nextTier(chat, ctx.key, policy, current.tier) : undefined;
+      if (next) {
+        this.logger.info({ requestId: ctx.requestId, from: model, to: next.model.name }, 'gateway: escalating to the next tier after failures');
+        routeReason = `${routeReason}; ${model} failed -> ${next.tier} (escalated)`;
+        current = next;
+        tried.clear();
+        note({ model: next.model.name, tier: next.tier });
         continue;
       }
-      if (toolCallsSent) {
-        throw this.wrap(new GatewayError(502, 'device_failed', 'the device serving this stream failed during a tool call; the answer cannot be continued'), begun);
-      }
-      extraTokens += sent.length > 0 ? chunks : 0;
+      throw this.wrap(
+        Date.now() >= deadline
+          ? new GatewayError(504, 'timeout', `no answer within ${policy.timeoutMs} ms`)
+          : new GatewayError(503, 'no_device_available', `every attempt failed${lastFailure ? ` (last: ${lastFailure.code} ${lastFailure.message})` : ''}`, { 'retry-after': '1' }),
+        begun,
+      );
     }
-    throw this.wrap(
-      Date.now() >= deadline
-        ? new GatewayError(504, 'timeout', `no answer within ${this.settings.timeoutMs} ms`)
-        : new GatewayError(503, 'no_device_available', `every attempt failed${lastFailure ? ` (last: ${lastFailure.code} ${lastFailure.message})` : ''}`, { 'retry-after': '1' }),
-      begun,
-    );
   }
 
   private wrap(error: GatewayError, begun: boolean): Error {
@@ -382,7 +396,7 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     });
   }
 
-  private async route(chat: NormalizedChat, key: GatewayKey): Promise<Route | undefined> {
+  private async route(chat: NormalizedChat, key: GatewayKey, policy: RoutingPolicy, cloud: boolean): Promise<Route | undefined> {
     const name = chat.requestedModel;
     const catalog = await this.directory.models();
     if (name !== AUTO_MODEL && !isTier(name)) {
@@ -390,28 +404,50 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
       if (!model && !this.directory.servedModels().has(name)) {
         throw new GatewayError(404, 'model_not_found', `The model \`${name}\` does not exist or you do not have access to it.`, {}, 'model');
       }
-      if (this.directory.devicesFor(name).length === 0 && this.cloud) return undefined;
-      return { model: model ?? { name, tier: null, contextLength: null }, tier: model?.tier ?? null, reason: 'named model' };
+      if (this.directory.devicesFor(name).length === 0 && cloud) return undefined;
+      return { model: model ?? { name, tier: null, contextLength: null }, tier: model?.tier ?? null, reason: 'named model', byTier: false };
     }
-    const classified = isTier(name) ? { tier: name, reason: `tier ${name} requested` } : classify(chat, this.settings);
-    const restricted = key.allowList.some((m) => catalog.has(m));
-    const candidates: TierCandidate[] = [...catalog.values()]
-      .filter((m) => !restricted || key.allowList.includes(m.name))
-      .filter((m) => estimatePromptTokens(chat) + (chat.maxTokens ?? 0) <= m.contextLength)
-      .map((m) => {
-        const devices = this.directory.devicesFor(m.name);
-        return { model: m, devices, freeSlots: this.balancer.freeSlots(devices) };
-      });
-    const picked = pickTierModel(classified.tier, candidates);
+    const classified = classify(chat, policy, isTier(name) ? name : 'auto');
+    if (classified.tier === null) {
+      if (cloud) return undefined;
+      throw new GatewayError(400, 'context_length_exceeded', `The prompt is longer than every tier allows (${classified.reason}).`, {}, 'messages');
+    }
+    const picked = pickTierModel(classified.tier, await this.tierCandidates(chat, key, policy));
     if (!picked) {
-      if (this.cloud) return undefined;
+      if (cloud) return undefined;
       throw new GatewayError(503, 'no_device_available', `no online device serves a ${classified.tier} (or larger) model now`, { 'retry-after': '5' });
     }
-    const reason = `${classified.reason} -> ${picked.choice.model.tier}${picked.escalated ? ' (escalated)' : ''}`;
-    return { model: picked.choice.model, tier: picked.choice.model.tier, reason };
+    const reason = `${classified.reason} -> ${picked.choice.tier}${picked.escalated ? ' (escalated)' : ''}`;
+    return { model: picked.choice.model, tier: picked.choice.tier, reason, byTier: true };
+  }
+
+  /** Catalog models by the tier they serve under the policy, that the key may use and whose context fits the request. */
+  private async tierCandidates(chat: NormalizedChat, key: GatewayKey, policy: RoutingPolicy): Promise<TierCandidate[]> {
+    const catalog = await this.directory.models();
+    const restricted = key.allowList.some((m) => catalog.has(m));
+    const needed = estimatePromptTokens(chat) + (chat.maxTokens ?? 0);
+    const out: TierCandidate[] = [];
+    for (const m of catalog.values()) {
+      if (restricted && !key.allowList.includes(m.name)) continue;
+      if (needed > m.contextLength) continue;
+      const tier = servingTier(m, policy.tierModels);
+      if (!tier) continue;
+      const devices = this.directory.devicesFor(m.name);
+      out.push({ model: m, tier, devices, freeSlots: this.balancer.freeSlots(devices) });
+    }
+    return out;
+  }
+
+  /** A model of a tier above `above` with an online replica, for escalation after failures. */
+  private async nextTier(chat: NormalizedChat, key: GatewayKey, policy: RoutingPolicy, above: Tier): Promise<{ model: CatalogModel; tier: Tier } | undefined> {
+    const next = TIERS[TIERS.indexOf(above) + 1];
+    if (!next) return undefined;
+    const picked = pickTierModel(next, await this.tierCandidates(chat, key, policy));
+    return picked ? { model: picked.choice.model, tier: picked.choice.tier } : undefined;
   }
 
   private async viaCloud(
+    cloud: CloudFallback | undefined,
     chat: NormalizedChat,
     ctx: ChatContext,
     sink: ChatSink | undefined,
@@ -419,11 +455,11 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     why: string,
     started: number,
   ): Promise<ChatOutcome> {
-    if (!this.cloud) throw new GatewayError(503, 'no_device_available', why, { 'retry-after': '5' });
+    if (!cloud) throw new GatewayError(503, 'no_device_available', why, { 'retry-after': '5' });
     note({ cloud: true });
     let begun = false;
     try {
-      const answer = await this.cloud.complete(
+      const answer = await cloud.complete(
         chat,
         ctx.signal,
         sink
@@ -444,6 +480,22 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
       this.logger.warn({ err: error, requestId: ctx.requestId }, 'cloud fallback failed');
       throw this.wrap(new GatewayError(502, 'cloud_fallback_failed', `no device could serve and the cloud fallback failed: ${error instanceof Error ? error.message : String(error)}`), begun);
     }
+  }
+}
+
+/** 400 before any device is involved when the estimated prompt plus max_tokens exceed the model's context. */
+function checkContext(chat: NormalizedChat, model: RoutedModel): void {
+  if (model.contextLength === null) return;
+  const prompt = estimatePromptTokens(chat);
+  const needed = prompt + (chat.maxTokens ?? 0);
+  if (needed > model.contextLength) {
+    throw new GatewayError(
+      400,
+      'context_length_exceeded',
+      `This model's maximum context length is ${model.contextLength} tokens. However, you requested about ${needed} tokens (~${prompt} in the messages, ${chat.maxTokens ?? 0} in the completion). Please reduce the length of the messages or completion.`,
+      {},
+      'messages',
+    );
   }
 }
 

@@ -4,6 +4,12 @@ import { ConfigError } from '../config/config.js';
 export const GATEWAY_SETTINGS = Symbol('flotilla.gateway-settings');
 
 const int = (min: number, max: number, fallback: number) => z.coerce.number().int().min(min).max(max).default(fallback);
+const tier = (fallback: 'small' | 'medium' | 'large') => z.enum(['small', 'medium', 'large']).default(fallback);
+const bool = (fallback: boolean) =>
+  z
+    .enum(['true', 'false', '1', '0'])
+    .default(fallback ? 'true' : 'false')
+    .transform((v) => v === 'true' || v === '1');
 const optionalString = z
   .string()
   .trim()
@@ -23,12 +29,28 @@ const schema = z.object({
   FLOTILLA_GATEWAY_COOLDOWN_MS: int(0, 3_600_000, 15_000),
   FLOTILLA_GATEWAY_MEDIUM_PROMPT_CHARS: int(1, 10_000_000, 1500),
   FLOTILLA_GATEWAY_LARGE_PROMPT_CHARS: int(1, 10_000_000, 6000),
+  FLOTILLA_GATEWAY_DEFAULT_TIER: tier('small'),
+  FLOTILLA_GATEWAY_TOOLS_MIN_TIER: tier('medium'),
+  FLOTILLA_GATEWAY_ESCALATE_ON_FAILURE: bool(true),
+  FLOTILLA_GATEWAY_SESSION_AFFINITY: bool(true),
   FLOTILLA_GATEWAY_CLOUD_URL: optionalString.pipe(z.url().optional()),
   FLOTILLA_GATEWAY_CLOUD_API_KEY: optionalString,
   FLOTILLA_GATEWAY_CLOUD_MODEL: optionalString,
   FLOTILLA_GATEWAY_CLOUD_TIMEOUT_MS: int(100, 600_000, 30_000),
 });
 
+export interface CloudSettings {
+  baseUrl: string;
+  apiKey: string;
+  /** the model asked of the endpoint; absent: the client's */
+  model: string | undefined;
+  timeoutMs: number;
+}
+
+/**
+ * The environment's gateway settings. Routing fields (tiers, thresholds, concurrency, timeout, attempts, cloud) are
+ * the defaults a fleet file's `routing` block replaces: see routing-policy.ts.
+ */
 export interface GatewaySettings {
   deviceConcurrency: number;
   queueLimit: number;
@@ -41,8 +63,12 @@ export interface GatewaySettings {
   cooldownMs: number;
   mediumPromptChars: number;
   largePromptChars: number;
+  defaultTier: 'small' | 'medium' | 'large';
+  toolsMinTier: 'small' | 'medium' | 'large';
+  escalateOnFailure: boolean;
+  sessionAffinity: boolean;
   /** OpenAI-compatible endpoint used when no device can serve; absent: no cloud fallback */
-  cloud: { baseUrl: string; apiKey: string; model: string | undefined; timeoutMs: number } | undefined;
+  cloud: CloudSettings | undefined;
 }
 
 export function loadGatewaySettings(env: NodeJS.ProcessEnv = process.env): GatewaySettings {
@@ -63,6 +89,10 @@ export function loadGatewaySettings(env: NodeJS.ProcessEnv = process.env): Gatew
     cooldownMs: e.FLOTILLA_GATEWAY_COOLDOWN_MS,
     mediumPromptChars: e.FLOTILLA_GATEWAY_MEDIUM_PROMPT_CHARS,
     largePromptChars: e.FLOTILLA_GATEWAY_LARGE_PROMPT_CHARS,
+    defaultTier: e.FLOTILLA_GATEWAY_DEFAULT_TIER,
+    toolsMinTier: e.FLOTILLA_GATEWAY_TOOLS_MIN_TIER,
+    escalateOnFailure: e.FLOTILLA_GATEWAY_ESCALATE_ON_FAILURE,
+    sessionAffinity: e.FLOTILLA_GATEWAY_SESSION_AFFINITY,
     cloud: e.FLOTILLA_GATEWAY_CLOUD_URL
       ? {
           baseUrl: e.FLOTILLA_GATEWAY_CLOUD_URL,

@@ -8,13 +8,25 @@ export function isTier(name: string): name is Tier {
   return (TIERS as readonly string[]).includes(name);
 }
 
+/** What the classifier reads from the routing policy (routing-policy.ts). */
 export interface ClassifierOptions {
+  /** the tier `auto` starts from */
+  defaultTier: Tier;
+  /** false: `auto` is the default tier, only the prompt-length limits move it */
+  autoEnabled: boolean;
+  /** tools or structured output start here at least */
+  toolsMinTier: Tier;
+  /** estimated prompt tokens above which a tier is skipped; a tier without one uses the character thresholds */
+  maxPromptTokens: Partial<Record<Tier, number>>;
+  /** prompts longer than this skip the small tier (when small has no token limit) */
   mediumPromptChars: number;
+  /** prompts longer than this skip the medium tier (when medium has no token limit) */
   largePromptChars: number;
 }
 
 export interface Classification {
-  tier: Tier;
+  /** null: the prompt is over every tier's limit */
+  tier: Tier | null;
   /** the rule that decided, for logs and the `x-flotilla-route` header */
   reason: string;
 }
@@ -23,24 +35,52 @@ export interface Classification {
 const LARGE_WORDS = /\b(prove|proof|step[- ]by[- ]step|in[- ]depth|derive|detailed analysis|architecture|refactor)\b/i;
 const MEDIUM_WORDS = /\b(code|program|function|explain why|analy[sz]e|compare|summari[sz]e|translate|reason(ing)?|plan)\b/i;
 
+const rank = (tier: Tier) => TIERS.indexOf(tier);
+
 /**
- * The transparent classifier behind model `auto`: the smallest tier whose rule the request does not break.
- * large: prompt longer than `largePromptChars`, or a large keyword; medium: tools requested (tool_choice not
- * `none`), structured output (`json_object`/`json_schema`), prompt longer than `mediumPromptChars`, or a medium
- * keyword; small: everything else.
+ * The transparent classifier behind model `auto`: start at the default tier; tools or structured output
+ * (`json_object`/`json_schema`) raise it to `toolsMinTier`; a large keyword in the last user message raises it to large,
+ * a medium keyword to medium; then every tier the prompt is too long for is skipped (its `maxPromptTokens`, else
+ * more than `mediumPromptChars` characters skips small and more than `largePromptChars` skips medium).
+ * A tier name asked for directly (`small`, `medium`, `large`) starts there and only the token limits move it.
  */
-export function classify(chat: NormalizedChat, options: ClassifierOptions): Classification {
+export function classify(chat: NormalizedChat, options: ClassifierOptions, requested: 'auto' | Tier = 'auto'): Classification {
+  let tier: Tier = requested === 'auto' ? options.defaultTier : requested;
+  let reason = requested === 'auto' ? (options.autoEnabled ? 'short plain prompt' : 'auto routing disabled') : `tier ${requested} requested`;
+  if (requested === 'auto' && options.defaultTier !== 'small' && options.autoEnabled) reason = `default tier ${options.defaultTier}`;
+  const raise = (to: Tier, why: string) => {
+    if (rank(to) > rank(tier)) {
+      tier = to;
+      reason = why;
+    }
+  };
+  const classifying = requested === 'auto' && options.autoEnabled;
+  if (classifying) {
+    const lastUser = [...chat.messages].reverse().find((m) => m.role === 'user')?.content ?? '';
+    if (chat.tools && chat.toolChoice !== 'none') raise(options.toolsMinTier, 'tools requested');
+    if (chat.responseFormat && chat.responseFormat.type !== 'text') raise(options.toolsMinTier, `structured output (${chat.responseFormat.type})`);
+    const large = LARGE_WORDS.exec(lastUser);
+    if (large) raise('large', `keyword "${large[0]}"`);
+    const medium = MEDIUM_WORDS.exec(lastUser);
+    if (medium) raise('medium', `keyword "${medium[0]}"`);
+  }
   const chars = promptChars(chat);
-  const lastUser = [...chat.messages].reverse().find((m) => m.role === 'user')?.content ?? '';
-  if (chars > options.largePromptChars) return { tier: 'large', reason: `prompt ${chars} chars > ${options.largePromptChars}` };
-  const large = LARGE_WORDS.exec(lastUser);
-  if (large) return { tier: 'large', reason: `keyword "${large[0]}"` };
-  if (chat.tools && chat.toolChoice !== 'none') return { tier: 'medium', reason: 'tools requested' };
-  if (chat.responseFormat && chat.responseFormat.type !== 'text') return { tier: 'medium', reason: `structured output (${chat.responseFormat.type})` };
-  if (chars > options.mediumPromptChars) return { tier: 'medium', reason: `prompt ${chars} chars > ${options.mediumPromptChars}` };
-  const medium = MEDIUM_WORDS.exec(lastUser);
-  if (medium) return { tier: 'medium', reason: `keyword "${medium[0]}"` };
-  return { tier: 'small', reason: 'short plain prompt' };
+  const tokens = estimatePromptTokens(chat);
+  const tooLong = (t: Tier): string | undefined => {
+    const limit = options.maxPromptTokens[t];
+    if (limit !== undefined) return tokens > limit ? `prompt ~${tokens} tokens > ${t} limit ${limit}` : undefined;
+    if (!classifying) return undefined;
+    if (t === 'small' && chars > options.mediumPromptChars) return `prompt ${chars} chars > ${options.mediumPromptChars}`;
+    if (t === 'medium' && chars > options.largePromptChars) return `prompt ${chars} chars > ${options.largePromptChars}`;
+    return undefined;
+  };
+  for (let why = tooLong(tier); why !== undefined; why = tooLong(tier)) {
+    const next = TIERS[rank(tier) + 1];
+    if (!next) return { tier: null, reason: why };
+    tier = next;
+    reason = why;
+  }
+  return { tier, reason };
 }
 
 export function promptChars(chat: NormalizedChat): number {
@@ -63,6 +103,8 @@ export function estimatePromptTokens(chat: NormalizedChat): number {
 
 export interface TierCandidate {
   model: CatalogModel;
+  /** the tier it serves (the routing block may list a model under another tier than the catalog's) */
+  tier: Tier;
   devices: string[];
   freeSlots: number;
 }
@@ -76,11 +118,20 @@ export function pickTierModel(minTier: Tier, candidates: readonly TierCandidate[
   const from = TIERS.indexOf(minTier);
   let fallback: TierCandidate | undefined;
   for (const tier of TIERS.slice(from)) {
-    const inTier = candidates.filter((c) => c.model.tier === tier && c.devices.length > 0);
+    const inTier = candidates.filter((c) => c.tier === tier && c.devices.length > 0);
     if (inTier.length === 0) continue;
     fallback ??= inTier[0];
     const free = inTier.filter((c) => c.freeSlots > 0).sort((a, b) => b.freeSlots - a.freeSlots)[0];
     if (free) return { choice: free, escalated: tier !== minTier };
   }
-  return fallback ? { choice: fallback, escalated: fallback.model.tier !== minTier } : undefined;
+  return fallback ? { choice: fallback, escalated: fallback.tier !== minTier } : undefined;
+}
+
+/**
+ * The tier a catalog model serves under the routing policy: the tier whose list names it, else its catalog tier when
+ * that tier has no list; undefined when it serves no tier (its tier lists other models only).
+ */
+export function servingTier(model: CatalogModel, tierModels: Record<Tier, readonly string[]>): Tier | undefined {
+  for (const t of TIERS) if (tierModels[t].includes(model.name)) return t;
+  return tierModels[model.tier].length === 0 ? model.tier : undefined;
 }

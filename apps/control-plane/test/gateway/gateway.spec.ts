@@ -10,7 +10,8 @@ import type { Usage } from '../../src/gateway/usage.service.js';
 import { parsePrometheusText, sampleValue, type Family } from '../observability/prometheus-text.js';
 import { api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
 import { pollUntil } from '../support/poll.js';
-import { addCatalogModel, adminLogin, createGatewayKey, publishDesired, startCloudStandIn, type TestModelFile } from './support.js';
+import type { RoutingPolicyView } from '../../src/gateway/routing-policy.js';
+import { addCatalogModel, adminLogin, createGatewayKey, publishDesired, startCloudStandIn, startFailingDevice, type TestModelFile } from './support.js';
 
 // The gateway end to end: the official `openai` client -> control plane (in process) -> MQTT -> 3 real device agents
 // (child processes of the built agent) running generated GGUF models. PGlite only: the database is not what is tested.
@@ -23,6 +24,7 @@ describe('gateway (issue 5)', () => {
   let adminToken: string;
   let cloud: Awaited<ReturnType<typeof startCloudStandIn>>;
   const restoreEnv: Record<string, string | undefined> = {};
+  let small: TestModelFile;
 
   const scrape = async (): Promise<Map<string, Family>> => parsePrometheusText(await (await fetch(`${t.cp.url}/metrics`)).text());
   const stats = async () => {
@@ -52,7 +54,7 @@ describe('gateway (issue 5)', () => {
     ({ adminToken, gatewayKey } = await adminLogin(t.cp, t.isolated.dataDir));
     client = new OpenAI({ baseURL: `${t.cp.url}/v1`, apiKey: gatewayKey, maxRetries: 0 });
 
-    const small: TestModelFile = await ensureModel('tiny', { seed: 11 });
+    small = await ensureModel('tiny', { seed: 11 });
     const medium: TestModelFile = await ensureModel('tiny', { seed: 12 });
     await addCatalogModel(t.cp, 'tiny-s', 'small', small);
     await addCatalogModel(t.cp, 'tiny-m', 'medium', medium);
@@ -315,6 +317,79 @@ describe('gateway (issue 5)', () => {
     expect(bad.status).toBe(400);
     expect((await api(t.cp, '/api/v1/usage')).status).toBe(401);
   }, 30_000);
+
+  it('routes by the fleet file routing block (tiers, default tier, tools tier, cloud, concurrency) and escalates a tier when every replica fails', async () => {
+    const policy = async () => (await api<RoutingPolicyView>(t.cp, '/api/v1/gateway/routing', { token: adminToken })).body;
+    let applied = 0;
+    const apply = async (routing: Record<string, unknown>) => {
+      // JSON is YAML: the fleet file route takes it as it is.
+      const res = await api<{ changed: boolean }>(t.cp, '/api/v1/fleet/apply', { token: adminToken, body: { yaml: JSON.stringify({ apiVersion: 'flotilla/v1', kind: 'Fleet', routing }) } });
+      expect(res.status).toBe(200);
+      applied++;
+      const marker = 20_000 + applied; // each block carries its own timeout, so the reload is seen
+      expect(routing.requestTimeoutMs).toBe(marker);
+      await pollUntil(async () => (await policy()).timeoutMs === marker, { timeoutMs: 5000, intervalMs: 20 });
+    };
+    const route = async (body: Partial<OpenAI.Chat.ChatCompletionCreateParamsNonStreaming>) => {
+      const { response } = await client.chat.completions.create({ ...ask, model: 'auto', ...body } as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming).withResponse();
+      return { model: response.headers.get('x-flotilla-model'), route: response.headers.get('x-flotilla-route') ?? '' };
+    };
+    const hi = { messages: [{ role: 'user' as const, content: 'Hi!' }] };
+    const withTools = { tools: [{ type: 'function' as const, function: { name: 'f', parameters: { type: 'object', properties: {} } } }] };
+    expect(await policy()).toMatchObject({ source: 'environment', toolsMinTier: 'medium', deviceConcurrency: 4, cloud: { baseUrl: cloud.url, apiKeySet: false } });
+
+    // Swapped tiers, tools allowed on small, no cloud fallback, 3 requests per device.
+    await apply({ tiers: { small: ['tiny-m'], medium: ['tiny-s'] }, auto: { toolsMinTier: 'small' }, maxConcurrentPerDevice: 3, requestTimeoutMs: 20_001 });
+    expect(await policy()).toMatchObject({ source: 'fleet-file', tierModels: { small: ['tiny-m'], medium: ['tiny-s'] }, deviceConcurrency: 3, cloud: null });
+    expect((await route(hi)).model).toBe('tiny-m');
+    expect((await route({ ...hi, ...withTools })).model).toBe('tiny-m');
+    expect((await route({ messages: [{ role: 'user', content: 'Please summarize this.' }] })).model).toBe('tiny-s');
+    await expect(client.chat.completions.create({ ...ask, model: 'large' })).rejects.toMatchObject({ status: 503, code: 'no_device_available' });
+    expect(sampleValue(await scrape(), 'flotilla_gateway_device_concurrency_limit')).toBe(3);
+
+    // The default tier and the tools tier move `auto` up; a token limit on small sends a long prompt past it.
+    await apply({ defaultTier: 'medium', auto: { toolsMinTier: 'medium', maxPromptTokens: { small: 20 } }, requestTimeoutMs: 20_002 });
+    expect(await route(hi)).toMatchObject({ model: 'tiny-m', route: 'default tier medium -> medium' });
+    await apply({ auto: { toolsMinTier: 'medium', maxPromptTokens: { small: 20 } }, requestTimeoutMs: 20_003 });
+    expect((await route(hi)).model).toBe('tiny-s');
+    expect((await route({ ...hi, ...withTools })).model).toBe('tiny-m');
+    expect(await route({ messages: [{ role: 'user', content: 'a fairly long but plain message '.repeat(4) }] })).toMatchObject({ model: 'tiny-m', route: expect.stringMatching(/> small limit 20/) });
+
+    // Every replica of the small tier fails: the request moves up to medium, invisibly; with escalation off it fails.
+    const created = await api(t.cp, '/api/v1/models', {
+      token: adminToken,
+      body: { name: 'broken-s', sourceUrl: `file://${small.path}`, sha256: small.sha256, sizeBytes: small.sizeBytes, quantization: 'Q8_0', memoryBytes: small.sizeBytes * 4, contextLength: 2048, tier: 'small' },
+    });
+    expect(created.status).toBe(201);
+    const broken = await startFailingDevice(t.cp, 'scripted-broken-1', ['broken-s'], { code: 'GENERATION_FAILED', message: 'scripted failure', retryable: true });
+    try {
+      await pollUntil(async () => ((await stats()).replicas['broken-s']?.length ?? 0) === 1, { timeoutMs: 5000, intervalMs: 20 });
+      await apply({ tiers: { small: ['broken-s'] }, requestTimeoutMs: 20_004 });
+      const { data, response } = await client.chat.completions.create({ ...ask, ...hi, model: 'auto' }).withResponse();
+      expect(data.model).toBe('tiny-m');
+      expect(response.headers.get('x-flotilla-route')).toMatch(/broken-s failed -> medium \(escalated\)/);
+      expect(broken.jobs).toHaveLength(1);
+      await apply({ tiers: { small: ['broken-s'] }, auto: { escalateOnFailure: false }, requestTimeoutMs: 20_005 });
+      await expect(client.chat.completions.create({ ...ask, ...hi, model: 'auto' })).rejects.toMatchObject({ status: 503, code: 'no_device_available' });
+      expect(broken.jobs).toHaveLength(2);
+      const requestId = broken.jobs[0] ?? '';
+      await t.cp.app.get(GatewayAccounting).flush();
+      expect(await t.cp.database.prisma.inferenceRequest.findUnique({ where: { requestId } })).toMatchObject({ model: 'tiny-m', tier: 'medium', outcome: 'success', retries: 1 });
+    } finally {
+      await broken.stop();
+    }
+
+    // Back to what the environment said, now through the block (a stored block is never removed, only replaced).
+    await apply({
+      auto: { toolsMinTier: 'medium' },
+      cloudFallback: { enabled: true, baseUrl: cloud.url, model: 'gpt-stand-in' },
+      maxConcurrentPerDevice: 4,
+      requestTimeoutMs: 20_006,
+    });
+    expect((await route(hi)).model).toBe('tiny-s');
+    const { response } = await client.chat.completions.create({ ...ask, model: 'large' }).withResponse();
+    expect(response.headers.get('x-flotilla-device')).toBe('cloud');
+  }, 60_000);
 
   it('survives SIGKILL of a device with 50 requests in flight: no lost non-streamed request, streams complete or end with one error', async () => {
     const started = Date.now();

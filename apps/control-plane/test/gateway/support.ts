@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
-import { PROTOCOL_VERSION, encode, topics, type DesiredModel } from '@flotilla/protocol';
+import { PROTOCOL_VERSION, decode, encode, topics, type DesiredModel, type ErrorCode } from '@flotilla/protocol';
+import { makeModelState, makeModelStatus, makeStatus } from '@flotilla/protocol/testing';
 import type { ControlPlane } from '../../src/app/create-app.js';
 import { hashSecret, generateSecret, secretPrefix } from '../../src/auth/secrets.js';
 import { api } from '../support/control-plane.js';
@@ -117,5 +118,48 @@ export async function startCloudStandIn(): Promise<{ url: string; calls: number;
       return state.calls;
     },
     close: () => new Promise<void>((done) => server.close(() => done())),
+  };
+}
+
+export interface ScriptedDevice {
+  deviceId: string;
+  /** request ids of the jobs it was sent */
+  jobs: string[];
+  /** publishes `offline` and clears its retained messages */
+  stop(): Promise<void>;
+}
+
+/**
+ * A device that exists only as the messages a real agent would publish, sent through the control plane's broker: it
+ * reports `models` ready and answers every job with `failure`. For failures real agents do not produce on demand
+ * (every replica of a model failing); everything between the client and the broker stays real.
+ */
+export async function startFailingDevice(
+  cp: ControlPlane,
+  deviceId: string,
+  models: string[],
+  failure: { code: ErrorCode; message: string; retryable: boolean },
+): Promise<ScriptedDevice> {
+  const jobs: string[] = [];
+  const sessionId = `sess-${deviceId}`;
+  const unsubscribe = await cp.broker.subscribe(topics.inferenceRequest(deviceId), (m) => {
+    const job = decode('inferenceRequest', m.payload);
+    if (!job.ok) return;
+    jobs.push(job.value.requestId);
+    const answer = encode('inferenceResponse', { v: PROTOCOL_VERSION, type: 'error', requestId: job.value.requestId, ...failure });
+    void cp.broker.publish(topics.inferenceResponse(deviceId), answer, { qos: 1 });
+  });
+  const state = makeModelState({ ts: Date.now(), models: models.map((name) => makeModelStatus('ready', { name, sha256: 'a'.repeat(64), since: Date.now() })) });
+  await cp.broker.publish(topics.modelState(deviceId), encode('modelState', state), { qos: 1, retain: true });
+  await cp.broker.publish(topics.status(deviceId), encode('status', makeStatus({ state: 'online', sessionId, ts: Date.now() })), { qos: 1, retain: true });
+  return {
+    deviceId,
+    jobs,
+    async stop() {
+      await unsubscribe();
+      await cp.broker.publish(topics.status(deviceId), encode('status', makeStatus({ state: 'offline', sessionId, ts: Date.now(), reason: 'shutdown' })), { qos: 1 });
+      await cp.broker.publish(topics.status(deviceId), '', { qos: 1, retain: true });
+      await cp.broker.publish(topics.modelState(deviceId), '', { qos: 1, retain: true });
+    },
   };
 }
