@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Controller, Get, Inject, Post, Query, Req, Res } from '@nestjs/common';
+import { Controller, Get, HttpCode, Inject, Post, Query, Req, Res } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { LOGGER } from '../app/tokens.js';
@@ -51,6 +51,8 @@ export class GatewayController {
 
   @Public()
   @Post('v1/chat/completions')
+  // OpenAI answers 200, not Nest's default 201 for POST.
+  @HttpCode(200)
   async chatCompletions(@Req() request: FastifyRequest, @Res() reply: FastifyReply): Promise<void> {
     const requestId = `req_${randomUUID().replaceAll('-', '')}`;
     void reply.header('x-request-id', requestId);
