@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { decodeTopic, topics, type InferenceCancel, type InferenceRequest, type InferenceResponse } from '@flotilla/protocol';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureModel } from '@flotilla/tools/models';
@@ -390,6 +391,82 @@ describe('gateway (issue 5)', () => {
     const { response } = await client.chat.completions.create({ ...ask, model: 'large' }).withResponse();
     expect(response.headers.get('x-flotilla-device')).toBe('cloud');
   }, 60_000);
+
+  it('cancels the job on the device within 1 s of the client going away (stream closed, non-streamed request aborted)', async () => {
+    type Seen =
+      | { at: number; deviceId: string; kind: 'request'; value: InferenceRequest }
+      | { at: number; deviceId: string; kind: 'cancel'; value: InferenceCancel }
+      | { at: number; deviceId: string; kind: 'response'; value: InferenceResponse };
+    const seen: Seen[] = [];
+    const watch = (filter: string) =>
+      t.cp.broker.subscribe(filter, (m) => {
+        const at = Date.now();
+        const d = decodeTopic(m.topic, m.payload);
+        if (!d.ok) return;
+        const { deviceId, kind, value } = d.value;
+        if (kind === 'inferenceRequest') seen.push({ at, deviceId, kind: 'request', value });
+        else if (kind === 'inferenceCancel') seen.push({ at, deviceId, kind: 'cancel', value });
+        else if (kind === 'inferenceResponse') seen.push({ at, deviceId, kind: 'response', value });
+      });
+    const stops = await Promise.all([watch(topics.allDevices.inferenceRequest), watch(topics.allDevices.inferenceCancel), watch(topics.allDevices.inferenceResponse)]);
+    const of = (requestId: string) => seen.filter((e) => e.value.requestId === requestId);
+    const firstChunk = (requestId: string) => of(requestId).find((e) => e.kind === 'response' && e.value.type === 'chunk');
+    /** After the client left at `leftAt`: the cancel went out and the device answered CANCELLED (its slot is free), both within 1 s; nothing generated after. */
+    const expectCancelled = async (requestId: string, deviceId: string, leftAt: number) => {
+      const cancelled = await pollUntil(() => of(requestId).find((e) => e.kind === 'response' && e.value.type === 'error' && e.value.code === 'CANCELLED'), {
+        timeoutMs: 5000,
+        intervalMs: 5,
+        what: `CANCELLED from the device for ${requestId}`,
+      });
+      const cancel = of(requestId).find((e) => e.kind === 'cancel');
+      expect(cancel).toMatchObject({ deviceId, value: { reason: 'client-disconnected' } });
+      expect(cancelled.deviceId).toBe(deviceId);
+      expect((cancel?.at ?? Infinity) - leftAt).toBeLessThan(1000);
+      expect(cancelled.at - leftAt).toBeLessThan(1000);
+      await new Promise((r) => setTimeout(r, 200));
+      const after = of(requestId).filter((e) => e.kind === 'response' && e.at > cancelled.at);
+      expect(after).toEqual([]); // the device stopped generating
+      expect(of(requestId).some((e) => e.kind === 'response' && e.value.type === 'result')).toBe(false); // cut short, not finished
+      expect((await stats()).devices[deviceId]?.outstanding).toBe(0);
+      await t.cp.app.get(GatewayAccounting).flush();
+      expect(await t.cp.database.prisma.inferenceRequest.findUnique({ where: { requestId } })).toMatchObject({ outcome: 'cancelled', deviceId });
+    };
+    // Long answers (~1800 tokens, seconds on these devices): the client leaves after the first tokens.
+    const long = { ...ask, max_tokens: 1800 };
+    try {
+      // Streamed: the SSE socket closes.
+      const { data: stream, response } = await client.chat.completions
+        .create({ ...long, stream: true, messages: [{ role: 'user', content: 'Tell an endless story, streamed.' }] })
+        .withResponse();
+      const requestId = response.headers.get('x-request-id') ?? '';
+      const deviceId = response.headers.get('x-flotilla-device') ?? '';
+      // Read by hand: leaving a for-await loop would already abort the request.
+      const chunks = stream[Symbol.asyncIterator]();
+      for (let next = await chunks.next(); !next.done && !next.value.choices[0]?.delta.content; next = await chunks.next());
+      // While it runs the gauges show its slot.
+      const busy = await scrape();
+      expect(sampleValue(busy, 'flotilla_gateway_outstanding_requests', { model: 'tiny-m', device: deviceId })).toBe(1);
+      expect(sampleValue(busy, 'flotilla_gateway_jobs_in_flight')).toBe(1);
+      stream.controller.abort();
+      const closedAt = Date.now();
+      await expectCancelled(requestId, deviceId, closedAt);
+
+      // Non-streamed: the client aborts its HTTP request once the device is generating.
+      const aborter = new AbortController();
+      const prompt = 'Tell an endless story, not streamed.';
+      const pending = client.chat.completions.create({ ...long, messages: [{ role: 'user', content: prompt }] }, { signal: aborter.signal }).catch((e: unknown) => e);
+      const job = await pollUntil(() => seen.find((e) => e.kind === 'request' && e.value.messages[0]?.content === prompt), { timeoutMs: 5000, intervalMs: 5 });
+      await pollUntil(() => firstChunk(job.value.requestId), { timeoutMs: 5000, intervalMs: 5, what: 'the first token' });
+      aborter.abort();
+      const abortedAt = Date.now();
+      expect(await pending).toBeInstanceOf(OpenAI.APIUserAbortError);
+      await expectCancelled(job.value.requestId, job.deviceId, abortedAt);
+    } finally {
+      for (const stop of stops) await stop();
+    }
+    const counted = (await scrape()).get('flotilla_gateway_requests_total')?.samples.filter((x) => x.labels.outcome === 'cancelled') ?? [];
+    expect(counted.reduce((n, x) => n + x.value, 0)).toBeGreaterThanOrEqual(2);
+  }, 30_000);
 
   it('survives SIGKILL of a device with 50 requests in flight: no lost non-streamed request, streams complete or end with one error', async () => {
     const started = Date.now();
