@@ -122,6 +122,7 @@ export class Agent {
       keepaliveSeconds: config.mqtt.keepaliveSeconds,
       reconnectMinMs: config.mqtt.reconnectMinMs,
       reconnectMaxMs: config.mqtt.reconnectMaxMs,
+      failoverAfterAttempts: config.mqtt.failoverAfterAttempts,
       agentVersion: AGENT_VERSION,
       logger: logger.child({ component: 'mqtt' }),
       handlers: {

@@ -51,7 +51,7 @@ function finalFor(requestId: string): MessageOf<'inferenceResponse'> | undefined
 
 beforeAll(async () => {
   tiny = await tinyModel();
-  broker = await startBroker(accounts);
+  broker = await startBroker(accounts, { controlPlaneClientId: 'control-plane' });
   files = await startFileServer({ '/models/tiny.gguf': { body: readFileSync(tiny.path) } });
   cp = new FakeControlPlane(DEVICE, broker.url, accounts);
   await cp.connect('control-plane');

@@ -33,6 +33,7 @@ describe('loadConfig', () => {
     expect(config.telemetryIntervalSeconds).toBe(5);
     expect(config.memoryBudget).toBeGreaterThan(0);
     expect(config.gpu).toBe(false);
+    expect(config.mqtt.failoverAfterAttempts).toBe(3);
   });
 
   it('reads YAML and lets FLOTILLA_AGENT_* variables override it', () => {

@@ -20,6 +20,8 @@ export type MqttLinkOptions = {
   keepaliveSeconds: number;
   reconnectMinMs: number;
   reconnectMaxMs: number;
+  /** Failed connection attempts in a row on one broker URL before the next enrolled URL is tried (default 3). */
+  failoverAfterAttempts?: number;
   agentVersion: string;
   logger: Logger;
   handlers: InboundHandlers;
@@ -38,8 +40,43 @@ export function reconnectDelay(attempt: number, minMs: number, maxMs: number, ra
 }
 
 /**
+ * The broker URL to dial: the link stays on one URL while it works and moves to the next (wrapping around) after
+ * `failoverAfter` failed connection attempts in a row. A connection that was up and then dropped is not a failure.
+ */
+export class BrokerUrls {
+  private index = 0;
+  private failures = 0;
+
+  constructor(
+    private readonly urls: readonly string[],
+    private readonly failoverAfter: number,
+  ) {
+    if (urls.length === 0) throw new Error('no MQTT URL: enroll first or set mqtt.url');
+    if (!Number.isInteger(failoverAfter) || failoverAfter < 1) throw new Error('failoverAfter must be a positive integer');
+  }
+
+  get current(): string {
+    return this.urls[this.index] as string;
+  }
+
+  connected(): void {
+    this.failures = 0;
+  }
+
+  /** Records a failed attempt on the current URL; true when the link moved on to another URL. */
+  failed(): boolean {
+    this.failures++;
+    if (this.failures < this.failoverAfter || this.urls.length < 2) return false;
+    this.index = (this.index + 1) % this.urls.length;
+    this.failures = 0;
+    return true;
+  }
+}
+
+/**
  * The device's MQTT connection: persistent session (clean: false, client id = device id), QoS 1, a retained
- * last will marking this session offline, TCP_NODELAY, and jittered exponential reconnects.
+ * last will marking this session offline, TCP_NODELAY, jittered exponential reconnects, and failover to the next
+ * enrolled broker URL (`mqtt://`, `ws://.../mqtt`, ...) after repeated failed attempts.
  */
 export class MqttLink {
   private client: MqttClient | undefined;
@@ -48,9 +85,16 @@ export class MqttLink {
   private reconnectTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly random: () => number;
+  private readonly urls: BrokerUrls;
 
   constructor(private readonly options: MqttLinkOptions) {
     this.random = options.random ?? Math.random;
+    this.urls = new BrokerUrls(options.url ? [options.url] : options.credentials.urls, options.failoverAfterAttempts ?? 3);
+  }
+
+  /** The broker URL in use, or dialled next. */
+  get currentUrl(): string {
+    return this.urls.current;
   }
 
   get deviceId(): string {
@@ -75,8 +119,7 @@ export class MqttLink {
    * acknowledged on the previous connection is re-sent by the caller (the outbox), in order, exactly once.
    */
   private connectClient(): void {
-    const url = this.options.url ?? this.options.credentials.urls[0];
-    if (!url) throw new Error('no MQTT URL: enroll first or set mqtt.url');
+    const url = this.urls.current;
     const tls = this.options.tls;
     const clientOptions: IClientOptions = {
       clientId: this.deviceId,
@@ -97,10 +140,13 @@ export class MqttLink {
     };
     const client = connect(url, clientOptions);
     this.client = client;
+    let established = false;
     client.on('connect', () => {
       // mqtt.js leaves Nagle on: ~44 ms per QoS 1 round trip instead of ~0.2 ms (FACTS).
       (client.stream as Partial<Socket>).setNoDelay?.(true);
+      established = true;
       this.attempt = 0;
+      this.urls.connected();
       this.options.logger.info({ url, sessionId: this.sessionId }, 'connected to the broker');
       client.subscribe(agentSubscriptions(this.deviceId), { qos: 1 }, (error) => {
         if (error) this.options.logger.error({ err: error }, 'subscribe failed');
@@ -113,6 +159,8 @@ export class MqttLink {
       this.options.onDisconnected?.();
       client.removeAllListeners('close');
       client.end(true);
+      // Only attempts that never got a CONNACK count towards failover: a dropped connection retries its URL first.
+      if (!established && this.urls.failed()) this.options.logger.warn({ from: url, to: this.urls.current }, 'broker unreachable, trying the next URL');
       this.scheduleReconnect();
     });
     client.on('error', (error) => this.options.logger.warn({ err: error.message }, 'MQTT error'));
