@@ -72,7 +72,10 @@ describe('device agent against a real aedes broker, HTTP model source and the ti
     const io = { out: (line: string) => lines.push(line), err: (line: string) => lines.push(line) };
     expect(await runCli(['enroll', '--server', server, '--token', 'wrong'], io, { FLOTILLA_AGENT_DATA_DIR: dataDir })).toBe(1);
     expect(lines.at(-1)).toMatch(/enrollment refused \(HTTP 401\): ENROLLMENT_TOKEN_INVALID bad token/);
-    expect(await runCli(['enroll', '--server', server, '--token', 'tok-123'], io, { FLOTILLA_AGENT_DATA_DIR: dataDir })).toBe(0);
+    expect(await runCli(['enroll', '--token', 'tok-123'], io, { FLOTILLA_AGENT_DATA_DIR: dataDir })).toBe(2);
+    expect(lines.at(-1)).toBe('enroll needs --server URL (or controlPlaneUrl in the config)');
+    // Without --server the config's controlPlaneUrl is used.
+    expect(await runCli(['enroll', '--token', 'tok-123'], io, { FLOTILLA_AGENT_DATA_DIR: dataDir, FLOTILLA_AGENT_CONTROL_PLANE_URL: server })).toBe(0);
     expect(statSync(join(dataDir, 'credentials.json')).mode & 0o777).toBe(0o600);
     expect(await readCredentials(dataDir)).toMatchObject({ deviceId: DEVICE, username: DEVICE, urls: [broker.url] });
   });

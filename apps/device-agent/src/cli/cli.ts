@@ -8,8 +8,10 @@ import { createLogger } from '../logger.js';
 const USAGE = `flotilla-agent ${AGENT_VERSION}
 
 Usage:
-  flotilla-agent enroll --server URL --token TOKEN [--name NAME] [--config FILE]
+  flotilla-agent enroll [--server URL] --token TOKEN [--name NAME] [--config FILE]
   flotilla-agent run [--config FILE]
+
+--server defaults to controlPlaneUrl from the config (FLOTILLA_AGENT_CONTROL_PLANE_URL).
 
 The config file (YAML) may also be given as FLOTILLA_AGENT_CONFIG; every setting can be overridden with a
 FLOTILLA_AGENT_* variable (see README).`;
@@ -52,8 +54,9 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo, env
   }
 
   if (command === 'enroll') {
-    const { server, token, name } = parsed.values;
-    const missing = [server ? undefined : '--server URL', token ? undefined : '--token TOKEN'].filter(Boolean);
+    const { token, name } = parsed.values;
+    const server = parsed.values.server ?? config.controlPlaneUrl;
+    const missing = [server ? undefined : '--server URL (or controlPlaneUrl in the config)', token ? undefined : '--token TOKEN'].filter(Boolean);
     if (!server || !token) {
       io.err(`enroll needs ${missing.join(' and ')}`);
       return 2;
