@@ -42,12 +42,13 @@ describe('loadConfig', () => {
     );
     const config = loadConfig({
       file,
-      env: { FLOTILLA_AGENT_THREADS: '3', FLOTILLA_AGENT_LABELS: 'zone=b,role=kiosk', FLOTILLA_AGENT_LOCAL_API_BIND: '0.0.0.0:9000', FLOTILLA_AGENT_GPU: 'auto' },
+      env: { FLOTILLA_AGENT_THREADS: '3', FLOTILLA_AGENT_LABELS: 'zone=b,role=kiosk', FLOTILLA_AGENT_LOCAL_API_BIND: '0.0.0.0:9000', FLOTILLA_AGENT_GPU: 'auto', FLOTILLA_AGENT_MQTT_KEEPALIVE_SECONDS: '2' },
     });
     expect(config.dataDir).toBe('/var/lib/fa');
     expect(config.diskQuota).toBe(2 * 1024 ** 3);
     expect(config.memoryBudget).toBe(512 * 1024 ** 2);
     expect(config.threads).toBe(3);
+    expect(config.mqtt.keepaliveSeconds).toBe(2);
     expect(config.labels).toEqual({ zone: 'b', role: 'kiosk' });
     expect(config.localApi.bind).toEqual({ host: '0.0.0.0', port: 9000 });
     expect(config.mqtt.url).toBe('mqtt://cp:1883');

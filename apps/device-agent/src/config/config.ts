@@ -64,14 +64,15 @@ export const agentConfigSchema = z
           })
           .strict()
           .optional(),
-        keepaliveSeconds: z.number().int().min(1).max(3600).default(15),
+        // 5 s: the broker declares a dead link within 1.5 x keepalive, the product's fast failure detection. [P-1.5]
+        keepaliveSeconds: z.number().int().min(1).max(3600).default(5),
         reconnectMinMs: z.number().int().min(10).default(500),
         reconnectMaxMs: z.number().int().min(100).default(30_000),
         /** Failed attempts in a row on one broker URL before the next enrolled URL is tried. */
         failoverAfterAttempts: z.number().int().min(1).max(100).default(3),
       })
       .strict()
-      .default({ keepaliveSeconds: 15, reconnectMinMs: 500, reconnectMaxMs: 30_000, failoverAfterAttempts: 3 }),
+      .default({ keepaliveSeconds: 5, reconnectMinMs: 500, reconnectMaxMs: 30_000, failoverAfterAttempts: 3 }),
     telemetryIntervalSeconds: z.number().positive().max(3600).default(5),
     shutdownGraceSeconds: z.number().positive().max(600).default(10),
     outbox: z.object({ maxBytes: byteSize.default(64 * 1024 ** 2) }).strict().default({ maxBytes: 64 * 1024 ** 2 }),
@@ -129,6 +130,7 @@ export const ENV_OVERRIDES: Readonly<Record<string, { path: readonly string[]; k
   FLOTILLA_AGENT_LOCAL_API_BIND: { path: ['localApi', 'bind'], kind: 'string' },
   FLOTILLA_AGENT_CONTROL_PLANE_URL: { path: ['controlPlaneUrl'], kind: 'string' },
   FLOTILLA_AGENT_MQTT_URL: { path: ['mqtt', 'url'], kind: 'string' },
+  FLOTILLA_AGENT_MQTT_KEEPALIVE_SECONDS: { path: ['mqtt', 'keepaliveSeconds'], kind: 'number' },
   FLOTILLA_AGENT_MQTT_FAILOVER_AFTER_ATTEMPTS: { path: ['mqtt', 'failoverAfterAttempts'], kind: 'number' },
   FLOTILLA_AGENT_MQTT_TLS_CA_FILE: { path: ['mqtt', 'tls', 'caFile'], kind: 'string' },
   FLOTILLA_AGENT_MQTT_TLS_CERT_FILE: { path: ['mqtt', 'tls', 'certFile'], kind: 'string' },
