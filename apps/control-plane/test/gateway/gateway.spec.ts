@@ -3,20 +3,22 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeTopic, topics, type InferenceCancel, type InferenceRequest, type InferenceResponse } from '@flotilla/protocol';
 import OpenAI from 'openai';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ensureModel } from '@flotilla/tools/models';
 import { startAgents, stopAgents, type SimAgent } from '@flotilla/tools/sim';
 import { GatewayAccounting } from '../../src/gateway/accounting.js';
 import type { Usage } from '../../src/gateway/usage.service.js';
 import { parsePrometheusText, sampleValue, type Family } from '../observability/prometheus-text.js';
 import { api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
+import { describeBackends } from '../support/databases.js';
 import { pollUntil } from '../support/poll.js';
 import type { RoutingPolicyView } from '../../src/gateway/routing-policy.js';
 import { addCatalogModel, adminLogin, createGatewayKey, publishDesired, startCloudStandIn, startFailingDevice, type TestModelFile } from './support.js';
 
 // The gateway end to end: the official `openai` client -> control plane (in process) -> MQTT -> 3 real device agents
-// (child processes of the built agent) running generated GGUF models. PGlite only: the database is not what is tested.
-describe('gateway (issue 5)', () => {
+// (child processes of the built agent) running generated GGUF models. On both database backends: accounting, usage
+// queries and the stored routing block go through the database.
+describeBackends('gateway (issue 5)', (backend) => {
   let t: TestControlPlane;
   let agents: SimAgent[] = [];
   let base: string;
@@ -51,7 +53,7 @@ describe('gateway (issue 5)', () => {
       restoreEnv[k] = process.env[k];
       process.env[k] = v;
     }
-    t = await startTestControlPlane('pglite');
+    t = await startTestControlPlane(backend);
     ({ adminToken, gatewayKey } = await adminLogin(t.cp, t.isolated.dataDir));
     client = new OpenAI({ baseURL: `${t.cp.url}/v1`, apiKey: gatewayKey, maxRetries: 0 });
 

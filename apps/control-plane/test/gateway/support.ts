@@ -5,6 +5,7 @@ import { PROTOCOL_VERSION, decode, encode, topics, type DesiredModel, type Error
 import { makeModelState, makeModelStatus, makeStatus } from '@flotilla/protocol/testing';
 import type { ControlPlane } from '../../src/app/create-app.js';
 import { hashSecret, generateSecret, secretPrefix } from '../../src/auth/secrets.js';
+import { FleetEvents } from '../../src/events/fleet-events.js';
 import { api } from '../support/control-plane.js';
 
 export async function adminLogin(cp: ControlPlane, dataDir: string): Promise<{ adminToken: string; gatewayKey: string }> {
@@ -36,9 +37,12 @@ export interface TestModelFile {
   sizeBytes: number;
 }
 
-/** Catalog rows (inserted directly: the catalog API is another module's) for the gateway's tier and context data. */
+/**
+ * Catalog rows (inserted directly: the catalog API is another module's) for the gateway's tier and context data; the
+ * `catalog.changed` event makes the gateway re-read the catalog at once, as after the catalog API.
+ */
 export async function addCatalogModel(cp: ControlPlane, name: string, tier: 'small' | 'medium' | 'large', file: TestModelFile, contextLength = 2048): Promise<void> {
-  await cp.database.prisma.model.create({
+  const row = await cp.database.prisma.model.create({
     data: {
       name,
       sourceUrl: `file://${file.path}`,
@@ -50,6 +54,7 @@ export async function addCatalogModel(cp: ControlPlane, name: string, tier: 'sma
       tier,
     },
   });
+  cp.app.get(FleetEvents).emit('catalog.changed', { modelId: row.id, action: 'created' });
 }
 
 /**
