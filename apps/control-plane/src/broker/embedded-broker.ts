@@ -1,4 +1,5 @@
 import { createServer, type Server as NetServer } from 'node:net';
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
@@ -27,6 +28,8 @@ export interface EmbeddedBrokerOptions {
   drainTimeoutMs?: number;
   security: BrokerSecurity;
   logger: Logger;
+  /** MQTT over TLS (mqtts://) on its own port, beside plain TCP. */
+  tls?: { host: string; port: number; cert: Buffer; key: Buffer; ca?: Buffer | undefined } | undefined;
 }
 
 export interface BrokerMessage {
@@ -56,6 +59,9 @@ export class EmbeddedBroker {
     readonly port: number,
     private readonly logger: Logger,
     private readonly gate: ConnectionGate,
+    private readonly tlsServer: TlsServer | undefined,
+    /** the bound mqtts:// port, when TLS is configured */
+    readonly tlsPort: number | undefined,
   ) {}
 
   private wss: WebSocketServer | undefined;
@@ -116,6 +122,12 @@ export class EmbeddedBroker {
     });
     const gate = new ConnectionGate((stream, request) => aedes.handle(stream, request));
     const tcp = createServer({ noDelay: true }, (socket) => gate.handle(socket));
+    const tlsServer = options.tls
+      ? createTlsServer({ cert: options.tls.cert, key: options.tls.key, ...(options.tls.ca ? { ca: options.tls.ca } : {}) }, (socket) => {
+          socket.setNoDelay(true);
+          gate.handle(socket);
+        })
+      : undefined;
     try {
       const port = await listenOn(tcp, {
         host: options.host,
@@ -123,9 +135,14 @@ export class EmbeddedBroker {
         variable: 'FLOTILLA_MQTT_PORT',
         purpose: 'MQTT',
       });
-      logger.info({ port }, 'MQTT broker listening');
-      return new EmbeddedBroker(aedes, tcp, port, logger, gate);
+      const tlsPort =
+        tlsServer && options.tls
+          ? await listenOn(tlsServer, { host: options.tls.host, port: options.tls.port, variable: 'FLOTILLA_MQTT_TLS_PORT', purpose: 'MQTT over TLS' })
+          : undefined;
+      logger.info({ port, tlsPort }, 'MQTT broker listening');
+      return new EmbeddedBroker(aedes, tcp, port, logger, gate, tlsServer, tlsPort);
     } catch (error) {
+      if (tcp.listening) await new Promise((done) => tcp.close(done));
       await new Promise<void>((done) => aedes.close(() => done()));
       throw error;
     }
@@ -235,9 +252,10 @@ export class EmbeddedBroker {
   close(): Promise<void> {
     this.wss?.clients.forEach((ws) => ws.terminate());
     this.wss?.close();
-    return new Promise((resolve) => {
+    const tlsClosed = this.tlsServer ? new Promise((done) => this.tlsServer?.close(done)) : Promise.resolve();
+    return new Promise<void>((resolve) => {
       this.aedes.close(() => this.tcp.close(() => resolve()));
-    });
+    }).then(() => tlsClosed.then(() => undefined));
   }
 }
 

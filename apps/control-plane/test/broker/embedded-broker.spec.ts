@@ -2,7 +2,8 @@ import { createServer } from 'node:http';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { EmbeddedBroker, type BrokerMessage, type BrokerSecurity } from '../../src/broker/embedded-broker.js';
+import { EmbeddedBroker, type BrokerMessage, type BrokerSecurity, type EmbeddedBrokerOptions } from '../../src/broker/embedded-broker.js';
+import { selfSignedCertificate } from '../support/tls.js';
 import { pollUntil } from '../support/poll.js';
 
 // A real, tiny policy: user "dev-a" with password "pw" may use only "own/dev-a/#".
@@ -20,8 +21,9 @@ describe('EmbeddedBroker', () => {
     cleanups.length = 0;
   });
 
-  async function start(maxMessageBytes = 1024, open = true) {
+  async function start(maxMessageBytes = 1024, open = true, tls?: EmbeddedBrokerOptions['tls']) {
     const broker = await EmbeddedBroker.start({
+      tls,
       host: '127.0.0.1',
       port: 0,
       keepaliveLimitSeconds: 60,
@@ -51,6 +53,23 @@ describe('EmbeddedBroker', () => {
     await expect(
       connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: 'dev-a', username: 'dev-a', password: 'nope', reconnectPeriod: 0 }),
     ).rejects.toThrow(/Bad username or password/i);
+  });
+
+  it('serves MQTT over TLS on its own port when a certificate is configured', async () => {
+    const { cert, key, dispose } = await selfSignedCertificate();
+    cleanups.push(dispose);
+    const broker = await start(1024, true, { host: '127.0.0.1', port: 0, cert, key });
+    expect(broker.tlsPort).toBeGreaterThan(0);
+    const received: string[] = [];
+    await broker.subscribe('own/+/hello', (m) => received.push(m.payload.toString()));
+    const c = await connectAsync(`mqtts://127.0.0.1:${broker.tlsPort}`, { clientId: 'dev-a', username: 'dev-a', password: 'pw', reconnectPeriod: 0, ca: cert, servername: 'localhost' });
+    cleanups.push(() => c.endAsync(true));
+    await c.publishAsync('own/dev-a/hello', 'over tls', { qos: 1 });
+    await pollUntil(() => received.includes('over tls'), { what: 'TLS hello' });
+    // A client that does not trust the certificate is refused by its own TLS check.
+    await expect(
+      connectAsync(`mqtts://127.0.0.1:${broker.tlsPort}`, { clientId: 'dev-a', username: 'dev-a', password: 'pw', reconnectPeriod: 0, connectTimeout: 3000 }),
+    ).rejects.toThrow(/self[- ]signed|certificate/i);
   });
 
   it('holds connections made before open() and serves them once the control plane is subscribed', async () => {
