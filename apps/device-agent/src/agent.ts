@@ -18,6 +18,7 @@ import {
 } from '@flotilla/protocol';
 import { LocalApi } from './api/local-api.js';
 import type { AgentConfig } from './config/config.js';
+import { DeltaCoalescer } from './inference/delta-coalescer.js';
 import { InferenceService, type UsageFields } from './inference/service.js';
 import { CpuMeter, detectHardware, diskOf } from './inventory.js';
 import { MqttLink, type Credentials } from './link/mqtt-link.js';
@@ -45,6 +46,8 @@ export class Agent {
   private readonly cpu = new CpuMeter();
   private readonly seenCommands = new Set<string>();
   private readonly activeRequests = new Set<string>();
+  /** Text buffered for streamed requests, by requestId: flushed on cancel and before the terminal message. */
+  private readonly streams = new Map<string, DeltaCoalescer>();
   private readonly since = new Map<string, { phase: string; since: number }>();
   private readonly progress = new Map<string, ModelStatus>();
   private telemetryTimer: NodeJS.Timeout | undefined;
@@ -128,7 +131,7 @@ export class Agent {
       handlers: {
         desired: (message) => ref.current?.onDesired(message),
         inferenceRequest: (message) => ref.current?.onInferenceRequest(message),
-        inferenceCancel: (message) => void ref.current?.service.cancel(message.requestId),
+        inferenceCancel: (message) => ref.current?.onInferenceCancel(message.requestId),
         command: (message) => void ref.current?.onCommand(message),
         outboxAck: (message) => void ref.current?.outbox.ack(message.upToSeq),
       },
@@ -274,6 +277,14 @@ export class Agent {
     this.activeRequests.add(request.requestId);
     let seq = 0;
     const continuation = request.continuation?.content;
+    // [P-3.7] chunks carry one or more tokens' text; seq stays contiguous because only the coalescer emits text.
+    const stream = request.stream
+      ? new DeltaCoalescer({
+          ...this.options.config.streaming,
+          emit: (text) => respond({ v: PROTOCOL_VERSION, type: 'chunk', requestId: request.requestId, seq: seq++, delta: { content: text } }),
+        })
+      : undefined;
+    if (stream) this.streams.set(request.requestId, stream);
     this.service
       .complete(
         {
@@ -294,13 +305,13 @@ export class Agent {
             ...(request.stop ? { stop: request.stop } : {}),
             ...(continuation ? { continuation } : {}),
           },
-          ...(request.stream
-            ? { onTextDelta: (text: string) => respond({ v: PROTOCOL_VERSION, type: 'chunk', requestId: request.requestId, seq: seq++, delta: { content: text } }) }
-            : {}),
+          ...(stream ? { onTextDelta: (text: string) => stream.push(text) } : {}),
         },
         'control-plane',
       )
       .then((result) => {
+        // Buffered text goes before the tool-call chunk and the result; tool calls get a chunk of their own.
+        stream?.close();
         const toolCalls = result.toolCalls.map((call, index) => ({ id: `call_${request.requestId}_${index}`.slice(0, 128), type: 'function' as const, function: call }));
         if (request.stream && toolCalls.length > 0) {
           respond({
@@ -324,10 +335,20 @@ export class Agent {
         });
       })
       .catch((error: unknown) => {
+        stream?.close();
         const failure = error instanceof InferenceFailure ? error : new InferenceFailure('INTERNAL', String(error));
         fail(failure.code, failure.message);
       })
-      .finally(() => this.activeRequests.delete(request.requestId));
+      .finally(() => {
+        this.activeRequests.delete(request.requestId);
+        if (this.streams.get(request.requestId) === stream) this.streams.delete(request.requestId);
+      });
+  }
+
+  /** [P-3.8] What was generated before the cancel goes out now; the CANCELLED error follows once generation stops. */
+  private onInferenceCancel(requestId: string): void {
+    this.streams.get(requestId)?.flush();
+    this.service.cancel(requestId);
   }
 
   private async onCommand(command: Command): Promise<void> {

@@ -78,6 +78,23 @@ describe('loadConfig', () => {
     expect(config).toMatchObject({ dataDir: '/var/lib/flotilla-agent', threads: 1, shutdownGraceSeconds: 20 });
   });
 
+  it('streaming: coalescing defaults, overrides from YAML and FLOTILLA_AGENT_STREAM_*, validated', () => {
+    expect(loadConfig({ env: {} }).streaming).toEqual({ flushIntervalMs: 20, maxTokensPerChunk: 8 });
+    const file = writeYaml(['streaming:', '  flushIntervalMs: 50', '  maxTokensPerChunk: 4'].join('\n'));
+    expect(loadConfig({ file, env: {} }).streaming).toEqual({ flushIntervalMs: 50, maxTokensPerChunk: 4 });
+    expect(loadConfig({ file, env: { FLOTILLA_AGENT_STREAM_FLUSH_INTERVAL_MS: '0', FLOTILLA_AGENT_STREAM_MAX_TOKENS_PER_CHUNK: '16' } }).streaming).toEqual({
+      flushIntervalMs: 0,
+      maxTokensPerChunk: 16,
+    });
+    const text = issuesOf(() =>
+      loadConfig({ env: { FLOTILLA_AGENT_STREAM_FLUSH_INTERVAL_MS: 'soon', FLOTILLA_AGENT_STREAM_MAX_TOKENS_PER_CHUNK: '0' } }),
+    ).join('\n');
+    expect(text).toMatch(/streaming\.flushIntervalMs \(from FLOTILLA_AGENT_STREAM_FLUSH_INTERVAL_MS\)/);
+    expect(text).toMatch(/streaming\.maxTokensPerChunk \(from FLOTILLA_AGENT_STREAM_MAX_TOKENS_PER_CHUNK\): .*>=1/);
+    expect(issuesOf(() => loadConfig({ env: { FLOTILLA_AGENT_STREAM_FLUSH_INTERVAL_MS: '2.5' } })).join('\n')).toMatch(/streaming\.flushIntervalMs/);
+    expect(issuesOf(() => loadConfig({ file: writeYaml('streaming: { chunkBytes: 3 }'), env: {} })).join('\n')).toMatch(/chunkBytes/);
+  });
+
   it('reports a YAML syntax error with the file name', () => {
     const file = writeYaml('threads: [1,\n');
     expect(issuesOf(() => loadConfig({ file, env: {} }))[0]).toContain(file);

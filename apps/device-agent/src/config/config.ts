@@ -76,6 +76,15 @@ export const agentConfigSchema = z
     telemetryIntervalSeconds: z.number().positive().max(3600).default(5),
     shutdownGraceSeconds: z.number().positive().max(600).default(10),
     outbox: z.object({ maxBytes: byteSize.default(64 * 1024 ** 2) }).strict().default({ maxBytes: 64 * 1024 ** 2 }),
+    // [P-3.7] streamed text is sent in chunks of several tokens: one MQTT message per token costs the gateway more
+    // than the tokens. The first token is always sent at once.
+    streaming: z
+      .object({
+        flushIntervalMs: z.number().int().min(0).max(10_000).default(20),
+        maxTokensPerChunk: z.number().int().min(1).max(1024).default(8),
+      })
+      .strict()
+      .default({ flushIntervalMs: 20, maxTokensPerChunk: 8 }),
     download: z
       .object({
         maxAttempts: z.number().int().min(1).max(100).default(5),
@@ -139,6 +148,8 @@ export const ENV_OVERRIDES: Readonly<Record<string, { path: readonly string[]; k
   FLOTILLA_AGENT_TELEMETRY_INTERVAL_SECONDS: { path: ['telemetryIntervalSeconds'], kind: 'number' },
   FLOTILLA_AGENT_SHUTDOWN_GRACE_SECONDS: { path: ['shutdownGraceSeconds'], kind: 'number' },
   FLOTILLA_AGENT_OUTBOX_MAX_BYTES: { path: ['outbox', 'maxBytes'], kind: 'string' },
+  FLOTILLA_AGENT_STREAM_FLUSH_INTERVAL_MS: { path: ['streaming', 'flushIntervalMs'], kind: 'number' },
+  FLOTILLA_AGENT_STREAM_MAX_TOKENS_PER_CHUNK: { path: ['streaming', 'maxTokensPerChunk'], kind: 'number' },
   FLOTILLA_AGENT_LOG_LEVEL: { path: ['logLevel'], kind: 'string' },
 };
 

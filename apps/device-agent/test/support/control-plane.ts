@@ -10,7 +10,8 @@ export type Received = { [K in TopicKind]?: MessageOf<K>[] };
  * everything the device sends, acknowledges outbox entries and publishes desired states, jobs and commands.
  */
 export class FakeControlPlane {
-  readonly received: { kind: TopicKind; message: unknown }[] = [];
+  /** `at`: performance.now() when it arrived, comparable with timestamps taken elsewhere in the test process. */
+  readonly received: { kind: TopicKind; message: unknown; at: number }[] = [];
   readonly invalid: string[] = [];
   private client: MqttClient | undefined;
   private http: Server | undefined;
@@ -54,7 +55,7 @@ export class FakeControlPlane {
         this.invalid.push(`${parsed.kind}: ${decoded.error.message}`);
         return;
       }
-      this.received.push({ kind: parsed.kind, message: decoded.value });
+      this.received.push({ kind: parsed.kind, message: decoded.value, at: performance.now() });
       const value = decoded.value as { seq?: number };
       if (this.autoAck && (parsed.kind === 'telemetry' || parsed.kind === 'event' || parsed.kind === 'usage') && typeof value.seq === 'number') {
         this.publish('outboxAck', { v: 1, upToSeq: value.seq, ts: Date.now() });
