@@ -6,7 +6,7 @@ import { startControlPlane } from './app/create-app.js';
 import { INITIAL_CREDENTIALS_FILE } from './bootstrap/initial-credentials.js';
 
 async function main(): Promise<void> {
-  const config = loadConfig();
+  const config = loadConfig(process.env);
   const logger = createLogger(config.logLevel);
   const cp = await startControlPlane(config, logger);
   if (cp.initialCredentials) {

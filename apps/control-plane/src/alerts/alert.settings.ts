@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ConfigError } from '../config/config.js';
+import { blankAsUnset } from '../config/env-helpers.js';
 import { DEFAULT_THRESHOLDS, type AlertThresholds } from './alert-rules.js';
 
 export const ALERT_SETTINGS = Symbol('flotilla.alert-settings');
@@ -29,10 +29,11 @@ export interface ScalingSettings {
   targetUtilizationPercent: number;
 }
 
-const num = (fallback: number, min: number, max: number) => z.coerce.number().min(min).max(max).default(fallback);
+// Blank variables mean "default", as elsewhere in the config.
+const num = (fallback: number, min: number, max: number) => blankAsUnset(z.coerce.number().min(min).max(max).default(fallback));
 
-/** Variable -> threshold; values are plain numbers (ms, %, requests, seconds). */
-const schema = z.object({
+/** Variable -> threshold; values are plain numbers (ms, %, requests, seconds). A section of the control plane's config. */
+export const alertEnvSchema = z.object({
   FLOTILLA_ALERT_LATENCY_MS: num(DEFAULT_THRESHOLDS.latencyMs, 1, 3_600_000),
   FLOTILLA_ALERT_QUEUE_LENGTH: num(DEFAULT_THRESHOLDS.queueLength, 0, 1_000_000),
   FLOTILLA_ALERT_MEMORY_PERCENT: num(DEFAULT_THRESHOLDS.memoryPercent, 1, 100),
@@ -50,12 +51,7 @@ const schema = z.object({
   FLOTILLA_SCALE_OUT_UTILIZATION_PERCENT: num(80, 1, 100),
 });
 
-export function loadAlertSettings(env: NodeJS.ProcessEnv = process.env): AlertSettings {
-  // Empty variables mean "default", as elsewhere in the config.
-  const cleaned = Object.fromEntries(Object.keys(schema.shape).map((k) => [k, env[k]?.trim() ? env[k] : undefined]));
-  const parsed = schema.safeParse(cleaned);
-  if (!parsed.success) throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
-  const e = parsed.data;
+export function alertSettingsFromEnv(e: z.infer<typeof alertEnvSchema>): AlertSettings {
   return {
     thresholds: {
       latencyMs: e.FLOTILLA_ALERT_LATENCY_MS,

@@ -1,5 +1,12 @@
 import { resolve } from 'node:path';
 import { z } from 'zod';
+import { alertEnvSchema, alertSettingsFromEnv, type AlertSettings } from '../alerts/alert.settings.js';
+import { gatewayEnvSchema, gatewaySettingsFromEnv, type GatewaySettings } from '../gateway/gateway.settings.js';
+import { metricsEnvSchema, metricsSettingsFromEnv, type MetricsSettings } from '../metrics/metrics.settings.js';
+import { rateLimitEnvSchema, rateLimitSettingsFromEnv, type RateLimitSettings } from '../rate-limit/rate-limit.settings.js';
+import { registryEnvSchema, registrySettingsFromEnv, type RegistrySettings } from '../registry/registry.settings.js';
+import { schedulerEnvSchema, schedulerSettingsFromEnv, type SchedulerSettings } from '../scheduler/scheduler.settings.js';
+import { streamEnvSchema, streamSettingsFromEnv, type StreamSettings } from '../stream/stream.settings.js';
 
 const port = (name: string, fallback: number) =>
   z.coerce
@@ -15,8 +22,8 @@ const optionalString = z
   .transform((value) => (value === '' ? undefined : value))
   .optional();
 
-/** Environment variables the control plane reads, validated once at boot. */
-export const controlPlaneEnvSchema = z.object({
+/** The core variables: data, ports, database, logging, first admin. */
+export const coreEnvSchema = z.object({
   FLOTILLA_DATA_DIR: z.string().trim().min(1).default('./.flotilla'),
   FLOTILLA_HTTP_HOST: z.string().trim().min(1).default('0.0.0.0'),
   FLOTILLA_HTTP_PORT: port('FLOTILLA_HTTP_PORT', 8080),
@@ -37,14 +44,48 @@ export const controlPlaneEnvSchema = z.object({
   FLOTILLA_MQTT_MAX_MESSAGE_BYTES: z.coerce.number().int().min(1024).max(256 * 1024 * 1024).default(1024 * 1024),
 });
 
+/**
+ * Every section's variables. Each module keeps its section's schema beside it; this is the one place they are
+ * composed and the one place the environment is validated (docs/configuration.md lists them all).
+ */
+export const CONFIG_SECTIONS = {
+  core: coreEnvSchema,
+  registry: registryEnvSchema,
+  gateway: gatewayEnvSchema,
+  metrics: metricsEnvSchema,
+  scheduler: schedulerEnvSchema,
+  alerts: alertEnvSchema,
+  stream: streamEnvSchema,
+  rateLimit: rateLimitEnvSchema,
+} as const;
+
+/** Every environment variable the control plane reads, validated once at boot. */
+export const controlPlaneEnvSchema = z.object({
+  ...coreEnvSchema.shape,
+  ...registryEnvSchema.shape,
+  ...gatewayEnvSchema.shape,
+  ...metricsEnvSchema.shape,
+  ...schedulerEnvSchema.shape,
+  ...alertEnvSchema.shape,
+  ...streamEnvSchema.shape,
+  ...rateLimitEnvSchema.shape,
+});
+
 export interface ControlPlaneConfig {
   dataDir: string;
   http: { host: string; port: number; publicUrl: string | undefined };
   mqtt: { host: string; port: number; keepaliveLimitSeconds: number; maxMessageBytes: number };
   database: { url: string | undefined; migrationsDir: string | undefined };
   dashboardDir: string | undefined;
-  logLevel: z.infer<typeof controlPlaneEnvSchema>['FLOTILLA_LOG_LEVEL'];
+  logLevel: z.infer<typeof coreEnvSchema>['FLOTILLA_LOG_LEVEL'];
   adminEmail: string;
+  registry: RegistrySettings;
+  gateway: GatewaySettings;
+  metrics: MetricsSettings;
+  scheduler: SchedulerSettings;
+  alerts: AlertSettings;
+  stream: StreamSettings;
+  rateLimit: RateLimitSettings;
 }
 
 export class ConfigError extends Error {
@@ -54,8 +95,11 @@ export class ConfigError extends Error {
   }
 }
 
-/** Parses the environment, listing every problem at once. */
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): ControlPlaneConfig {
+/**
+ * Parses the environment, every section at once, and throws one ConfigError listing every problem. `main.ts` passes
+ * `process.env`; tests pass a plain object. Nothing else in the app reads the environment.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv): ControlPlaneConfig {
   const parsed = controlPlaneEnvSchema.safeParse(env);
   if (!parsed.success) {
     throw new ConfigError(
@@ -79,5 +123,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ControlPlaneCo
     dashboardDir: e.FLOTILLA_DASHBOARD_DIR,
     logLevel: e.FLOTILLA_LOG_LEVEL,
     adminEmail: e.FLOTILLA_ADMIN_EMAIL,
+    registry: registrySettingsFromEnv(e),
+    gateway: gatewaySettingsFromEnv(e, (name) => env[name]),
+    metrics: metricsSettingsFromEnv(e),
+    scheduler: schedulerSettingsFromEnv(e),
+    alerts: alertSettingsFromEnv(e),
+    stream: streamSettingsFromEnv(e),
+    rateLimit: rateLimitSettingsFromEnv(e),
   };
 }

@@ -17,7 +17,7 @@ export interface OpenDatabaseOptions {
   dataDir: string;
   /** a postgres:// URL selects PostgreSQL instead of the embedded database */
   databaseUrl?: string | undefined;
-  /** default: FLOTILLA_MIGRATIONS_DIR or the nearest prisma/migrations (see resolveMigrationsDir) */
+  /** the config's FLOTILLA_MIGRATIONS_DIR; default: the nearest prisma/migrations (see resolveMigrationsDir) */
   migrationsDir?: string | undefined;
   logger?: DatabaseLogger | undefined;
   /** PostgreSQL connection pool size (default 10) */
@@ -39,7 +39,7 @@ export interface Database {
 /** Opens the configured database, applies pending migrations, and returns a Prisma client bound to it. */
 export async function openDatabase(options: OpenDatabaseOptions): Promise<Database> {
   const logger = options.logger ?? silentDatabaseLogger;
-  const migrationsDir = options.migrationsDir ?? resolveMigrationsDir();
+  const migrationsDir = resolveMigrationsDir(options.migrationsDir);
   return options.databaseUrl
     ? openPostgres(options.databaseUrl, migrationsDir, logger, options.poolMax ?? 10)
     : openPglite(join(options.dataDir, 'db'), migrationsDir, logger);

@@ -3,12 +3,11 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /**
- * Where the SQL migrations are: `FLOTILLA_MIGRATIONS_DIR` when set, otherwise the nearest `prisma/migrations` above
- * this file. Walking up works from the sources (vitest) and from the built `dist/` alike.
+ * Where the SQL migrations are: `override` (the config's FLOTILLA_MIGRATIONS_DIR) when set, otherwise the nearest
+ * `prisma/migrations` above this file. Walking up works from the sources (vitest) and from the built `dist/` alike.
  */
-export function resolveMigrationsDir(env: NodeJS.ProcessEnv = process.env, from: string = import.meta.url): string {
-  const override = env['FLOTILLA_MIGRATIONS_DIR']?.trim();
-  if (override) return resolve(override);
+export function resolveMigrationsDir(override?: string, from: string = import.meta.url): string {
+  if (override?.trim()) return resolve(override.trim());
   const start = from.startsWith('file:') ? dirname(fileURLToPath(from)) : resolve(from);
   for (let dir = start; ; dir = dirname(dir)) {
     const candidate = join(dir, 'prisma', 'migrations');

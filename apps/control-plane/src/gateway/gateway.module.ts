@@ -1,4 +1,6 @@
 import { Module } from '@nestjs/common';
+import { CONFIG } from '../app/tokens.js';
+import type { ControlPlaneConfig } from '../config/config.js';
 import { GatewayAccounting } from './accounting.js';
 import { Balancer } from './balancer.js';
 import { DeviceDirectory } from './device-directory.js';
@@ -9,13 +11,13 @@ import { GatewayMetrics } from './gateway-metrics.js';
 import { GatewayService } from './gateway.service.js';
 import { GatewayRouting } from './routing-policy.js';
 import { UsageService } from './usage.service.js';
-import { GATEWAY_SETTINGS, loadGatewaySettings, type GatewaySettings } from './gateway.settings.js';
+import { GATEWAY_SETTINGS, type GatewaySettings } from './gateway.settings.js';
 
 /** The OpenAI-compatible inference gateway (`/v1`): see docs/gateway.md. */
 @Module({
   controllers: [GatewayController],
   providers: [
-    { provide: GATEWAY_SETTINGS, useFactory: () => loadGatewaySettings(process.env) },
+    { provide: GATEWAY_SETTINGS, useFactory: (config: ControlPlaneConfig) => config.gateway, inject: [CONFIG] },
     { provide: Balancer, useFactory: (settings: GatewaySettings) => new Balancer(settings), inject: [GATEWAY_SETTINGS] },
     DeviceDirectory,
     Dispatcher,

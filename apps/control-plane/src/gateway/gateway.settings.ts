@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import { ConfigError } from '../config/config.js';
 
 export const GATEWAY_SETTINGS = Symbol('flotilla.gateway-settings');
 
@@ -16,8 +15,11 @@ const optionalString = z
   .transform((v) => (v === '' ? undefined : v))
   .optional();
 
-/** `FLOTILLA_GATEWAY_*`: limits and timers of the OpenAI-compatible gateway (defaults from PRODUCT.md §4). */
-const schema = z.object({
+/**
+ * `FLOTILLA_GATEWAY_*`: limits and timers of the OpenAI-compatible gateway (defaults from PRODUCT.md §4); a section of
+ * the control plane's config (composed by loadConfig).
+ */
+export const gatewayEnvSchema = z.object({
   FLOTILLA_GATEWAY_DEVICE_CONCURRENCY: int(1, 1000, 10),
   FLOTILLA_GATEWAY_QUEUE_LIMIT: int(0, 100_000, 1000),
   FLOTILLA_GATEWAY_QUEUE_WAIT_MS: int(0, 600_000, 10_000),
@@ -69,14 +71,15 @@ export interface GatewaySettings {
   sessionAffinity: boolean;
   /** OpenAI-compatible endpoint used when no device can serve; absent: no cloud fallback */
   cloud: CloudSettings | undefined;
+  /** the environment the config was loaded from, for the variable a fleet file names as its cloud key */
+  readEnv: EnvReader;
 }
 
-export function loadGatewaySettings(env: NodeJS.ProcessEnv = process.env): GatewaySettings {
-  const parsed = schema.safeParse(Object.fromEntries(Object.entries(env).filter(([k]) => k.startsWith('FLOTILLA_GATEWAY_'))));
-  if (!parsed.success) {
-    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
-  }
-  const e = parsed.data;
+/** Reads one variable of the environment the config was loaded from (a function, so the config never lists secrets). */
+export type EnvReader = (name: string) => string | undefined;
+
+/** `readEnv` looks up variables a fleet file names at run time (`cloudFallback.apiKeyEnv`). */
+export function gatewaySettingsFromEnv(e: z.infer<typeof gatewayEnvSchema>, readEnv: EnvReader): GatewaySettings {
   return {
     deviceConcurrency: e.FLOTILLA_GATEWAY_DEVICE_CONCURRENCY,
     queueLimit: e.FLOTILLA_GATEWAY_QUEUE_LIMIT,
@@ -101,5 +104,6 @@ export function loadGatewaySettings(env: NodeJS.ProcessEnv = process.env): Gatew
           timeoutMs: e.FLOTILLA_GATEWAY_CLOUD_TIMEOUT_MS,
         }
       : undefined,
+    readEnv,
   };
 }

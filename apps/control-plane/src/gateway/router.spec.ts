@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { RoutingSchema } from '../fleet/fleet-file.js';
 import type { CatalogModel } from './device-directory.js';
-import { loadGatewaySettings } from './gateway.settings.js';
+import { loadConfig } from '../config/config.js';
 import type { NormalizedChat } from './openai-format.js';
 import { classify, pickTierModel, servingTier, type ClassifierOptions, type TierCandidate } from './router.js';
 import { policyFromRouting, policyFromSettings, policyView } from './routing-policy.js';
@@ -23,7 +23,9 @@ const chat = (content: string, extra: Partial<NormalizedChat> = {}): NormalizedC
   ...extra,
 });
 const tools: NormalizedChat['tools'] = [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: {} } } }];
-const env = policyFromSettings(loadGatewaySettings({}));
+/** The gateway section of a config loaded from `env`. */
+const gatewaySettings = (env: Record<string, string> = {}) => loadConfig(env).gateway;
+const env = policyFromSettings(gatewaySettings());
 
 describe('classify (model auto)', () => {
   it('follows the environment defaults: short -> small; tools, JSON or keywords -> medium; long or large keywords -> large', () => {
@@ -85,7 +87,7 @@ describe('routing policy', () => {
       requestTimeoutMs: 5000,
       maxRetries: 0,
     });
-    const p = policyFromRouting(routing, loadGatewaySettings({ FLOTILLA_GATEWAY_MEDIUM_PROMPT_CHARS: '900' }), { CLOUD_KEY: 'sk-secret' });
+    const p = policyFromRouting(routing, gatewaySettings({ FLOTILLA_GATEWAY_MEDIUM_PROMPT_CHARS: '900', CLOUD_KEY: 'sk-secret' }));
     expect(p).toMatchObject({
       source: 'fleet-file',
       defaultTier: 'medium',
@@ -103,14 +105,14 @@ describe('routing policy', () => {
     expect(JSON.stringify(policyView(p))).not.toContain('sk-secret');
     expect(policyView(p).cloud?.apiKeySet).toBe(true);
     // a block without an enabled cloud fallback turns off the environment's
-    const envCloud = loadGatewaySettings({ FLOTILLA_GATEWAY_CLOUD_URL: 'http://env.test/v1' });
+    const envCloud = gatewaySettings({ FLOTILLA_GATEWAY_CLOUD_URL: 'http://env.test/v1' });
     expect(policyFromSettings(envCloud).cloud?.baseUrl).toBe('http://env.test/v1');
     expect(policyFromRouting(RoutingSchema.parse({}), envCloud).cloud).toBeUndefined();
   });
 
   it('reads new environment settings for the tiers and refuses bad ones', () => {
-    const s = loadGatewaySettings({ FLOTILLA_GATEWAY_DEFAULT_TIER: 'medium', FLOTILLA_GATEWAY_TOOLS_MIN_TIER: 'small', FLOTILLA_GATEWAY_SESSION_AFFINITY: 'false' });
+    const s = gatewaySettings({ FLOTILLA_GATEWAY_DEFAULT_TIER: 'medium', FLOTILLA_GATEWAY_TOOLS_MIN_TIER: 'small', FLOTILLA_GATEWAY_SESSION_AFFINITY: 'false' });
     expect(s).toMatchObject({ defaultTier: 'medium', toolsMinTier: 'small', sessionAffinity: false, escalateOnFailure: true });
-    expect(() => loadGatewaySettings({ FLOTILLA_GATEWAY_DEFAULT_TIER: 'huge' })).toThrow(/FLOTILLA_GATEWAY_DEFAULT_TIER/);
+    expect(() => gatewaySettings({ FLOTILLA_GATEWAY_DEFAULT_TIER: 'huge' })).toThrow(/FLOTILLA_GATEWAY_DEFAULT_TIER/);
   });
 });

@@ -60,8 +60,11 @@ export function policyFromSettings(s: GatewaySettings): RoutingPolicy {
   };
 }
 
-/** The fleet file's block over the environment's settings; the block decides every field it has. */
-export function policyFromRouting(r: Routing, s: GatewaySettings, env: NodeJS.ProcessEnv = process.env): RoutingPolicy {
+/**
+ * The fleet file's block over the environment's settings; the block decides every field it has. The cloud key is read
+ * from the variable the block names, in the environment the config was loaded from (`s.readEnv`).
+ */
+export function policyFromRouting(r: Routing, s: GatewaySettings): RoutingPolicy {
   const c = r.cloudFallback;
   const maxPromptTokens: Partial<Record<Tier, number>> = {};
   for (const tier of TIERS) {
@@ -84,7 +87,7 @@ export function policyFromRouting(r: Routing, s: GatewaySettings, env: NodeJS.Pr
     maxAttempts: r.maxRetries + 1,
     cloud:
       c.enabled && c.baseUrl && c.model
-        ? { baseUrl: c.baseUrl, model: c.model, apiKey: (c.apiKeyEnv ? env[c.apiKeyEnv] : undefined) ?? 'none', timeoutMs: c.timeoutMs }
+        ? { baseUrl: c.baseUrl, model: c.model, apiKey: (c.apiKeyEnv ? s.readEnv(c.apiKeyEnv) : undefined) ?? 'none', timeoutMs: c.timeoutMs }
         : undefined,
   };
 }

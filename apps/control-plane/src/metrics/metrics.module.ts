@@ -1,15 +1,17 @@
 import { Global, Module } from '@nestjs/common';
+import { CONFIG } from '../app/tokens.js';
+import type { ControlPlaneConfig } from '../config/config.js';
 import { FleetMetrics } from './fleet-metrics.js';
 import { HttpMetrics } from './http-metrics.js';
 import { MetricsController } from './metrics.controller.js';
 import { MetricsRegistry } from './metrics-registry.js';
-import { METRICS_SETTINGS, loadMetricsSettings } from './metrics.settings.js';
+import { METRICS_SETTINGS } from './metrics.settings.js';
 
 /** `/metrics` and the registry every module registers its metrics with (global: inject `MetricsRegistry`). */
 @Global()
 @Module({
   controllers: [MetricsController],
-  providers: [MetricsRegistry, HttpMetrics, FleetMetrics, { provide: METRICS_SETTINGS, useFactory: () => loadMetricsSettings() }],
+  providers: [MetricsRegistry, HttpMetrics, FleetMetrics, { provide: METRICS_SETTINGS, useFactory: (config: ControlPlaneConfig) => config.metrics, inject: [CONFIG] }],
   exports: [MetricsRegistry, FleetMetrics],
 })
 export class MetricsModule {}

@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import { ConfigError } from '../config/config.js';
 
 export const METRICS_SETTINGS = Symbol('flotilla.metrics-settings');
 
@@ -12,7 +11,8 @@ export interface MetricsSettings {
   token: string | undefined;
 }
 
-const schema = z.object({
+/** A section of the control plane's config (composed by loadConfig). */
+export const metricsEnvSchema = z.object({
   FLOTILLA_METRICS_TOKEN: z
     .string()
     .trim()
@@ -21,8 +21,6 @@ const schema = z.object({
     .optional(),
 });
 
-export function loadMetricsSettings(env: NodeJS.ProcessEnv = process.env): MetricsSettings {
-  const parsed = schema.safeParse(env);
-  if (!parsed.success) throw new ConfigError(parsed.error.issues.map((i) => i.message));
-  return { token: parsed.data.FLOTILLA_METRICS_TOKEN };
+export function metricsSettingsFromEnv(e: z.infer<typeof metricsEnvSchema>): MetricsSettings {
+  return { token: e.FLOTILLA_METRICS_TOKEN };
 }

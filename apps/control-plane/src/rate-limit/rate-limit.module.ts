@@ -1,6 +1,8 @@
 import { Global, Module } from '@nestjs/common';
+import { CONFIG } from '../app/tokens.js';
+import type { ControlPlaneConfig } from '../config/config.js';
 import { RateLimitService } from './rate-limit.service.js';
-import { RATE_LIMIT_SETTINGS, loadRateLimitSettings } from './rate-limit.settings.js';
+import { RATE_LIMIT_SETTINGS } from './rate-limit.settings.js';
 import { RATE_LIMIT_STORE } from './rate-limit.tokens.js';
 import { InMemoryTokenBucketStore } from './token-bucket.js';
 
@@ -9,7 +11,7 @@ import { InMemoryTokenBucketStore } from './token-bucket.js';
   providers: [
     RateLimitService,
     { provide: RATE_LIMIT_STORE, useFactory: () => new InMemoryTokenBucketStore() },
-    { provide: RATE_LIMIT_SETTINGS, useFactory: () => loadRateLimitSettings() },
+    { provide: RATE_LIMIT_SETTINGS, useFactory: (config: ControlPlaneConfig) => config.rateLimit, inject: [CONFIG] },
   ],
   exports: [RateLimitService],
 })

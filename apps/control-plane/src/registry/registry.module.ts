@@ -1,11 +1,13 @@
 import { Global, Module } from '@nestjs/common';
+import { CONFIG } from '../app/tokens.js';
+import type { ControlPlaneConfig } from '../config/config.js';
 import { DeviceQueue } from './device-queue.js';
 import { IngestStats } from './ingest-stats.js';
 import { DeviceLivenessService } from './liveness.service.js';
 import { ModelStateService } from './model-state.service.js';
 import { MqttIngestService } from './mqtt-ingest.service.js';
 import { OutboxIngestService } from './outbox-ingest.service.js';
-import { REGISTRY_SETTINGS, loadRegistrySettings } from './registry.settings.js';
+import { REGISTRY_SETTINGS } from './registry.settings.js';
 import { RetentionService } from './retention.service.js';
 import { TelemetryCache } from './telemetry-cache.js';
 
@@ -16,7 +18,7 @@ import { TelemetryCache } from './telemetry-cache.js';
 @Global()
 @Module({
   providers: [
-    { provide: REGISTRY_SETTINGS, useFactory: () => loadRegistrySettings() },
+    { provide: REGISTRY_SETTINGS, useFactory: (config: ControlPlaneConfig) => config.registry, inject: [CONFIG] },
     IngestStats,
     DeviceQueue,
     TelemetryCache,

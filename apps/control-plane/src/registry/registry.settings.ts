@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import { ConfigError } from '../config/config.js';
 
 /** Injection token for RegistrySettings. */
 export const REGISTRY_SETTINGS = Symbol('flotilla.registry-settings');
@@ -7,10 +6,7 @@ export const REGISTRY_SETTINGS = Symbol('flotilla.registry-settings');
 const seconds = (fallback: number, max: number) => z.coerce.number().min(0).max(max).default(fallback);
 const days = (fallback: number) => z.coerce.number().positive().max(3650).default(fallback);
 
-/**
- * Registry and ingest settings, read from the environment at boot (kept beside the module until they move into
- * ControlPlaneConfig; same fail-fast rules).
- */
+/** Registry and ingest variables: a section of the control plane's config (composed by loadConfig). */
 export const registryEnvSchema = z.object({
   /** after a control-plane start, devices still marked online that have not come back by then become offline */
   FLOTILLA_DEVICE_RECONNECT_GRACE_S: seconds(30, 3600),
@@ -47,14 +43,8 @@ export interface RegistrySettings {
 
 const DAY_MS = 24 * 3600 * 1000;
 
-export function loadRegistrySettings(env: NodeJS.ProcessEnv = process.env): RegistrySettings {
-  const parsed = registryEnvSchema.safeParse(env);
-  if (!parsed.success) {
-    throw new ConfigError(parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`));
-  }
-  const e = parsed.data;
-  return {
-    reconnectGraceMs: e.FLOTILLA_DEVICE_RECONNECT_GRACE_S * 1000,
+export function registrySettingsFromEnv(e: z.infer<typeof registryEnvSchema>): RegistrySettings {
+  return {    reconnectGraceMs: e.FLOTILLA_DEVICE_RECONNECT_GRACE_S * 1000,
     flushIntervalMs: e.FLOTILLA_INGEST_FLUSH_MS,
     flushEntries: e.FLOTILLA_INGEST_FLUSH_ENTRIES,
     maxBufferedEntries: e.FLOTILLA_INGEST_MAX_BUFFERED,

@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import { ConfigError } from '../config/config.js';
 import type { PlannerOptions } from './planner.js';
 
 export const SCHEDULER_SETTINGS = Symbol('flotilla.scheduler-settings');
@@ -15,7 +14,8 @@ export interface SchedulerSettings {
   planner: PlannerOptions;
 }
 
-const schema = z.object({
+/** `FLOTILLA_SCHEDULER_*`: a section of the control plane's config (composed by loadConfig). */
+export const schedulerEnvSchema = z.object({
   FLOTILLA_SCHEDULER_DEBOUNCE_MS: z.coerce.number().int().min(0).max(10_000).default(200),
   FLOTILLA_SCHEDULER_INTERVAL_S: z.coerce.number().min(0.1).max(3600).default(5),
   FLOTILLA_SCHEDULER_FAILURE_BACKOFF_S: z.coerce.number().min(0).max(86_400).default(600),
@@ -24,10 +24,7 @@ const schema = z.object({
   FLOTILLA_SCHEDULER_DISK_HEADROOM_MIB: z.coerce.number().min(0).max(1_048_576).default(512),
 });
 
-export function loadSchedulerSettings(env: NodeJS.ProcessEnv = process.env): SchedulerSettings {
-  const parsed = schema.safeParse(env);
-  if (!parsed.success) throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
-  const s = parsed.data;
+export function schedulerSettingsFromEnv(s: z.infer<typeof schedulerEnvSchema>): SchedulerSettings {
   return {
     debounceMs: s.FLOTILLA_SCHEDULER_DEBOUNCE_MS,
     intervalMs: Math.round(s.FLOTILLA_SCHEDULER_INTERVAL_S * 1000),

@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import { ConfigError } from '../config/config.js';
 
 export const STREAM_SETTINGS = Symbol('flotilla.stream-settings');
 
@@ -12,18 +11,17 @@ export interface StreamSettings {
   reauthenticateMs: number;
 }
 
-const schema = z.object({
+/** `FLOTILLA_EVENT_STREAM_*`: a section of the control plane's config (composed by loadConfig). */
+export const streamEnvSchema = z.object({
   FLOTILLA_EVENT_STREAM_HEARTBEAT_S: z.coerce.number().min(0.1).max(300).default(15),
   FLOTILLA_EVENT_STREAM_MAX_CLIENTS: z.coerce.number().int().min(1).max(100_000).default(500),
   FLOTILLA_EVENT_STREAM_REAUTH_S: z.coerce.number().min(0.1).max(3600).default(60),
 });
 
-export function loadStreamSettings(env: NodeJS.ProcessEnv = process.env): StreamSettings {
-  const parsed = schema.safeParse(env);
-  if (!parsed.success) throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
+export function streamSettingsFromEnv(e: z.infer<typeof streamEnvSchema>): StreamSettings {
   return {
-    heartbeatMs: parsed.data.FLOTILLA_EVENT_STREAM_HEARTBEAT_S * 1000,
-    maxClients: parsed.data.FLOTILLA_EVENT_STREAM_MAX_CLIENTS,
-    reauthenticateMs: parsed.data.FLOTILLA_EVENT_STREAM_REAUTH_S * 1000,
+    heartbeatMs: e.FLOTILLA_EVENT_STREAM_HEARTBEAT_S * 1000,
+    maxClients: e.FLOTILLA_EVENT_STREAM_MAX_CLIENTS,
+    reauthenticateMs: e.FLOTILLA_EVENT_STREAM_REAUTH_S * 1000,
   };
 }

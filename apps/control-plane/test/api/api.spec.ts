@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { RouteCatalog } from '../../src/openapi/route-catalog.js';
-import { api, type TestControlPlane } from '../support/control-plane.js';
+import { api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
 import { describeBackends } from '../support/databases.js';
-import { enrollDevice, loginAdmin, loginAs, startWithEnv } from '../observability/helpers.js';
+import { enrollDevice, loginAdmin, loginAs } from '../observability/helpers.js';
 
 interface Operation {
   operationId: string;
@@ -29,7 +29,7 @@ describeBackends('REST API surface', (backend) => {
   let admin: string;
 
   beforeAll(async () => {
-    t = await startWithEnv(backend, {
+    t = await startTestControlPlane(backend, {
       FLOTILLA_METRICS_TOKEN: METRICS_TOKEN,
       FLOTILLA_RATE_LIMIT_LOGIN_PER_IP: '12',
       FLOTILLA_RATE_LIMIT_LOGIN_PER_ACCOUNT: '3',

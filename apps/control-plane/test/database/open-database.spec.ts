@@ -22,14 +22,14 @@ const repoMigrations = join(dirname(fileURLToPath(import.meta.url)), '..', '..',
 
 describe('resolveMigrationsDir', () => {
   it('finds prisma/migrations above the sources and above the built dist/', () => {
-    expect(resolveMigrationsDir({})).toBe(repoMigrations);
+    expect(resolveMigrationsDir()).toBe(repoMigrations);
     const fromDist = new URL('../../dist/database/migrations-dir.js', import.meta.url).href;
-    expect(resolveMigrationsDir({}, fromDist)).toBe(repoMigrations);
+    expect(resolveMigrationsDir(undefined, fromDist)).toBe(repoMigrations);
   });
 
-  it('prefers FLOTILLA_MIGRATIONS_DIR and says what to set when nothing is found', () => {
-    expect(resolveMigrationsDir({ FLOTILLA_MIGRATIONS_DIR: '/opt/flotilla/migrations' })).toBe('/opt/flotilla/migrations');
-    expect(() => resolveMigrationsDir({}, '/')).toThrow(/No prisma\/migrations folder found above \/\. Set FLOTILLA_MIGRATIONS_DIR/);
+  it('prefers the configured FLOTILLA_MIGRATIONS_DIR and says what to set when nothing is found', () => {
+    expect(resolveMigrationsDir('/opt/flotilla/migrations')).toBe('/opt/flotilla/migrations');
+    expect(() => resolveMigrationsDir(undefined, '/')).toThrow(/No prisma\/migrations folder found above \/\. Set FLOTILLA_MIGRATIONS_DIR/);
   });
 });
 

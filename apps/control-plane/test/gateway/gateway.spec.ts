@@ -26,7 +26,6 @@ describeBackends('gateway (issue 5)', (backend) => {
   let gatewayKey: string;
   let adminToken: string;
   let cloud: Awaited<ReturnType<typeof startCloudStandIn>>;
-  const restoreEnv: Record<string, string | undefined> = {};
   let small: TestModelFile;
 
   const scrape = async (): Promise<Map<string, Family>> => parsePrometheusText(await (await fetch(`${t.cp.url}/metrics`)).text());
@@ -49,11 +48,7 @@ describeBackends('gateway (issue 5)', (backend) => {
       FLOTILLA_GATEWAY_CLOUD_URL: cloud.url,
       FLOTILLA_GATEWAY_CLOUD_MODEL: 'gpt-stand-in',
     };
-    for (const [k, v] of Object.entries(env)) {
-      restoreEnv[k] = process.env[k];
-      process.env[k] = v;
-    }
-    t = await startTestControlPlane(backend);
+    t = await startTestControlPlane(backend, env);
     ({ adminToken, gatewayKey } = await adminLogin(t.cp, t.isolated.dataDir));
     client = new OpenAI({ baseURL: `${t.cp.url}/v1`, apiKey: gatewayKey, maxRetries: 0 });
 
@@ -88,10 +83,6 @@ describeBackends('gateway (issue 5)', (backend) => {
     await t?.dispose();
     await cloud?.close();
     if (base) await rm(base, { recursive: true, force: true });
-    for (const [k, v] of Object.entries(restoreEnv)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
   }, 60_000);
 
   const ask = { model: 'tiny-m', messages: [{ role: 'user' as const, content: 'Say hello.' }], max_tokens: 24, temperature: 0, seed: 7 };

@@ -2,25 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ControlPlane } from '../../src/app/create-app.js';
 import { hashPassword } from '../../src/auth/secrets.js';
-import { api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
-import type { TestBackend } from '../support/databases.js';
-
-/**
- * Starts a test control plane with extra FLOTILLA_* variables that modules read from process.env at boot
- * (metrics, stream, alert and rate-limit settings), restoring the environment afterwards.
- */
-export async function startWithEnv(backend: TestBackend, vars: Record<string, string>): Promise<TestControlPlane> {
-  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
-  Object.assign(process.env, vars);
-  try {
-    return await startTestControlPlane(backend);
-  } finally {
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  }
-}
+import { api, type TestControlPlane } from '../support/control-plane.js';
 
 export async function loginAdmin(t: TestControlPlane): Promise<string> {
   const creds = JSON.parse(await readFile(join(t.isolated.dataDir, 'initial-credentials.json'), 'utf8')) as { adminEmail: string; adminPassword: string };

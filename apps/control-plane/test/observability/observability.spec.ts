@@ -5,10 +5,10 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { AlertsService } from '../../src/alerts/alerts.service.js';
 import { FleetEvents, type FleetEvent } from '../../src/events/fleet-events.js';
 import type { Prisma } from '../../src/generated/prisma/client.js';
-import { api, type TestControlPlane } from '../support/control-plane.js';
+import { api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
 import { describeBackends } from '../support/databases.js';
 import { pollUntil } from '../support/poll.js';
-import { enrollDevice, loginAdmin, loginAs, startWithEnv } from './helpers.js';
+import { enrollDevice, loginAdmin, loginAs } from './helpers.js';
 import { parsePrometheusText, sampleValue } from './prometheus-text.js';
 import { openSse } from './sse-client.js';
 
@@ -21,7 +21,7 @@ describeBackends('observability', (backend) => {
 
   beforeAll(async () => {
     // Alerts are evaluated on demand here (and after device status changes), heartbeats come fast.
-    t = await startWithEnv(backend, { FLOTILLA_ALERT_EVALUATE_EVERY_S: '0', FLOTILLA_EVENT_STREAM_HEARTBEAT_S: '0.3', FLOTILLA_EVENT_STREAM_REAUTH_S: '0.3' });
+    t = await startTestControlPlane(backend, { FLOTILLA_ALERT_EVALUATE_EVERY_S: '0', FLOTILLA_EVENT_STREAM_HEARTBEAT_S: '0.3', FLOTILLA_EVENT_STREAM_REAUTH_S: '0.3' });
     t.cp.app.get(FleetEvents).onAny((e) => events.push(e));
     admin = await loginAdmin(t);
   });

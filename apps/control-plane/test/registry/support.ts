@@ -38,20 +38,7 @@ export async function startRegistryControlPlane(backend: TestBackend, env: Recor
     },
   });
   const logger = pino({ level: 'info' }, sink);
-  // Registry settings are read from the environment when the module starts.
-  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
-  const withEnv = async <T>(fn: () => Promise<T>): Promise<T> => {
-    Object.assign(process.env, env);
-    try {
-      return await fn();
-    } finally {
-      for (const [k, v] of Object.entries(saved)) {
-        if (v === undefined) delete process.env[k];
-        else process.env[k] = v;
-      }
-    }
-  };
-  let cp = await withEnv(() => startControlPlane(testConfig(isolated, env), logger)).catch(async (error: unknown) => {
+  let cp = await startControlPlane(testConfig(isolated, env), logger).catch(async (error: unknown) => {
     await isolated.dispose();
     throw error;
   });
@@ -65,7 +52,7 @@ export async function startRegistryControlPlane(backend: TestBackend, env: Recor
     adminToken: login.body.token,
     async restart() {
       await cp.close();
-      cp = await withEnv(() => startControlPlane(testConfig(isolated, env), logger));
+      cp = await startControlPlane(testConfig(isolated, env), logger);
       return cp;
     },
     async dispose() {
