@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { CONFIG_SECTIONS, ConfigError, controlPlaneEnvSchema, loadConfig } from './config.js';
 
@@ -85,5 +86,33 @@ describe('loadConfig', () => {
     const keys = Object.values(CONFIG_SECTIONS).flatMap((section) => Object.keys(section.shape));
     expect(new Set(keys).size).toBe(keys.length);
     expect(keys.sort()).toEqual(Object.keys(controlPlaneEnvSchema.shape).sort());
+  });
+});
+
+describe('docs/configuration.md', () => {
+  const doc = readFileSync(new URL('../../../../docs/configuration.md', import.meta.url), 'utf8');
+  // | `VARIABLE` | default | section | what |
+  const rows = new Map(
+    [...doc.matchAll(/^\| `([A-Z_]+)` \| ([^|]+) \| ([^|]+) \|/gm)].map((m) => [m[1] as string, { defaultCell: (m[2] as string).trim(), section: (m[3] as string).trim() }]),
+  );
+  const sectionOf = new Map(Object.entries(CONFIG_SECTIONS).flatMap(([name, section]) => Object.keys(section.shape).map((key) => [key, name])));
+
+  it('has one row per variable of the composed schema, in its section, and no other', () => {
+    expect([...rows.keys()].sort()).toEqual(Object.keys(controlPlaneEnvSchema.shape).sort());
+    for (const [key, row] of rows) expect(row.section, key).toBe(sectionOf.get(key));
+  });
+
+  it("gives each variable the schema's default", () => {
+    const shape: Record<string, { parse(value: unknown): unknown }> = controlPlaneEnvSchema.shape;
+    for (const [key, { defaultCell }] of rows) {
+      const fallback = shape[key]?.parse(undefined);
+      const literal = /^`([^`]*)`$/.exec(defaultCell)?.[1];
+      if (literal === undefined) {
+        expect(defaultCell, key).toMatch(/^\(unset/);
+        expect(fallback, key).toBeUndefined();
+      } else {
+        expect(String(fallback), key).toBe(literal);
+      }
+    }
   });
 });
