@@ -7,6 +7,7 @@ import type { ControlPlaneConfig } from '../config/config.js';
 import type { Database } from '../database/index.js';
 import { DevicesModule } from '../devices/devices.module.js';
 import { EnrollmentModule } from '../enrollment/enrollment.module.js';
+import { IdentityModule } from '../identity/identity.module.js';
 import { EventsModule } from '../events/events.module.js';
 import type { ReadinessCheck } from '../health/health.controller.js';
 import { HealthModule } from '../health/health.module.js';
@@ -64,6 +65,7 @@ export class AppModule {
         AuthModule,
         HealthModule,
         EnrollmentModule,
+        IdentityModule,
         DevicesModule,
         GatewayModule,
         FleetModule,
