@@ -36,6 +36,8 @@ export interface AppParts {
 export interface Endpoints {
   httpPort: number;
   mqttPort: number;
+  /** set when MQTT over TLS is configured */
+  mqttTlsPort: number | undefined;
 }
 
 @Module({})

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
 // Brings reply.sendFile into Fastify's types (the plugin itself is registered by useStaticAssets).
 import type {} from '@fastify/static';
@@ -44,6 +44,9 @@ export const MAX_BODY_BYTES = 1024 * 1024;
 export async function startControlPlane(config: ControlPlaneConfig, logger: Logger = createLogger(config.logLevel)): Promise<ControlPlane> {
   await assertPortFree({ host: config.http.host, port: config.http.port, variable: 'FLOTILLA_HTTP_PORT', purpose: 'HTTP' });
   await assertPortFree({ host: config.mqtt.host, port: config.mqtt.port, variable: 'FLOTILLA_MQTT_PORT', purpose: 'MQTT' });
+  if (config.mqtt.tls) {
+    await assertPortFree({ host: config.mqtt.host, port: config.mqtt.tls.port, variable: 'FLOTILLA_MQTT_TLS_PORT', purpose: 'MQTT over TLS' });
+  }
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
 
   const closers: (() => Promise<void>)[] = [];
@@ -69,12 +72,21 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
       keepaliveLimitSeconds: config.mqtt.keepaliveLimitSeconds,
       maxMessageBytes: config.mqtt.maxMessageBytes,
       security: new DeviceBrokerSecurity(database),
+      tls: config.mqtt.tls
+        ? {
+            host: config.mqtt.host,
+            port: config.mqtt.tls.port,
+            cert: await readFile(config.mqtt.tls.certFile),
+            key: await readFile(config.mqtt.tls.keyFile),
+            ca: config.mqtt.tls.caFile ? await readFile(config.mqtt.tls.caFile) : undefined,
+          }
+        : undefined,
       logger: logger.child({ component: 'broker' }),
     });
     closers.push(() => broker.close());
 
     const adapter = new FastifyAdapter({ bodyLimit: MAX_BODY_BYTES });
-    const endpoints: Endpoints = { httpPort: config.http.port, mqttPort: broker.port };
+    const endpoints: Endpoints = { httpPort: config.http.port, mqttPort: broker.port, mqttTlsPort: broker.tlsPort };
     const app = await NestFactory.create<NestFastifyApplication>(AppModule.register({ config, logger, database, broker, endpoints }), adapter, {
       logger: new PinoNestLogger(logger.child({ component: 'nest' })),
       abortOnError: false,

@@ -74,6 +74,21 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ FLOTILLA_GATEWAY_DEFAULT_TIER: 'huge' })).toThrow(ConfigError);
   });
 
+  it('needs the MQTT TLS certificate and key together, as existing files', () => {
+    let error: unknown;
+    try {
+      loadConfig({ FLOTILLA_MQTT_TLS_CERT_FILE: '/nonexistent/cert.pem', FLOTILLA_HTTP_PORT: 'x' });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const problems = (error as ConfigError).problems;
+    expect(problems).toContain('FLOTILLA_MQTT_TLS_CERT_FILE and FLOTILLA_MQTT_TLS_KEY_FILE must be set together');
+    expect(problems).toContain('FLOTILLA_MQTT_TLS_CERT_FILE: no such file /nonexistent/cert.pem');
+    expect(problems.some((p) => p.startsWith('FLOTILLA_HTTP_PORT'))).toBe(true);
+    expect(loadConfig({}).mqtt.tls).toBeUndefined();
+  });
+
   it('treats blank values as unset where the sections always did', () => {
     expect(loadConfig({ DATABASE_URL: '' }).database.url).toBeUndefined();
     const config = loadConfig({ FLOTILLA_ALERT_LATENCY_MS: ' ', FLOTILLA_RATE_LIMIT_LOGIN_PER_IP: '', FLOTILLA_METRICS_TOKEN: '' });

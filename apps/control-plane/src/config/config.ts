@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { alertEnvSchema, alertSettingsFromEnv, type AlertSettings } from '../alerts/alert.settings.js';
@@ -42,6 +43,10 @@ export const coreEnvSchema = z.object({
   FLOTILLA_ADMIN_EMAIL: z.email({ error: 'FLOTILLA_ADMIN_EMAIL must be an e-mail address' }).default('admin@flotilla.local'),
   FLOTILLA_MQTT_KEEPALIVE_LIMIT_S: z.coerce.number().int().min(0).max(3600).default(120),
   FLOTILLA_MQTT_MAX_MESSAGE_BYTES: z.coerce.number().int().min(1024).max(256 * 1024 * 1024).default(1024 * 1024),
+  FLOTILLA_MQTT_TLS_PORT: port('FLOTILLA_MQTT_TLS_PORT', 8883),
+  FLOTILLA_MQTT_TLS_CERT_FILE: optionalString,
+  FLOTILLA_MQTT_TLS_KEY_FILE: optionalString,
+  FLOTILLA_MQTT_TLS_CA_FILE: optionalString,
 });
 
 /**
@@ -74,7 +79,14 @@ export const controlPlaneEnvSchema = z.object({
 export interface ControlPlaneConfig {
   dataDir: string;
   http: { host: string; port: number; publicUrl: string | undefined };
-  mqtt: { host: string; port: number; keepaliveLimitSeconds: number; maxMessageBytes: number };
+  mqtt: {
+    host: string;
+    port: number;
+    keepaliveLimitSeconds: number;
+    maxMessageBytes: number;
+    /** MQTT over TLS beside plain TCP, when a certificate and key are configured */
+    tls: { port: number; certFile: string; keyFile: string; caFile: string | undefined } | undefined;
+  };
   database: { url: string | undefined; migrationsDir: string | undefined };
   dashboardDir: string | undefined;
   logLevel: z.infer<typeof coreEnvSchema>['FLOTILLA_LOG_LEVEL'];
@@ -101,13 +113,17 @@ export class ConfigError extends Error {
  */
 export function loadConfig(env: NodeJS.ProcessEnv): ControlPlaneConfig {
   const parsed = controlPlaneEnvSchema.safeParse(env);
-  if (!parsed.success) {
-    throw new ConfigError(
-      parsed.error.issues.map((issue) => {
-        const key = issue.path.join('.');
-        return issue.message.includes(key) ? issue.message : `${key}: ${issue.message}`;
-      }),
-    );
+  const problems = tlsProblems(env);
+  if (!parsed.success || problems.length > 0) {
+    throw new ConfigError([
+      ...(parsed.success
+        ? []
+        : parsed.error.issues.map((issue) => {
+            const key = issue.path.join('.');
+            return issue.message.includes(key) ? issue.message : `${key}: ${issue.message}`;
+          })),
+      ...problems,
+    ]);
   }
   const e = parsed.data;
   return {
@@ -118,6 +134,10 @@ export function loadConfig(env: NodeJS.ProcessEnv): ControlPlaneConfig {
       port: e.FLOTILLA_MQTT_PORT,
       keepaliveLimitSeconds: e.FLOTILLA_MQTT_KEEPALIVE_LIMIT_S,
       maxMessageBytes: e.FLOTILLA_MQTT_MAX_MESSAGE_BYTES,
+      tls:
+        e.FLOTILLA_MQTT_TLS_CERT_FILE && e.FLOTILLA_MQTT_TLS_KEY_FILE
+          ? { port: e.FLOTILLA_MQTT_TLS_PORT, certFile: e.FLOTILLA_MQTT_TLS_CERT_FILE, keyFile: e.FLOTILLA_MQTT_TLS_KEY_FILE, caFile: e.FLOTILLA_MQTT_TLS_CA_FILE }
+          : undefined,
     },
     database: { url: e.DATABASE_URL, migrationsDir: e.FLOTILLA_MIGRATIONS_DIR },
     dashboardDir: e.FLOTILLA_DASHBOARD_DIR,
@@ -131,4 +151,20 @@ export function loadConfig(env: NodeJS.ProcessEnv): ControlPlaneConfig {
     stream: streamSettingsFromEnv(e),
     rateLimit: rateLimitSettingsFromEnv(e),
   };
+}
+
+/** TLS needs a certificate and a key together, and every named file must exist. */
+function tlsProblems(env: NodeJS.ProcessEnv): string[] {
+  const value = (name: string) => env[name]?.trim() || undefined;
+  const cert = value('FLOTILLA_MQTT_TLS_CERT_FILE');
+  const key = value('FLOTILLA_MQTT_TLS_KEY_FILE');
+  const problems: string[] = [];
+  if (Boolean(cert) !== Boolean(key)) {
+    problems.push('FLOTILLA_MQTT_TLS_CERT_FILE and FLOTILLA_MQTT_TLS_KEY_FILE must be set together');
+  }
+  for (const name of ['FLOTILLA_MQTT_TLS_CERT_FILE', 'FLOTILLA_MQTT_TLS_KEY_FILE', 'FLOTILLA_MQTT_TLS_CA_FILE']) {
+    const file = value(name);
+    if (file && !existsSync(file)) problems.push(`${name}: no such file ${file}`);
+  }
+  return problems;
 }

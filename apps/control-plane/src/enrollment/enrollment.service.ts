@@ -93,7 +93,9 @@ export class EnrollmentService {
     const host = publicUrl?.hostname ?? (isWildcard(this.config.mqtt.host) ? '127.0.0.1' : this.config.mqtt.host);
     const wsScheme = publicUrl?.protocol === 'https:' ? 'wss' : 'ws';
     const wsPort = publicUrl?.port || String(this.endpoints.httpPort);
-    return [`mqtt://${host}:${this.endpoints.mqttPort}`, `${wsScheme}://${host}:${wsPort}/mqtt`];
+    // Agents try these in order (failing over after repeated connect failures): TLS first when it is on.
+    const tls = this.endpoints.mqttTlsPort === undefined ? [] : [`mqtts://${host}:${this.endpoints.mqttTlsPort}`];
+    return [...tls, `mqtt://${host}:${this.endpoints.mqttPort}`, `${wsScheme}://${host}:${wsPort}/mqtt`];
   }
 }
 

@@ -9,6 +9,7 @@ import { startControlPlane } from '../../src/app/create-app.js';
 import { PortInUseError } from '../../src/common/ports.js';
 import { createIsolatedDatabase, describeBackends } from '../support/databases.js';
 import { api, startTestControlPlane, testConfig, type TestControlPlane } from '../support/control-plane.js';
+import { selfSignedCertificate } from '../support/tls.js';
 
 describeBackends('control plane start-up', (backend) => {
   let t: TestControlPlane;
@@ -117,6 +118,41 @@ describe('control plane ports', () => {
     } finally {
       await new Promise((r) => holder.close(r));
       await isolated.dispose();
+    }
+  });
+});
+
+describe('control plane MQTT over TLS', () => {
+  it('serves mqtts:// when a certificate is configured and hands enrolling devices that URL first', async () => {
+    const certificate = await selfSignedCertificate();
+    const t = await startTestControlPlane('pglite', {
+      FLOTILLA_MQTT_TLS_PORT: '0',
+      FLOTILLA_MQTT_TLS_CERT_FILE: certificate.certFile,
+      FLOTILLA_MQTT_TLS_KEY_FILE: certificate.keyFile,
+    });
+    try {
+      const creds = JSON.parse(await readFile(join(t.isolated.dataDir, 'initial-credentials.json'), 'utf8')) as Record<string, string>;
+      const login = await api<{ token: string }>(t.cp, '/api/v1/auth/login', { body: { email: creds.adminEmail, password: creds.adminPassword } });
+      const minted = await api<{ token: string }>(t.cp, '/api/v1/enrollment-tokens', { token: login.body.token, body: {} });
+      const enrolled = await api<{ deviceId: string; mqtt: { username: string; password: string; urls: string[] } }>(t.cp, '/api/v1/enroll', {
+        body: { token: minted.body.token },
+      });
+      const tlsUrl = `mqtts://127.0.0.1:${t.cp.broker.tlsPort}`;
+      expect(enrolled.body.mqtt.urls[0]).toBe(tlsUrl);
+      expect(enrolled.body.mqtt.urls).toContain(`mqtt://127.0.0.1:${t.cp.mqttPort}`);
+      const client = await connectAsync(tlsUrl, {
+        clientId: enrolled.body.deviceId,
+        username: enrolled.body.mqtt.username,
+        password: enrolled.body.mqtt.password,
+        ca: certificate.cert,
+        servername: 'localhost',
+        reconnectPeriod: 0,
+      });
+      await client.subscribeAsync(topics.desired(enrolled.body.deviceId), { qos: 1 });
+      await client.endAsync(true);
+    } finally {
+      await t.dispose();
+      await certificate.dispose();
     }
   });
 });
