@@ -1,4 +1,3 @@
-/* global console, process, fetch, performance, setTimeout */
 // `npm run bench`: the gateway's added latency and throughput against calling the device agent's local
 // OpenAI-compatible endpoint directly. Starts a real control plane (built, as a process) and one real agent; tools
 // never import apps, so everything goes through processes, HTTP and MQTT.
@@ -14,10 +13,9 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { root, workspaceEnv } from '../scripts/workspace.mjs';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 200);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 4);
 const MAX_TOKENS = Number(process.env.BENCH_MAX_TOKENS ?? 16);
@@ -26,11 +24,14 @@ const BLOCKS = Math.max(1, Number(process.env.BENCH_BLOCKS ?? 4));
 const PRESET = process.env.BENCH_MODEL ?? 'tiny';
 const MODEL = `bench-${PRESET}`;
 
-const env = { ...process.env, NX_NO_CLOUD: 'true', NODE_LLAMA_CPP_GPU: 'false', NODE_LLAMA_CPP_SKIP_DOWNLOAD: 'true' };
-const tsc = (project) => execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', project], { cwd: root, stdio: 'inherit', env });
-console.log('building tools and the control plane...');
-tsc('tools/tsconfig.lib.json');
-tsc('apps/control-plane/tsconfig.app.json');
+const env = workspaceEnv({ NODE_LLAMA_CPP_GPU: 'false' });
+// Through Nx, so a fresh clone gets the Prisma client generated and the agent bundled first (cached afterwards).
+console.log('building the tools, the control plane and the agent (cached by Nx)...');
+execFileSync('npx', ['nx', 'run-many', '-t', 'build', '-p', '@flotilla/tools', '@flotilla/control-plane', '@flotilla/device-agent', '--outputStyle=static'], {
+  cwd: root,
+  stdio: ['ignore', 'ignore', 'inherit'],
+  env,
+});
 const { ensureModel } = await import(join(root, 'tools/dist/models/index.js'));
 const { startAgents, stopAgents, freePort } = await import(join(root, 'tools/dist/sim/index.js'));
 

@@ -4,17 +4,9 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { root, workspaceEnv } from './workspace.mjs';
 
-const root = resolve(new URL('../..', import.meta.url).pathname);
-const env = {
-  ...process.env,
-  NX_NO_CLOUD: 'true',
-  NX_ISOLATE_PLUGINS: 'false',
-  NX_DAEMON: process.env.NX_DAEMON ?? 'false',
-  NX_TUI: 'false',
-  NODE_LLAMA_CPP_SKIP_DOWNLOAD: 'true',
-};
+const env = workspaceEnv();
 const dataDir = resolve(root, process.env.FLOTILLA_DATA_DIR ?? '.flotilla');
 env.FLOTILLA_DATA_DIR = dataDir;
 const agentDataDir = resolve(process.env.FLOTILLA_AGENT_DATA_DIR ?? join(dataDir, 'agent'));
@@ -102,20 +94,8 @@ async function deployTinyModel(token) {
   });
   if (generated.status !== 0) throw new Error('could not generate the tiny model');
   const model = JSON.parse(generated.stdout.toString().trim().split('\n').at(-1));
-  await api('/api/v1/models', {
-    method: 'POST',
-    token,
-    body: {
-      name: 'flotilla-tiny',
-      sourceUrl: pathToFileURL(model.path).href,
-      sha256: model.sha256,
-      sizeBytes: model.sizeBytes,
-      quantization: model.quantization,
-      memoryBytes: 64 * 1024 * 1024,
-      contextLength: model.contextLength,
-      tier: 'small',
-    },
-  });
+  const { catalogEntry } = await import(join(root, 'tools/dist/models/index.js'));
+  await api('/api/v1/models', { method: 'POST', token, body: catalogEntry(model, { name: 'flotilla-tiny', memoryBytes: 64 * 1024 * 1024 }) });
   await api('/api/v1/deployments', {
     method: 'POST',
     token,

@@ -4,17 +4,9 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { root, workspaceEnv } from './workspace.mjs';
 
-const root = new URL('../..', import.meta.url).pathname;
-const env = {
-  ...process.env,
-  NX_NO_CLOUD: 'true',
-  NX_ISOLATE_PLUGINS: 'false',
-  NX_DAEMON: process.env.NX_DAEMON ?? 'false',
-  NX_TUI: 'false',
-  NODE_LLAMA_CPP_GPU: process.env.NODE_LLAMA_CPP_GPU ?? 'false',
-  NODE_LLAMA_CPP_SKIP_DOWNLOAD: 'true',
-};
+const env = workspaceEnv({ NODE_LLAMA_CPP_GPU: process.env.NODE_LLAMA_CPP_GPU ?? 'false' });
 const projects = ['protocol', 'tools', 'control-plane', 'device-agent', 'dashboard'];
 const projectDirs = { protocol: 'libs/protocol', tools: 'tools', 'control-plane': 'apps/control-plane', 'device-agent': 'apps/device-agent', dashboard: 'apps/dashboard' };
 

@@ -5,3 +5,4 @@ export * from './gguf.js';
 export * from './vocab.js';
 export { runModelsCli } from './cli-main.js';
 export type { CliIo } from './cli-main.js';
+export * from './catalog-entry.js';

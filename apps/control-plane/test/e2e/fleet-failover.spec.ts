@@ -1,8 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { ensureModel } from '@flotilla/tools/models';
+import { catalogEntry, ensureModel } from '@flotilla/tools/models';
 import { startAgents, stopAgents, type SimAgent } from '@flotilla/tools/sim';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
@@ -52,19 +51,7 @@ describeBackends('fleet failover with real agents', (backend) => {
       await pollUntil(async () => (await detail(agent.deviceId)).status === 'online', { timeoutMs: 20_000, what: `${agent.name} online` });
     }
     const model = await ensureModel('tiny');
-    const created = await api(t.cp, '/api/v1/models', {
-      token,
-      body: {
-        name: 'e2e-tiny',
-        sourceUrl: pathToFileURL(model.path).href,
-        sha256: model.sha256,
-        sizeBytes: model.sizeBytes,
-        quantization: model.quantization,
-        memoryBytes: 64 * 1024 * 1024,
-        contextLength: model.contextLength,
-        tier: 'small',
-      },
-    });
+    const created = await api(t.cp, '/api/v1/models', { token, body: catalogEntry(model, { name: 'e2e-tiny', memoryBytes: 64 * 1024 * 1024 }) });
     expect(created.status).toBe(201);
     expect((await api(t.cp, '/api/v1/deployments', { token, body: { name: 'e2e', model: 'e2e-tiny', replicas: 1, contextSize: 1024 } })).status).toBe(201);
 
