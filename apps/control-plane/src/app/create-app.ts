@@ -85,7 +85,8 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
     });
     closers.push(() => broker.close());
 
-    const adapter = new FastifyAdapter({ bodyLimit: MAX_BODY_BYTES });
+    // trustProxy: per-address rate limits see the client behind a reverse proxy, not the proxy.
+    const adapter = new FastifyAdapter({ bodyLimit: MAX_BODY_BYTES, trustProxy: config.http.trustProxy });
     const endpoints: Endpoints = { httpPort: config.http.port, mqttPort: broker.port, mqttTlsPort: broker.tlsPort };
     const app = await NestFactory.create<NestFastifyApplication>(AppModule.register({ config, logger, database, broker, endpoints }), adapter, {
       logger: new PinoNestLogger(logger.child({ component: 'nest' })),

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { alertEnvSchema, alertSettingsFromEnv, type AlertSettings } from '../alerts/alert.settings.js';
@@ -23,11 +24,43 @@ const optionalString = z
   .transform((value) => (value === '' ? undefined : value))
   .optional();
 
+/** proxy-addr's named ranges, accepted in FLOTILLA_TRUST_PROXY beside addresses and CIDRs */
+const PROXY_RANGE_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+function isProxyAddress(entry: string): boolean {
+  if (PROXY_RANGE_NAMES.has(entry)) return true;
+  const [address = '', prefix, ...rest] = entry.split('/');
+  const family = isIP(address);
+  if (family === 0 || rest.length > 0) return false;
+  if (prefix === undefined) return true;
+  return /^[0-9]{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128);
+}
+
+/** unset or `false`: off; `true`: trust every hop; else a comma-separated list of proxy addresses/CIDRs */
+const trustProxy = optionalString.pipe(
+  z
+    .string()
+    .optional()
+    .transform((value, ctx): boolean | string[] | undefined => {
+      if (value === undefined) return undefined;
+      if (value === 'false') return false;
+      if (value === 'true') return true;
+      const entries = value.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '');
+      const bad = entries.filter((entry) => !isProxyAddress(entry));
+      if (entries.length === 0 || bad.length > 0) {
+        ctx.addIssue({ code: 'custom', message: `FLOTILLA_TRUST_PROXY must be true, false or a list of addresses/CIDRs (not ${bad.join(', ') || 'empty'})` });
+        return z.NEVER;
+      }
+      return entries;
+    }),
+);
+
 /** The core variables: data, ports, database, logging, first admin. */
 export const coreEnvSchema = z.object({
   FLOTILLA_DATA_DIR: z.string().trim().min(1).default('./.flotilla'),
   FLOTILLA_HTTP_HOST: z.string().trim().min(1).default('0.0.0.0'),
   FLOTILLA_HTTP_PORT: port('FLOTILLA_HTTP_PORT', 8080),
+  FLOTILLA_TRUST_PROXY: trustProxy,
   FLOTILLA_MQTT_HOST: z.string().trim().min(1).default('0.0.0.0'),
   FLOTILLA_MQTT_PORT: port('FLOTILLA_MQTT_PORT', 1883),
   FLOTILLA_PUBLIC_URL: optionalString.pipe(z.url({ error: 'FLOTILLA_PUBLIC_URL must be a URL' }).optional()),
@@ -78,7 +111,13 @@ export const controlPlaneEnvSchema = z.object({
 
 export interface ControlPlaneConfig {
   dataDir: string;
-  http: { host: string; port: number; publicUrl: string | undefined };
+  http: {
+    host: string;
+    port: number;
+    publicUrl: string | undefined;
+    /** Fastify's `trustProxy`: false, true (every hop) or the proxies' addresses/CIDRs; `request.ip` then comes from X-Forwarded-For */
+    trustProxy: boolean | string[];
+  };
   mqtt: {
     host: string;
     port: number;
@@ -128,7 +167,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): ControlPlaneConfig {
   const e = parsed.data;
   return {
     dataDir: resolve(e.FLOTILLA_DATA_DIR),
-    http: { host: e.FLOTILLA_HTTP_HOST, port: e.FLOTILLA_HTTP_PORT, publicUrl: e.FLOTILLA_PUBLIC_URL },
+    http: { host: e.FLOTILLA_HTTP_HOST, port: e.FLOTILLA_HTTP_PORT, publicUrl: e.FLOTILLA_PUBLIC_URL, trustProxy: e.FLOTILLA_TRUST_PROXY ?? false },
     mqtt: {
       host: e.FLOTILLA_MQTT_HOST,
       port: e.FLOTILLA_MQTT_PORT,
