@@ -209,7 +209,10 @@ describeBackends('observability', (backend) => {
       expect(sampleValue(families, 'flotilla_http_requests_total', { method: 'POST', route: '/api/v1/enroll', status: '201' })).toBeGreaterThanOrEqual(1);
       expect(sampleValue(families, 'flotilla_http_request_duration_seconds_count', { method: 'GET', route: '/healthz' })).toBeGreaterThanOrEqual(1);
       expect(families.get('flotilla_http_request_duration_seconds')?.type).toBe('histogram');
-      expect(sampleValue(families, 'flotilla_fleet_health')).toBe(0);
+      // The gauge follows the last assessment, which background triggers (enrollment, status) may run at any time:
+      // assess now, then the next scrape must show exactly that status.
+      const health = await api<{ status: 'healthy' | 'degraded' | 'unhealthy' }>(t.cp, '/api/v1/fleet/health', { token: admin });
+      expect(sampleValue(await scrape(), 'flotilla_fleet_health')).toBe({ healthy: 0, degraded: 1, unhealthy: 2 }[health.body.status]);
       expect(sampleValue(families, 'flotilla_alert_evaluations_total', { result: 'ok' })).toBeGreaterThanOrEqual(3);
     } finally {
       await client.endAsync(true);
