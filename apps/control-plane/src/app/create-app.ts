@@ -95,7 +95,12 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
     const dashboardDir = dashboardDirectory(config);
     if (dashboardDir) app.useStaticAssets({ root: dashboardDir, prefix: '/', wildcard: false });
     app.useGlobalFilters(new GlobalErrorFilter(logger, dashboardDir));
-    closers.push(() => app.close());
+    // Nest's close ends the event streams and gateway requests (module destroy hooks) before the HTTP server closes;
+    // WebSocket connections are upgraded sockets the server would wait for, so they end first.
+    closers.push(() => {
+      broker.closeWebSockets();
+      return app.close();
+    });
 
     // Feature modules subscribe to device topics during init; only then may devices' messages flow.
     await app.init();

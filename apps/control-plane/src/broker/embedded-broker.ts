@@ -249,9 +249,17 @@ export class EmbeddedBroker {
     );
   }
 
-  close(): Promise<void> {
+  /**
+   * Ends MQTT-over-WebSocket connections and refuses new ones. The HTTP server's close waits for its upgraded sockets,
+   * which it cannot end itself, so this runs before it (a client that never sends CONNECT would hold it 10 s).
+   */
+  closeWebSockets(): void {
     this.wss?.clients.forEach((ws) => ws.terminate());
     this.wss?.close();
+  }
+
+  close(): Promise<void> {
+    this.closeWebSockets();
     const tlsClosed = this.tlsServer ? new Promise((done) => this.tlsServer?.close(done)) : Promise.resolve();
     return new Promise<void>((resolve) => {
       this.aedes.close(() => this.tcp.close(() => resolve()));
