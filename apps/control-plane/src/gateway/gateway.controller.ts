@@ -123,11 +123,12 @@ export class GatewayController {
     }
   }
 
-  /** Per-model and per-device usage over a window, from the recorded requests (for the dashboard). */
+  /** Per-model and per-device usage over a window, from the recorded requests or, past their retention, the rollups. */
   @RequireRole('viewer')
   @Get('api/v1/usage')
   @ApiDoc({
-    summary: 'Gateway usage per model and per device over a window (?window=15m, 1h, 24h, 7d; latency over successful requests)',
+    summary:
+      'Gateway usage per model and per device over a window (?window=15m, 1h, 24h, 7d, 30d; latency over successful requests). Windows longer than FLOTILLA_REQUEST_RETENTION_DAYS are read from hourly rollups: start rounded down to the hour, percentiles within about 19 %',
     tags: ['gateway'],
     query: usageQuery,
     response: usageSchema,

@@ -10,6 +10,7 @@ import { GatewayKeys } from './gateway-keys.js';
 import { GatewayMetrics } from './gateway-metrics.js';
 import { GatewayService } from './gateway.service.js';
 import { GatewayRouting } from './routing-policy.js';
+import { RequestRollupService } from './request-rollups.js';
 import { UsageService } from './usage.service.js';
 import { GATEWAY_SETTINGS, type GatewaySettings } from './gateway.settings.js';
 
@@ -27,7 +28,8 @@ import { GATEWAY_SETTINGS, type GatewaySettings } from './gateway.settings.js';
     GatewayAccounting,
     GatewayService,
     UsageService,
+    RequestRollupService,
   ],
-  exports: [GatewayService, DeviceDirectory, GatewayAccounting, GatewayRouting],
+  exports: [GatewayService, DeviceDirectory, GatewayAccounting, GatewayRouting, RequestRollupService],
 })
 export class GatewayModule {}

@@ -3,7 +3,9 @@ import { z } from 'zod';
 import { DATABASE } from '../app/tokens.js';
 import type { Database } from '../database/index.js';
 import { Prisma } from '../generated/prisma/client.js';
+import { REGISTRY_SETTINGS, type RegistrySettings } from '../registry/registry.settings.js';
 import { GatewayAccounting } from './accounting.js';
+import { histogramQuantile, mergeHistogram, type RollupExtras } from './request-rollups.js';
 
 const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 const MAX_WINDOW_MS = 30 * UNIT_MS.d;
@@ -90,18 +92,27 @@ const AGGREGATES = Prisma.sql`
   COUNT(*) FILTER (WHERE r.api_key_id IS NULL) AS local`;
 
 /**
- * Per-model and per-device usage over a time window, for the dashboard, read from `inference_requests` (the gateway's
- * rows and the agents' local-endpoint records). Pending gateway rows are flushed first so a request that just finished
- * is counted.
+ * Per-model and per-device usage over a time window, for the dashboard. Windows up to the raw request retention are
+ * read from `inference_requests` (the gateway's rows and the agents' local-endpoint records; exact percentiles);
+ * pending gateway rows are flushed first so a request that just finished is counted. Longer windows are read from the
+ * request rollups: hour rows from the hour the window starts in, minute rows for the current hour (up to one rollup
+ * interval behind), percentiles from histograms (within about 19 %).
  */
 @Injectable()
 export class UsageService {
   constructor(
     @Inject(DATABASE) private readonly db: Database,
     private readonly accounting: GatewayAccounting,
+    @Inject(REGISTRY_SETTINGS) private readonly settings: RegistrySettings,
   ) {}
 
   async usage(window: string, at?: Date): Promise<Usage> {
+    if (windowMs(window) > this.settings.requestRetentionMs) return this.fromRollups(window, at ?? new Date());
+    return this.fromRequests(window, at);
+  }
+
+  /** From the raw rows (exact). */
+  async fromRequests(window: string, at?: Date): Promise<Usage> {
     await this.accounting.flush();
     const now = at ?? new Date(); // after the flush: its rows are stamped with the time they were written
     const since = new Date(now.getTime() - windowMs(window));
@@ -129,6 +140,100 @@ export class UsageService {
       byDevice: byDevice.map((r) => ({ deviceId: r.key ?? 'none', deviceName: r.name ?? null, ...counters(r) })),
     };
   }
+
+  /** From the request rollups (for windows longer than the raw retention). */
+  async fromRollups(window: string, now: Date): Promise<Usage> {
+    const since = new Date(now.getTime() - windowMs(window));
+    const hour = 3_600_000;
+    const currentHour = new Date(Math.floor(now.getTime() / hour) * hour);
+    const rows = await this.db.prisma.requestRollup.findMany({
+      where: {
+        OR: [
+          { bucketSeconds: 3600, bucketStart: { gte: new Date(Math.floor(since.getTime() / hour) * hour), lt: currentHour } },
+          { bucketSeconds: 60, bucketStart: { gte: currentHour, lte: now } },
+        ],
+      },
+    });
+    const totals = newSum();
+    const byModel = new Map<string, Sum>();
+    const byDevice = new Map<string, Sum>();
+    const add = (s: Sum, r: (typeof rows)[number], extras: Partial<RollupExtras>) => {
+      s.requests += r.requests;
+      s.successes += r.successes;
+      s.failures += r.failures;
+      s.timeouts += r.timeouts;
+      s.cancelled += Number(extras.cancelled ?? 0);
+      s.rejected += Number(extras.rejected ?? 0);
+      s.retries += r.retries;
+      s.tokensIn += Number(r.tokensIn);
+      s.tokensOut += Number(r.tokensOut);
+      s.latencySumMs += Number(r.latencySumMs);
+      s.local += Number(extras.local ?? 0);
+      mergeHistogram(s.latency, extras.latency);
+      mergeHistogram(s.ttft, extras.ttft);
+    };
+    const group = (map: Map<string, Sum>, key: string) => {
+      let s = map.get(key);
+      if (!s) map.set(key, (s = newSum()));
+      return s;
+    };
+    for (const r of rows) {
+      const extras = (r.latencyHistogram ?? {}) as Partial<RollupExtras>;
+      add(totals, r, extras);
+      add(group(byModel, r.model === '' ? 'none' : r.model), r, extras);
+      add(group(byDevice, r.deviceId === '' ? 'none' : r.deviceId), r, extras);
+    }
+    const names = new Map(
+      (await this.db.prisma.device.findMany({ where: { id: { in: [...byDevice.keys()] } }, select: { id: true, name: true } })).map((d) => [d.id, d.name]),
+    );
+    const order = (a: [string, Sum], b: [string, Sum]) => b[1].requests - a[1].requests || a[0].localeCompare(b[0]);
+    return {
+      window,
+      since: since.toISOString(),
+      until: now.toISOString(),
+      totals: sumCounters(totals),
+      byModel: [...byModel].sort(order).map(([model, s]) => ({ model, ...sumCounters(s) })),
+      byDevice: [...byDevice].sort(order).map(([deviceId, s]) => ({ deviceId, deviceName: names.get(deviceId) ?? null, ...sumCounters(s) })),
+    };
+  }
+}
+
+interface Sum {
+  requests: number;
+  successes: number;
+  failures: number;
+  timeouts: number;
+  cancelled: number;
+  rejected: number;
+  retries: number;
+  tokensIn: number;
+  tokensOut: number;
+  latencySumMs: number;
+  local: number;
+  latency: Record<string, number>;
+  ttft: Record<string, number>;
+}
+
+const newSum = (): Sum => ({ requests: 0, successes: 0, failures: 0, timeouts: 0, cancelled: 0, rejected: 0, retries: 0, tokensIn: 0, tokensOut: 0, latencySumMs: 0, local: 0, latency: {}, ttft: {} });
+
+function sumCounters(s: Sum): UsageCounters {
+  const ms = (v: number | null) => (v === null ? null : Math.round(v * 10) / 10);
+  return {
+    requests: s.requests,
+    successes: s.successes,
+    failures: s.failures,
+    timeouts: s.timeouts,
+    cancelled: s.cancelled,
+    rejected: s.rejected,
+    retries: s.retries,
+    tokensIn: s.tokensIn,
+    tokensOut: s.tokensOut,
+    latencyAvgMs: s.successes > 0 ? ms(s.latencySumMs / s.successes) : null,
+    latencyP50Ms: ms(histogramQuantile(s.latency, 0.5)),
+    latencyP95Ms: ms(histogramQuantile(s.latency, 0.95)),
+    ttftP50Ms: ms(histogramQuantile(s.ttft, 0.5)),
+    local: s.local,
+  };
 }
 
 export function windowMs(window: string): number {

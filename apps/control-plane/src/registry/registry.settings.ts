@@ -22,6 +22,14 @@ export const registryEnvSchema = z.object({
   FLOTILLA_TELEMETRY_HOURLY_RETENTION_DAYS: days(90),
   /** device events and status history are kept this long */
   FLOTILLA_DEVICE_HISTORY_RETENTION_DAYS: days(30),
+  /** raw gateway and local request rows (`inference_requests`) are kept this long (once rolled up) */
+  FLOTILLA_REQUEST_RETENTION_DAYS: days(7),
+  /** minute request rollups are kept this long */
+  FLOTILLA_REQUEST_MINUTE_ROLLUP_RETENTION_DAYS: days(7),
+  /** hour request rollups are kept this long */
+  FLOTILLA_REQUEST_ROLLUP_RETENTION_DAYS: days(90),
+  /** finished requests are rolled up into minute and hour buckets this often */
+  FLOTILLA_REQUEST_ROLLUP_INTERVAL_S: z.coerce.number().min(1).max(3600).default(60),
   /** how often the retention job runs */
   FLOTILLA_RETENTION_SWEEP_S: z.coerce.number().min(1).max(7 * 24 * 3600).default(3600),
 });
@@ -35,6 +43,10 @@ export interface RegistrySettings {
   hourRetentionMs: number;
   historyRetentionMs: number;
   retentionSweepMs: number;
+  requestRetentionMs: number;
+  requestMinuteRollupRetentionMs: number;
+  requestHourRollupRetentionMs: number;
+  requestRollupIntervalMs: number;
   /** after a session ends without an offline status, wait this long for a will or a new session before marking offline */
   disconnectSettleMs: number;
   /** [P-4.2] at most one outbox ack per device in this interval */
@@ -44,7 +56,8 @@ export interface RegistrySettings {
 const DAY_MS = 24 * 3600 * 1000;
 
 export function registrySettingsFromEnv(e: z.infer<typeof registryEnvSchema>): RegistrySettings {
-  return {    reconnectGraceMs: e.FLOTILLA_DEVICE_RECONNECT_GRACE_S * 1000,
+  return {
+    reconnectGraceMs: e.FLOTILLA_DEVICE_RECONNECT_GRACE_S * 1000,
     flushIntervalMs: e.FLOTILLA_INGEST_FLUSH_MS,
     flushEntries: e.FLOTILLA_INGEST_FLUSH_ENTRIES,
     maxBufferedEntries: e.FLOTILLA_INGEST_MAX_BUFFERED,
@@ -52,6 +65,10 @@ export function registrySettingsFromEnv(e: z.infer<typeof registryEnvSchema>): R
     hourRetentionMs: e.FLOTILLA_TELEMETRY_HOURLY_RETENTION_DAYS * DAY_MS,
     historyRetentionMs: e.FLOTILLA_DEVICE_HISTORY_RETENTION_DAYS * DAY_MS,
     retentionSweepMs: e.FLOTILLA_RETENTION_SWEEP_S * 1000,
+    requestRetentionMs: e.FLOTILLA_REQUEST_RETENTION_DAYS * DAY_MS,
+    requestMinuteRollupRetentionMs: e.FLOTILLA_REQUEST_MINUTE_ROLLUP_RETENTION_DAYS * DAY_MS,
+    requestHourRollupRetentionMs: e.FLOTILLA_REQUEST_ROLLUP_RETENTION_DAYS * DAY_MS,
+    requestRollupIntervalMs: e.FLOTILLA_REQUEST_ROLLUP_INTERVAL_S * 1000,
     disconnectSettleMs: 500,
     ackIntervalMs: 200,
   };

@@ -8,11 +8,15 @@ export interface RetentionSweep {
   telemetryRollups: number;
   deviceEvents: number;
   statusChanges: number;
+  requestRollups: number;
+  requests: number;
 }
 
 /**
  * Deletes telemetry buckets past their `expiresAt` (set from the retention period when written) and device events
- * and status history older than the history retention. Runs at start and every `retentionSweepMs`.
+ * and status history older than the history retention, request rollups past their `expiresAt` and raw request rows
+ * older than the request retention that are already rolled up (behind the newest minute rollup). Runs at start and
+ * every `retentionSweepMs`.
  */
 @Injectable()
 export class RetentionService implements OnApplicationBootstrap, OnModuleDestroy {
@@ -44,9 +48,16 @@ export class RetentionService implements OnApplicationBootstrap, OnModuleDestroy
     const telemetryRollups = (await this.db.prisma.telemetryRollup.deleteMany({ where: { expiresAt: { lt: now } } })).count;
     const deviceEvents = (await this.db.prisma.deviceEvent.deleteMany({ where: { receivedAt: { lt: historyCutoff } } })).count;
     const statusChanges = (await this.db.prisma.deviceStatusChange.deleteMany({ where: { at: { lt: historyCutoff } } })).count;
-    if (telemetryRollups + deviceEvents + statusChanges > 0) {
-      this.logger.info({ telemetryRollups, deviceEvents, statusChanges }, 'retention sweep deleted old rows');
+    const requestRollups = (await this.db.prisma.requestRollup.deleteMany({ where: { expiresAt: { lt: now } } })).count;
+    // Raw rows go only once the rollup job has passed them, so no request is lost from the long windows.
+    const watermark = (await this.db.prisma.requestRollup.aggregate({ where: { bucketSeconds: 60 }, _max: { bucketStart: true } }))._max.bucketStart;
+    const requestCutoff = Math.min(now.getTime() - this.settings.requestRetentionMs, watermark?.getTime() ?? -Infinity);
+    const requests = Number.isFinite(requestCutoff)
+      ? (await this.db.prisma.inferenceRequest.deleteMany({ where: { createdAt: { lt: new Date(requestCutoff) } } })).count
+      : 0;
+    if (telemetryRollups + deviceEvents + statusChanges + requestRollups + requests > 0) {
+      this.logger.info({ telemetryRollups, deviceEvents, statusChanges, requestRollups, requests }, 'retention sweep deleted old rows');
     }
-    return { telemetryRollups, deviceEvents, statusChanges };
+    return { telemetryRollups, deviceEvents, statusChanges, requestRollups, requests };
   }
 }
