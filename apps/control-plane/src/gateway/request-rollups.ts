@@ -2,6 +2,7 @@ import { Inject, Injectable, type OnApplicationBootstrap, type OnModuleDestroy }
 import type { Logger } from 'pino';
 import { DATABASE, LOGGER } from '../app/tokens.js';
 import type { Database } from '../database/index.js';
+import { Prisma } from '../generated/prisma/client.js';
 import { REGISTRY_SETTINGS, type RegistrySettings } from '../registry/registry.settings.js';
 
 const MINUTE_MS = 60_000;
@@ -165,21 +166,7 @@ export class RequestRollupService implements OnApplicationBootstrap, OnModuleDes
           COALESCE(SUM(ttft_ms) FILTER (WHERE outcome = 'success'), 0)::bigint AS ttft_sum_ms
         FROM r GROUP BY 1, 2, 3
       )
-      INSERT INTO request_rollups (bucket_start, bucket_seconds, model, device_id, requests, successes, failures, timeouts, retries,
-        tokens_in, tokens_out, latency_sum_ms, latency_max_ms, ttft_sum_ms, latency_histogram, expires_at)
-      SELECT a.bucket, 60, a.model, a.device_id, a.requests, a.successes, a.failures, a.timeouts, a.retries,
-        a.tokens_in, a.tokens_out, a.latency_sum_ms, a.latency_max_ms, a.ttft_sum_ms,
-        jsonb_build_object('latency', COALESCE(l.h, '{}'::jsonb), 'ttft', COALESCE(t.h, '{}'::jsonb),
-          'cancelled', a.cancelled, 'rejected', a.rejected, 'local', a.local),
-        a.bucket + ${expiresSeconds}::float8 * interval '1 second'
-      FROM agg a
-      LEFT JOIN hist l ON l.kind = 'latency' AND l.bucket = a.bucket AND l.model = a.model AND l.device_id = a.device_id
-      LEFT JOIN hist t ON t.kind = 'ttft' AND t.bucket = a.bucket AND t.model = a.model AND t.device_id = a.device_id
-      ON CONFLICT (bucket_seconds, bucket_start, model, device_id) DO UPDATE SET
-        requests = EXCLUDED.requests, successes = EXCLUDED.successes, failures = EXCLUDED.failures, timeouts = EXCLUDED.timeouts,
-        retries = EXCLUDED.retries, tokens_in = EXCLUDED.tokens_in, tokens_out = EXCLUDED.tokens_out,
-        latency_sum_ms = EXCLUDED.latency_sum_ms, latency_max_ms = EXCLUDED.latency_max_ms, ttft_sum_ms = EXCLUDED.ttft_sum_ms,
-        latency_histogram = EXCLUDED.latency_histogram, expires_at = EXCLUDED.expires_at`;
+      ${upsertRollups(60, expiresSeconds)}`;
   }
 
   /** Hours from their minute rows (which cover every hour this run touched). */
@@ -207,9 +194,16 @@ export class RequestRollupService implements OnApplicationBootstrap, OnModuleDes
           SUM((latency_histogram ->> 'local')::int)::int AS local
         FROM m GROUP BY 1, 2, 3
       )
+      ${upsertRollups(3600, expiresSeconds)}`;
+  }
+}
+
+/** The tail both rollup levels share: rows from the `agg` and `hist` CTEs, replacing what the bucket held. */
+function upsertRollups(bucketSeconds: number, expiresSeconds: number): Prisma.Sql {
+  return Prisma.sql`
       INSERT INTO request_rollups (bucket_start, bucket_seconds, model, device_id, requests, successes, failures, timeouts, retries,
         tokens_in, tokens_out, latency_sum_ms, latency_max_ms, ttft_sum_ms, latency_histogram, expires_at)
-      SELECT a.bucket, 3600, a.model, a.device_id, a.requests, a.successes, a.failures, a.timeouts, a.retries,
+      SELECT a.bucket, ${bucketSeconds}::int, a.model, a.device_id, a.requests, a.successes, a.failures, a.timeouts, a.retries,
         a.tokens_in, a.tokens_out, a.latency_sum_ms, a.latency_max_ms, a.ttft_sum_ms,
         jsonb_build_object('latency', COALESCE(l.h, '{}'::jsonb), 'ttft', COALESCE(t.h, '{}'::jsonb),
           'cancelled', a.cancelled, 'rejected', a.rejected, 'local', a.local),
@@ -222,5 +216,4 @@ export class RequestRollupService implements OnApplicationBootstrap, OnModuleDes
         retries = EXCLUDED.retries, tokens_in = EXCLUDED.tokens_in, tokens_out = EXCLUDED.tokens_out,
         latency_sum_ms = EXCLUDED.latency_sum_ms, latency_max_ms = EXCLUDED.latency_max_ms, ttft_sum_ms = EXCLUDED.ttft_sum_ms,
         latency_histogram = EXCLUDED.latency_histogram, expires_at = EXCLUDED.expires_at`;
-  }
 }
