@@ -1,6 +1,7 @@
 import { Inject, Injectable, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
 import type { Logger } from 'pino';
 import { DATABASE, LOGGER } from '../app/tokens.js';
+import { PeriodicJob } from '../common/periodic-job.js';
 import type { Database } from '../database/index.js';
 import { Prisma } from '../generated/prisma/client.js';
 import { REGISTRY_SETTINGS, type RegistrySettings } from '../registry/registry.settings.js';
@@ -80,32 +81,28 @@ const floorTo = (t: number, unit: number) => Math.floor(t / unit) * unit;
  */
 @Injectable()
 export class RequestRollupService implements OnApplicationBootstrap, OnModuleDestroy {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<unknown> = Promise.resolve();
+  private readonly job: PeriodicJob;
 
   constructor(
     @Inject(DATABASE) private readonly db: Database,
     @Inject(LOGGER) private readonly logger: Logger,
     @Inject(REGISTRY_SETTINGS) private readonly settings: RegistrySettings,
-  ) {}
-
-  onApplicationBootstrap(): void {
-    const run = () => void this.rollUp().catch((error: unknown) => this.logger.error({ err: error }, 'request rollup failed'));
-    run();
-    this.timer = setInterval(run, this.settings.requestRollupIntervalMs);
-    this.timer.unref();
+  ) {
+    this.job = new PeriodicJob('request rollup', logger);
   }
 
-  async onModuleDestroy(): Promise<void> {
-    clearInterval(this.timer);
-    await this.running.catch(() => undefined);
+  onApplicationBootstrap(): void {
+    // `start` already runs one at a time: hand it the work itself, not `rollUp` (which would queue behind itself).
+    this.job.start(this.settings.requestRollupIntervalMs, () => this.run(new Date()));
+  }
+
+  onModuleDestroy(): Promise<void> {
+    return this.job.stop();
   }
 
   /** Rolls up every finished minute up to `now` (runs one at a time). */
   rollUp(now: Date = new Date()): Promise<RollupRun> {
-    const run = this.running.catch(() => undefined).then(() => this.run(now));
-    this.running = run;
-    return run;
+    return this.job.serialize(() => this.run(now));
   }
 
   private async run(now: Date): Promise<RollupRun> {

@@ -1,6 +1,7 @@
 import { Inject, Injectable, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
 import type { Logger } from 'pino';
 import { DATABASE, LOGGER } from '../app/tokens.js';
+import { PeriodicJob } from '../common/periodic-job.js';
 import type { Database } from '../database/index.js';
 import { REGISTRY_SETTINGS, type RegistrySettings } from './registry.settings.js';
 
@@ -20,27 +21,22 @@ export interface RetentionSweep {
  */
 @Injectable()
 export class RetentionService implements OnApplicationBootstrap, OnModuleDestroy {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<unknown> = Promise.resolve();
+  private readonly job: PeriodicJob;
 
   constructor(
     @Inject(DATABASE) private readonly db: Database,
     @Inject(LOGGER) private readonly logger: Logger,
     @Inject(REGISTRY_SETTINGS) private readonly settings: RegistrySettings,
-  ) {}
-
-  onApplicationBootstrap(): void {
-    const run = () => {
-      this.running = this.sweep().catch((error: unknown) => this.logger.error({ err: error }, 'retention sweep failed'));
-    };
-    run();
-    this.timer = setInterval(run, this.settings.retentionSweepMs);
-    this.timer.unref();
+  ) {
+    this.job = new PeriodicJob('retention sweep', logger);
   }
 
-  async onModuleDestroy(): Promise<void> {
-    clearInterval(this.timer);
-    await this.running;
+  onApplicationBootstrap(): void {
+    this.job.start(this.settings.retentionSweepMs, () => this.sweep());
+  }
+
+  onModuleDestroy(): Promise<void> {
+    return this.job.stop();
   }
 
   async sweep(now: Date = new Date()): Promise<RetentionSweep> {
