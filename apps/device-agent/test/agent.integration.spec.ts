@@ -1,7 +1,7 @@
 import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { InferenceRequest, MessageOf } from '@flotilla/protocol';
+import type { MessageOf } from '@flotilla/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent.js';
 import { runCli } from '../src/cli/cli.js';
@@ -11,6 +11,7 @@ import { startBroker, type TestBroker } from './support/broker.js';
 import { eventually, FakeControlPlane } from './support/control-plane.js';
 import { tinyModel, type TinyModel } from './support/engine.js';
 import { startFileServer, type FileServer } from './support/file-server.js';
+import { desiredTiny, inferenceRequest } from './support/messages.js';
 import { testLogger } from './support/silent-logger.js';
 
 const DEVICE = 'dev-int-01';
@@ -24,22 +25,7 @@ let tiny: TinyModel;
 let dataDir: string;
 let localBase: string;
 
-function request(overrides: Partial<InferenceRequest>): InferenceRequest {
-  return {
-    v: 1,
-    requestId: 'req-1',
-    attempt: 1,
-    model: 'tiny',
-    messages: [{ role: 'user', content: 'Hello there' }],
-    priority: 5,
-    sentAt: Date.now(),
-    deadline: Date.now() + 60_000,
-    stream: false,
-    maxTokens: 8,
-    temperature: 0,
-    ...overrides,
-  };
-}
+const request = inferenceRequest;
 
 function responsesFor(requestId: string): MessageOf<'inferenceResponse'>[] {
   return cp.all('inferenceResponse').filter((response) => response.requestId === requestId);
@@ -101,17 +87,7 @@ describe('device agent against a real aedes broker, HTTP model source and the ti
     expect(hello.hardware.cpu.cores).toBeGreaterThan(0);
     await eventually(() => cp.all('status').find((status) => status.state === 'online'), 10_000, 'online status');
 
-    cp.publish(
-      'desired',
-      {
-        v: 1,
-        version: 1,
-        ts: Date.now(),
-        models: [{ name: 'tiny', url: files.url('/models/tiny.gguf'), sha256: tiny.sha256, sizeBytes: tiny.sizeBytes, pinned: false, loaded: true, contextSize: 1024, parallel: 2 }],
-        limits: { maxParallelRequests: 2, maxQueueLength: 10 },
-      },
-      true,
-    );
+    cp.publish('desired', desiredTiny(tiny, { url: files.url('/models/tiny.gguf'), contextSize: 1024, parallel: 2, maxParallelRequests: 2, maxQueueLength: 10 }), true);
     const ready = await eventually(
       () => cp.all('modelState').find((report) => report.models.some((model) => model.state === 'ready' && model.loaded)),
       30_000,

@@ -2,12 +2,13 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBroker, type TestBroker } from './support/broker.js';
 import { eventually, FakeControlPlane } from './support/control-plane.js';
 import { tinyModel, type TinyModel } from './support/engine.js';
+import { desiredTiny } from './support/messages.js';
 
 const DEVICE = 'dev-sigterm-01';
 const accounts = { [DEVICE]: 'device-secret', 'control-plane': 'cp-secret' };
@@ -58,17 +59,7 @@ describe('the bundled agent as a child process', () => {
     const exited = new Promise<number | null>((resolve) => child?.on('exit', (code) => resolve(code)));
 
     await eventually(() => cp.all('status').find((status) => status.state === 'online'), 30_000, `online status (agent output: ${output})`);
-    cp.publish(
-      'desired',
-      {
-        v: 1,
-        version: 1,
-        ts: Date.now(),
-        models: [{ name: 'tiny', url: pathToFileURL(tiny.path).href, sha256: tiny.sha256, sizeBytes: tiny.sizeBytes, pinned: false, loaded: true, contextSize: 4096, parallel: 1 }],
-        limits: { maxParallelRequests: 1, maxQueueLength: 4 },
-      },
-      true,
-    );
+    cp.publish('desired', desiredTiny(tiny, { contextSize: 4096, parallel: 1, maxParallelRequests: 1, maxQueueLength: 4 }), true);
     await eventually(() => cp.all('modelState').find((report) => report.models.some((model) => model.state === 'ready')), 30_000, 'model ready');
     cp.publish('inferenceRequest', {
       v: 1,

@@ -1,7 +1,6 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import type { InferenceRequest, MessageOf } from '@flotilla/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent.js';
@@ -10,6 +9,7 @@ import { startBroker, type TestBroker } from './support/broker.js';
 import { eventually, FakeControlPlane } from './support/control-plane.js';
 import { createTestEngine, tinyModel, type TinyModel } from './support/engine.js';
 import { PacedEngine, type TokenRecord } from './support/paced-engine.js';
+import { desiredTiny, inferenceRequest } from './support/messages.js';
 import { testLogger } from './support/silent-logger.js';
 
 // Two agents on one real aedes broker with the tiny GGUF: one with the default coalescing (20 ms / 8 tokens) on the
@@ -42,36 +42,13 @@ async function startDevice(deviceId: keyof typeof accounts, cpUser: keyof typeof
   });
   await agent.start();
   await eventually(() => cp.all('status').find((status) => status.state === 'online'), 20_000, `${deviceId} online`);
-  cp.publish(
-    'desired',
-    {
-      v: 1,
-      version: 1,
-      ts: Date.now(),
-      models: [{ name: 'tiny', url: pathToFileURL(tiny.path).href, sha256: tiny.sha256, sizeBytes: tiny.sizeBytes, pinned: false, loaded: true, contextSize: 1024, parallel: 1 }],
-      limits: { maxParallelRequests: 1, maxQueueLength: 10 },
-    },
-    true,
-  );
+  cp.publish('desired', desiredTiny(tiny, { contextSize: 1024, parallel: 1, maxParallelRequests: 1, maxQueueLength: 10 }), true);
   await eventually(() => cp.all('modelState').find((report) => report.models.some((model) => model.state === 'ready' && model.loaded)), 30_000, `${deviceId} model ready`);
   return { agent, cp, deviceId };
 }
 
 function request(overrides: Partial<InferenceRequest>): InferenceRequest {
-  return {
-    v: 1,
-    requestId: 'req',
-    attempt: 1,
-    model: 'tiny',
-    messages: [{ role: 'user', content: 'Tell me a long story' }],
-    priority: 5,
-    sentAt: Date.now(),
-    deadline: Date.now() + 60_000,
-    stream: true,
-    maxTokens: 8,
-    temperature: 0,
-    ...overrides,
-  };
+  return inferenceRequest({ requestId: 'req', messages: [{ role: 'user', content: 'Tell me a long story' }], stream: true, ...overrides });
 }
 
 /** Everything the control plane received for a request, in arrival order, with arrival times. */
