@@ -107,16 +107,8 @@ export interface AlertCondition {
 
 export const alertKey = (rule: string, subject: string) => `${rule}|${subject}`;
 
-/** Telemetry of one device over the window, averages weighted by sample count. */
-export interface DeviceWindow {
-  samples: number;
-  queueAvg: number;
-  memoryAvgBytes: number;
-  vramAvgBytes: number;
-  cpuAvg: number;
-  requests: number;
-  failures: number;
-}
+/** Telemetry of one device over the window (the fields of its rows merged), averages weighted by sample count. */
+export type DeviceWindow = Omit<TelemetryFacts, 'deviceId'>;
 
 export function summarizeTelemetry(rows: readonly TelemetryFacts[]): Map<string, DeviceWindow> {
   const sums = new Map<string, DeviceWindow>();
