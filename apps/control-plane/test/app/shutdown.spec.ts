@@ -3,9 +3,9 @@ import { PROTOCOL_VERSION, decode, encode, topics } from '@flotilla/protocol';
 import { makeModelState, makeModelStatus, makeStatus } from '@flotilla/protocol/testing';
 import { expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { addCatalogModel, adminLogin } from '../gateway/support.js';
+import { addCatalogModel } from '../gateway/support.js';
 import { openSse } from '../observability/sse-client.js';
-import { startTestControlPlane } from '../support/control-plane.js';
+import { adminLogin, startTestControlPlane } from '../support/control-plane.js';
 import { describeBackends } from '../support/databases.js';
 import { pollUntil } from '../support/poll.js';
 

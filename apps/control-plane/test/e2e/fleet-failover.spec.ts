@@ -4,10 +4,10 @@ import { join } from 'node:path';
 import { catalogEntry, ensureModel } from '@flotilla/tools/models';
 import { startAgents, stopAgents, type SimAgent } from '@flotilla/tools/sim';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
+import { adminLogin, api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
 import { describeBackends } from '../support/databases.js';
 import { pollUntil } from '../support/poll.js';
-import { adminLogin } from '../gateway/support.js';
+
 
 // Issue 4's end-to-end bar with real agents (child processes of the built agent) on a generated model:
 // enroll -> online -> deployment placed -> ready -> device killed -> offline within the bound -> re-placed -> ready.

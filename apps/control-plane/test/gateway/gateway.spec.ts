@@ -9,11 +9,11 @@ import { startAgents, stopAgents, type SimAgent } from '@flotilla/tools/sim';
 import { GatewayAccounting } from '../../src/gateway/accounting.js';
 import type { Usage } from '../../src/gateway/usage.service.js';
 import { parsePrometheusText, sampleValue, type Family } from '../observability/prometheus-text.js';
-import { api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
+import { adminLogin, api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
 import { describeBackends } from '../support/databases.js';
 import { pollUntil } from '../support/poll.js';
 import type { RoutingPolicyView } from '../../src/gateway/routing-policy.js';
-import { addCatalogModel, adminLogin, createGatewayKey, publishDesired, startCloudStandIn, startFailingDevice, type TestModelFile } from './support.js';
+import { addCatalogModel, createGatewayKey, publishDesired, startCloudStandIn, startFailingDevice, type TestModelFile } from './support.js';
 
 // The gateway end to end: the official `openai` client -> control plane (in process) -> MQTT -> 3 real device agents
 // (child processes of the built agent) running generated GGUF models. On both database backends: accounting, usage

@@ -2,9 +2,8 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { RequestRollupService, histogramQuantile } from '../../src/gateway/request-rollups.js';
 import { UsageService, type Usage, type UsageCounters } from '../../src/gateway/usage.service.js';
 import { RetentionService } from '../../src/registry/retention.service.js';
-import { api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
+import { adminLogin, api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
 import { describeBackends } from '../support/databases.js';
-import { adminLogin } from './support.js';
 
 const MINUTE_MS = 60_000;
 const DAY_MS = 24 * 3_600_000;

@@ -1,19 +1,10 @@
-import { readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
-import { join } from 'node:path';
 import { PROTOCOL_VERSION, decode, encode, topics, type DesiredModel, type ErrorCode } from '@flotilla/protocol';
 import { makeModelState, makeModelStatus, makeStatus } from '@flotilla/protocol/testing';
 import type { ControlPlane } from '../../src/app/create-app.js';
 import { hashSecret, generateSecret, secretPrefix } from '../../src/auth/secrets.js';
 import { FleetEvents } from '../../src/events/fleet-events.js';
-import { api } from '../support/control-plane.js';
 
-export async function adminLogin(cp: ControlPlane, dataDir: string): Promise<{ adminToken: string; gatewayKey: string }> {
-  const creds = JSON.parse(await readFile(join(dataDir, 'initial-credentials.json'), 'utf8')) as { adminEmail: string; adminPassword: string; apiKey: string };
-  const login = await api<{ token: string }>(cp, '/api/v1/auth/login', { body: { email: creds.adminEmail, password: creds.adminPassword } });
-  if (login.status !== 200) throw new Error(`login failed: ${login.status}`);
-  return { adminToken: login.body.token, gatewayKey: creds.apiKey };
-}
 
 /** A gateway key with limits, inserted like the key API would. */
 export async function createGatewayKey(cp: ControlPlane, options: { rateLimitPerMinute?: number; modelAllowList?: string[] }): Promise<string> {

@@ -1,16 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import { connect as connectTcp, type Socket } from 'node:net';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { decode, encode, lastWill, topics, type MessageOf, type TopicKind } from '@flotilla/protocol';
 import { makeHello, makeStatus } from '@flotilla/protocol/testing';
 import { connectAsync, type MqttClient } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import { pino } from 'pino';
-import { startControlPlane, type ControlPlane } from '../../src/app/create-app.js';
-import { createIsolatedDatabase, type IsolatedDatabase, type TestBackend } from '../support/databases.js';
-import { api, testConfig } from '../support/control-plane.js';
+import type { ControlPlane } from '../../src/app/create-app.js';
+import type { TestBackend } from '../support/databases.js';
+import { adminLogin, api, startTestControlPlane } from '../support/control-plane.js';
 
 export interface LogLine {
   level: number;
@@ -29,7 +27,6 @@ export interface RegistryControlPlane {
 }
 
 export async function startRegistryControlPlane(backend: TestBackend, env: Record<string, string>): Promise<RegistryControlPlane> {
-  const isolated: IsolatedDatabase = await createIsolatedDatabase(backend);
   const logs: LogLine[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _encoding, done) {
@@ -37,28 +34,16 @@ export async function startRegistryControlPlane(backend: TestBackend, env: Recor
       done();
     },
   });
-  const logger = pino({ level: 'info' }, sink);
-  let cp = await startControlPlane(testConfig(isolated, env), logger).catch(async (error: unknown) => {
-    await isolated.dispose();
-    throw error;
-  });
-  const creds = JSON.parse(await readFile(join(isolated.dataDir, 'initial-credentials.json'), 'utf8')) as Record<string, string>;
-  const login = await api<{ token: string }>(cp, '/api/v1/auth/login', { body: { email: creds.adminEmail, password: creds.adminPassword } });
+  const t = await startTestControlPlane(backend, env, pino({ level: 'info' }, sink));
+  const { adminToken } = await adminLogin(t.cp, t.isolated.dataDir);
   return {
     get cp() {
-      return cp;
+      return t.cp;
     },
     logs,
-    adminToken: login.body.token,
-    async restart() {
-      await cp.close();
-      cp = await startControlPlane(testConfig(isolated, env), logger);
-      return cp;
-    },
-    async dispose() {
-      await cp.close();
-      await isolated.dispose();
-    },
+    adminToken,
+    restart: () => t.restart(),
+    dispose: () => t.dispose(),
   };
 }
 

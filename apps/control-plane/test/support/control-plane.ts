@@ -1,4 +1,6 @@
-import { pino } from 'pino';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pino, type Logger } from 'pino';
 import { startControlPlane, type ControlPlane } from '../../src/app/create-app.js';
 import { loadConfig } from '../../src/config/config.js';
 import { createIsolatedDatabase, type IsolatedDatabase, type TestBackend } from './databases.js';
@@ -24,10 +26,13 @@ export function testConfig(isolated: IsolatedDatabase, env: Record<string, strin
   });
 }
 
-/** A whole control plane (database, broker, HTTP) on free ports, on the given backend. */
-export async function startTestControlPlane(backend: TestBackend, env: Record<string, string> = {}): Promise<TestControlPlane> {
+/** A whole control plane (database, broker, HTTP) on free ports, on the given backend; `logger` to inspect its log. */
+export async function startTestControlPlane(
+  backend: TestBackend,
+  env: Record<string, string> = {},
+  logger: Logger = pino({ level: process.env.FLOTILLA_TEST_LOG_LEVEL ?? 'silent' }),
+): Promise<TestControlPlane> {
   const isolated = await createIsolatedDatabase(backend);
-  const logger = pino({ level: process.env.FLOTILLA_TEST_LOG_LEVEL ?? 'silent' });
   let cp = await startControlPlane(testConfig(isolated, env), logger).catch(async (error: unknown) => {
     await isolated.dispose();
     throw error;
@@ -70,4 +75,12 @@ export async function api<T = unknown>(
     // not JSON: keep the text
   }
   return { status: res.status, body: body as T, headers: res.headers };
+}
+
+/** Signs in as the first-start admin; also returns the first-start gateway key. */
+export async function adminLogin(cp: ControlPlane, dataDir: string): Promise<{ adminToken: string; gatewayKey: string }> {
+  const creds = JSON.parse(await readFile(join(dataDir, 'initial-credentials.json'), 'utf8')) as { adminEmail: string; adminPassword: string; apiKey: string };
+  const login = await api<{ token: string }>(cp, '/api/v1/auth/login', { body: { email: creds.adminEmail, password: creds.adminPassword } });
+  if (login.status !== 200) throw new Error(`login failed: ${login.status}`);
+  return { adminToken: login.body.token, gatewayKey: creds.apiKey };
 }
