@@ -423,8 +423,9 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     if (key.allowList.length > 0 && candidates.length === 0) {
       throw new GatewayError(403, 'model_not_allowed', `this API key's allow-list names no catalog model that \`${name}\` may route to`, {}, 'model');
     }
-    // Rather the largest model the fleet serves than none: a one-model fleet answers every request (unless strict).
-    const picked = pickTierModel(classified.tier, candidates, { fits: classified.fits, strict: policy.strictMinTier });
+    // Rather the largest model the fleet serves than none (a one-model fleet answers every request), unless strict or a
+    // cloud fallback this key may use can serve the tier asked for.
+    const picked = pickTierModel(classified.tier, candidates, { fits: classified.fits, strict: policy.strictMinTier || cloud });
     if (!picked) {
       if (cloud) return undefined;
       throw new GatewayError(503, 'no_device_available', `no online device serves a ${classified.tier} (or larger) model now`, { 'retry-after': '5' });
