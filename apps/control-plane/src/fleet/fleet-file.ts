@@ -35,8 +35,10 @@ export const RoutingSchema = z.strictObject({
       toolsMinTier: TierSchema.default('small'),
       /** a failed or timed-out answer is retried on the next larger tier */
       escalateOnFailure: z.boolean().default(true),
+      /** true: no served model at or above the picked tier is a 503; false: the largest served tier below answers */
+      strictMinTier: z.boolean().default(false),
     })
-    .default({ enabled: true, maxPromptTokens: {}, toolsMinTier: 'small', escalateOnFailure: true }),
+    .default({ enabled: true, maxPromptTokens: {}, toolsMinTier: 'small', escalateOnFailure: true, strictMinTier: false }),
   /** an OpenAI-compatible endpoint used when no device can serve; the key comes from an environment variable */
   cloudFallback: z
     .strictObject({

@@ -60,6 +60,11 @@ export class Balancer {
   private readonly affinity = new Map<string, string>();
   private readonly waiters: Waiter[] = [];
   private readonly options: BalancerOptions;
+  /** devices that may be leased at all (e.g. not still reconnecting after a restart); see `gateBy` */
+  private routable: (deviceId: string) => boolean = () => true;
+  /** fires at the earliest cooldown end that a waiter is held back by */
+  private wakeTimer: NodeJS.Timeout | undefined;
+  private wakeAt = Infinity;
 
   constructor(options: BalancerOptions) {
     this.options = { ...options };
@@ -76,10 +81,23 @@ export class Balancer {
     this.drain();
   }
 
+  /**
+   * Only devices `routable` accepts are leased; the others stay candidates a waiter may get once they become
+   * routable (call `wake` then).
+   */
+  gateBy(routable: (deviceId: string) => boolean): void {
+    this.routable = routable;
+  }
+
+  /** Something outside the balancer made a device leasable again (it came back online): serve waiters now. */
+  wake(): void {
+    this.drain();
+  }
+
   /** Whether some candidate has a free slot now (used to escalate tiers). */
   hasFreeSlot(candidates: readonly string[]): boolean {
     const now = Date.now();
-    return candidates.some((d) => this.available(this.load(d), now));
+    return candidates.some((d) => this.available(d, now));
   }
 
   /** Free slots across these devices. */
@@ -88,7 +106,7 @@ export class Balancer {
     let free = 0;
     for (const d of candidates) {
       const l = this.load(d);
-      if (l.cooldownUntil <= now) free += Math.max(0, this.options.deviceConcurrency - l.outstanding);
+      if (l.cooldownUntil <= now && this.routable(d)) free += Math.max(0, this.options.deviceConcurrency - l.outstanding);
     }
     return free;
   }
@@ -122,6 +140,7 @@ export class Balancer {
         { once: true },
       );
       this.waiters.push(waiter);
+      this.scheduleWake();
     });
   }
 
@@ -160,9 +179,9 @@ export class Balancer {
     if (request.affinityKey) {
       const preferred = this.affinity.get(request.affinityKey);
       if (preferred && request.candidates.includes(preferred)) {
-        if (this.available(this.load(preferred), now)) return this.lease(preferred, request.model, request.affinityKey);
+        if (this.available(preferred, now)) return this.lease(preferred, request.model, request.affinityKey);
         // Healthy but busy: spill over this once without moving the conversation's home.
-        if (this.load(preferred).cooldownUntil <= now) return this.pickLeast(request.model, request.candidates, now, undefined);
+        if (this.load(preferred).cooldownUntil <= now && this.routable(preferred)) return this.pickLeast(request.model, request.candidates, now, undefined);
       }
     }
     return this.pickLeast(request.model, request.candidates, now, request.affinityKey);
@@ -181,8 +200,8 @@ export class Balancer {
     }
     const average = n > 0 ? sum / n : DEFAULT_SPEED;
     for (const d of candidates) {
+      if (!this.available(d, now)) continue;
       const l = this.load(d);
-      if (!this.available(l, now)) continue;
       const score = (l.outstanding + 1) / (l.measured ? l.speed : average);
       // ties go to the device that served less, so equal devices share evenly
       if (score < bestScore || (score === bestScore && best !== undefined && l.served < this.load(best).served)) {
@@ -245,6 +264,33 @@ export class Balancer {
       clearTimeout(w.timer);
       w.resolve(lease);
     }
+    this.scheduleWake();
+  }
+
+  /**
+   * A cooldown ends without any release or status event, so nothing else would serve a request waiting for that
+   * device: one timer at the earliest cooldown end among the waiters' candidates drains the queue then.
+   */
+  private scheduleWake(): void {
+    const now = Date.now();
+    let earliest = Infinity;
+    for (const w of this.waiters) {
+      for (const d of w.request.candidates) {
+        const until = this.load(d).cooldownUntil;
+        if (until > now && until < earliest) earliest = until;
+      }
+    }
+    if (earliest === this.wakeAt) return;
+    clearTimeout(this.wakeTimer);
+    this.wakeTimer = undefined;
+    this.wakeAt = earliest;
+    if (earliest === Infinity) return;
+    this.wakeTimer = setTimeout(() => {
+      this.wakeTimer = undefined;
+      this.wakeAt = Infinity;
+      this.drain();
+    }, earliest - now + 1);
+    this.wakeTimer.unref();
   }
 
   private removeWaiter(w: Waiter): void {
@@ -252,8 +298,9 @@ export class Balancer {
     if (i >= 0) this.waiters.splice(i, 1);
   }
 
-  private available(l: DeviceLoad, now: number): boolean {
-    return l.cooldownUntil <= now && l.outstanding < this.options.deviceConcurrency;
+  private available(deviceId: string, now: number): boolean {
+    const l = this.load(deviceId);
+    return l.cooldownUntil <= now && l.outstanding < this.options.deviceConcurrency && this.routable(deviceId);
   }
 
   private load(deviceId: string): DeviceLoad {

@@ -19,8 +19,13 @@ export class CloudFallback {
     this.client = new OpenAI({ baseURL: settings.baseUrl, apiKey: settings.apiKey, timeout: settings.timeoutMs, maxRetries: 1 });
   }
 
+  /** The model asked of the endpoint for a request that named `requested`: the configured one, else the client's. */
+  modelFor(requested: string): string {
+    return this.settings.model ?? requested;
+  }
+
   async complete(chat: NormalizedChat, signal: AbortSignal, onContent?: (delta: string) => void): Promise<CloudAnswer> {
-    const model = this.settings.model ?? chat.requestedModel;
+    const model = this.modelFor(chat.requestedModel);
     const params = {
       model,
       messages: chat.messages as OpenAI.Chat.ChatCompletionMessageParam[],

@@ -18,8 +18,13 @@ export interface CatalogModel {
 }
 
 interface DeviceEntry {
-  /** accepting new work */
+  /** accepting new work: said online (hello/status) to this process, or its session on this broker is live */
   online: boolean;
+  /**
+   * Stored as online by an earlier control-plane process but not heard from by this one: it may be dead. Never routed
+   * to; requests may wait for it to come back (the registry's reconnect grace ends the wait by marking it offline).
+   */
+  reconnecting: boolean;
   /** connected (online or draining): its running jobs may still answer */
   connected: boolean;
   sessionId: string | null;
@@ -30,6 +35,7 @@ interface DeviceEntry {
 }
 
 type OfflineListener = (deviceId: string) => void;
+type OnlineListener = (deviceId: string) => void;
 
 /**
  * In-memory view of which online devices hold a ready replica of which model, and of the catalog (tier, context
@@ -43,6 +49,7 @@ export class DeviceDirectory implements OnModuleInit, OnModuleDestroy {
   private readonly devices = new Map<string, DeviceEntry>();
   private catalog = new Map<string, CatalogModel>();
   private readonly offlineListeners = new Set<OfflineListener>();
+  private readonly onlineListeners = new Set<OnlineListener>();
   private readonly unsubscribers: (() => unknown)[] = [];
   private catalogLoadedAt = 0;
   private catalogLoading: Promise<void> | undefined;
@@ -59,11 +66,8 @@ export class DeviceDirectory implements OnModuleInit, OnModuleDestroy {
     this.unsubscribers.push(await this.broker.subscribe(topics.allDevices.modelState, (m) => this.onMessage(m.topic, m.payload)));
     this.unsubscribers.push(
       this.events.on('device.status', ({ deviceId, status }) => {
-        const e = this.entry(deviceId);
-        if (status === 'online') {
-          e.online = true;
-          e.connected = true;
-        } else if (status === 'draining') e.online = false;
+        if (status === 'online') this.markOnline(deviceId);
+        else if (status === 'draining') this.markDraining(deviceId);
         else this.markOffline(deviceId);
       }),
       this.events.on('catalog.changed', () => {
@@ -83,15 +87,38 @@ export class DeviceDirectory implements OnModuleInit, OnModuleDestroy {
     return () => this.offlineListeners.delete(listener);
   }
 
-  /** Online devices with a ready replica of `model`. */
+  /** Called with the id of a device that can take work again (it said online to this process). */
+  onDeviceOnline(listener: OnlineListener): () => void {
+    this.onlineListeners.add(listener);
+    return () => this.onlineListeners.delete(listener);
+  }
+
+  /**
+   * Routing candidates for `model`: online devices with a ready replica, and devices still reconnecting after a
+   * control-plane restart that had one. Only online ones are leased (`isOnline`, the balancer's gate); a request
+   * whose only candidates are reconnecting waits for one to come back instead of failing at once.
+   */
   devicesFor(model: string): string[] {
+    const out: string[] = [];
+    for (const [id, d] of this.devices) if ((d.online || d.reconnecting) && d.ready.has(model)) out.push(id);
+    return out;
+  }
+
+  /** Online devices with a ready replica of `model` (what the fleet can serve right now). */
+  replicasOf(model: string): string[] {
     const out: string[] = [];
     for (const [id, d] of this.devices) if (d.online && d.ready.has(model)) out.push(id);
     return out;
   }
 
+  /** Whether the device may be given new work now. */
   isOnline(deviceId: string): boolean {
     return this.devices.get(deviceId)?.online ?? false;
+  }
+
+  /** Stored as online before this process started and not heard from since. */
+  isReconnecting(deviceId: string): boolean {
+    return this.devices.get(deviceId)?.reconnecting ?? false;
   }
 
   /** Catalog models (refreshed from the database at most every 5 s, or at once after `catalog.changed`). */
@@ -105,13 +132,19 @@ export class DeviceDirectory implements OnModuleInit, OnModuleDestroy {
     return this.catalog;
   }
 
-  /** Names of models with at least one ready replica on an online device (may be outside the catalog). */
+  /** Names of models with a ready replica on an online or reconnecting device (may be outside the catalog). */
   servedModels(): Set<string> {
     const names = new Set<string>();
-    for (const d of this.devices.values()) if (d.online) for (const m of d.ready) names.add(m);
+    for (const d of this.devices.values()) if (d.online || d.reconnecting) for (const m of d.ready) names.add(m);
     return names;
   }
 
+  /**
+   * The database says which devices were online and what they had ready, as an earlier process last knew it: a device
+   * may have died while no control plane was watching. So a stored `online` makes a device `reconnecting`, never
+   * routable: it becomes online when it says so to this process (its retained status, re-published on every
+   * connect) or when its MQTT session on this broker is live.
+   */
   private async loadFromDatabase(): Promise<void> {
     const [devices, states] = await Promise.all([
       this.db.prisma.device.findMany({ where: { status: 'online' }, select: { id: true, sessionId: true } }),
@@ -120,11 +153,12 @@ export class DeviceDirectory implements OnModuleInit, OnModuleDestroy {
     for (const d of devices) {
       const e = this.entry(d.id);
       // Live messages may already have arrived; they win over the database.
-      if (e.snapshotTs === 0) {
+      if (e.online || e.connected || e.snapshotTs !== 0) continue;
+      e.sessionId = d.sessionId;
+      if (this.broker.isConnected(d.id)) {
         e.online = true;
         e.connected = true;
-        e.sessionId = d.sessionId;
-      }
+      } else e.reconnecting = true;
     }
     for (const s of states) {
       const e = this.entry(s.deviceId);
@@ -151,12 +185,12 @@ export class DeviceDirectory implements OnModuleInit, OnModuleDestroy {
       const status = decoded.value.value;
       const e = this.entry(deviceId);
       if (status.state === 'online') {
-        e.online = true;
-        e.connected = true;
         e.sessionId = status.sessionId;
+        this.markOnline(deviceId);
       } else if (status.state === 'draining') {
         // A draining device refuses new jobs; running ones finish.
-        e.online = false;
+        e.sessionId = status.sessionId;
+        this.markDraining(deviceId);
       } else if (e.sessionId === null || e.sessionId === status.sessionId) {
         // [P-3.2] a late will from an older connection is ignored
         this.markOffline(deviceId);
@@ -170,12 +204,36 @@ export class DeviceDirectory implements OnModuleInit, OnModuleDestroy {
     }
   }
 
+  private markOnline(deviceId: string): void {
+    const e = this.entry(deviceId);
+    const was = e.online;
+    e.online = true;
+    e.connected = true;
+    e.reconnecting = false;
+    if (was) return;
+    for (const listener of this.onlineListeners) {
+      try {
+        listener(deviceId);
+      } catch (error) {
+        this.logger.error({ err: error, deviceId }, 'device online listener failed');
+      }
+    }
+  }
+
+  private markDraining(deviceId: string): void {
+    const e = this.entry(deviceId);
+    e.online = false;
+    e.connected = true;
+    e.reconnecting = false;
+  }
+
   private markOffline(deviceId: string): void {
     const e = this.devices.get(deviceId);
     if (!e) return;
     const was = e.connected;
     e.online = false;
     e.connected = false;
+    e.reconnecting = false;
     if (!was) return;
     this.logger.info({ deviceId }, 'gateway: device offline');
     for (const listener of this.offlineListeners) {
@@ -190,7 +248,7 @@ export class DeviceDirectory implements OnModuleInit, OnModuleDestroy {
   private entry(deviceId: string): DeviceEntry {
     let e = this.devices.get(deviceId);
     if (!e) {
-      e = { online: false, connected: false, sessionId: null, ready: new Set(), snapshotTs: 0 };
+      e = { online: false, reconnecting: false, connected: false, sessionId: null, ready: new Set(), snapshotTs: 0 };
       this.devices.set(deviceId, e);
     }
     return e;

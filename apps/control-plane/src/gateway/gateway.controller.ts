@@ -157,7 +157,10 @@ export class GatewayController {
     return {
       inFlight: this.dispatcher.inFlight,
       queued: this.gateway.balancer.queued,
-      replicas: Object.fromEntries([...this.directory.servedModels()].map((m) => [m, this.directory.devicesFor(m)])),
+      // Only devices that can take work now: one still reconnecting after a restart is not a ready replica.
+      replicas: Object.fromEntries(
+        [...this.directory.servedModels()].map((m): [string, string[]] => [m, this.directory.replicasOf(m)]).filter(([, devices]) => devices.length > 0),
+      ),
       devices: this.gateway.balancer.snapshot(),
       byModel: Object.fromEntries(this.accounting.byModel),
       byDevice: Object.fromEntries(this.accounting.byDevice),

@@ -79,6 +79,7 @@ const FIRST_TOKEN_MISSED = 'first token deadline missed';
 @Injectable()
 export class GatewayService implements OnModuleInit, OnModuleDestroy {
   private stopOffline: (() => void) | undefined;
+  private stopOnline: (() => void) | undefined;
 
   constructor(
     @Inject(GATEWAY_SETTINGS) private readonly settings: GatewaySettings,
@@ -91,6 +92,9 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
   ) {}
 
   onModuleInit(): void {
+    // Only devices that said online to this process get work; one still reconnecting after a restart is waited for.
+    this.balancer.gateBy((deviceId) => this.directory.isOnline(deviceId));
+    this.stopOnline = this.directory.onDeviceOnline(() => this.balancer.wake());
     // A dead device's jobs fail over at once instead of waiting for their timers. [P-3.2]
     this.stopOffline = this.directory.onDeviceOffline((deviceId) => {
       this.balancer.forgetDevice(deviceId);
@@ -102,6 +106,7 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
 
   onModuleDestroy(): void {
     this.stopOffline?.();
+    this.stopOnline?.();
   }
 
   /** Model names for `GET /v1/models`: the catalog, anything served outside it, and the virtual names. */
@@ -396,9 +401,11 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     });
   }
 
-  private async route(chat: NormalizedChat, key: GatewayKey, policy: RoutingPolicy, cloud: boolean): Promise<Route | undefined> {
+  private async route(chat: NormalizedChat, key: GatewayKey, policy: RoutingPolicy, cloudConfigured: boolean): Promise<Route | undefined> {
     const name = chat.requestedModel;
     const catalog = await this.directory.models();
+    // A key restricted to some models reaches the cloud only when its list names the cloud model (docs/gateway.md).
+    const cloud = cloudConfigured && this.cloudAllowed(key, chat);
     if (name !== AUTO_MODEL && !isTier(name)) {
       const model = catalog.get(name);
       if (!model && !this.directory.servedModels().has(name)) {
@@ -412,19 +419,40 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
       if (cloud) return undefined;
       throw new GatewayError(400, 'context_length_exceeded', `The prompt is longer than every tier allows (${classified.reason}).`, {}, 'messages');
     }
-    const picked = pickTierModel(classified.tier, await this.tierCandidates(chat, key, policy));
+    const candidates = await this.tierCandidates(chat, key, policy);
+    if (key.allowList.length > 0 && candidates.length === 0) {
+      throw new GatewayError(403, 'model_not_allowed', `this API key's allow-list names no catalog model that \`${name}\` may route to`, {}, 'model');
+    }
+    // Rather the largest model the fleet serves than none (a one-model fleet answers every request), unless strict or a
+    // cloud fallback this key may use can serve the tier asked for.
+    const picked = pickTierModel(classified.tier, candidates, { fits: classified.fits, strict: policy.strictMinTier || cloud });
     if (!picked) {
       if (cloud) return undefined;
       throw new GatewayError(503, 'no_device_available', `no online device serves a ${classified.tier} (or larger) model now`, { 'retry-after': '5' });
     }
-    const reason = `${classified.reason} -> ${picked.choice.tier}${picked.escalated ? ' (escalated)' : ''}`;
+    const how = picked.escalated ? ' (escalated)' : picked.lowered ? ` (no ${classified.tier} or larger model served: best served tier)` : '';
+    const reason = `${classified.reason} -> ${picked.choice.tier}${how}`;
     return { model: picked.choice.model, tier: picked.choice.tier, reason, byTier: true };
   }
 
-  /** Catalog models by the tier they serve under the policy, that the key may use and whose context fits the request. */
+  /**
+   * The cloud fallback is another model: a key with an allow-list may use it only when the list names it as
+   * `cloud:<model asked of the endpoint>` (the name the answer and the metrics carry).
+   */
+  private cloudAllowed(key: GatewayKey, chat: NormalizedChat): boolean {
+    if (key.allowList.length === 0) return true;
+    const cloud = this.routing.cloud();
+    return cloud !== undefined && key.allowList.includes(`cloud:${cloud.modelFor(chat.requestedModel)}`);
+  }
+
+  /**
+   * Catalog models by the tier they serve under the policy, that the key may use and whose context fits the request.
+   * A key with an allow-list reaches only the catalog models it names, whatever tier names it lists (`auto` or `small`
+   * allow asking by tier, not every model a tier or an escalation could reach).
+   */
   private async tierCandidates(chat: NormalizedChat, key: GatewayKey, policy: RoutingPolicy): Promise<TierCandidate[]> {
     const catalog = await this.directory.models();
-    const restricted = key.allowList.some((m) => catalog.has(m));
+    const restricted = key.allowList.length > 0;
     const needed = estimatePromptTokens(chat) + (chat.maxTokens ?? 0);
     const out: TierCandidate[] = [];
     for (const m of catalog.values()) {
@@ -442,7 +470,8 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
   private async nextTier(chat: NormalizedChat, key: GatewayKey, policy: RoutingPolicy, above: Tier): Promise<{ model: CatalogModel; tier: Tier } | undefined> {
     const next = TIERS[TIERS.indexOf(above) + 1];
     if (!next) return undefined;
-    const picked = pickTierModel(next, await this.tierCandidates(chat, key, policy));
+    // strict: escalation only moves up, never back to the tier that just failed
+    const picked = pickTierModel(next, await this.tierCandidates(chat, key, policy), { strict: true });
     return picked ? { model: picked.choice.model, tier: picked.choice.tier } : undefined;
   }
 
@@ -456,6 +485,9 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     started: number,
   ): Promise<ChatOutcome> {
     if (!cloud) throw new GatewayError(503, 'no_device_available', why, { 'retry-after': '5' });
+    if (!this.cloudAllowed(ctx.key, chat)) {
+      throw new GatewayError(503, 'no_device_available', `${why}; this API key may not use the cloud fallback`, { 'retry-after': '5' });
+    }
     note({ cloud: true });
     let begun = false;
     try {

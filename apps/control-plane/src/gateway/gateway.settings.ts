@@ -34,6 +34,7 @@ export const gatewayEnvSchema = z.object({
   FLOTILLA_GATEWAY_DEFAULT_TIER: tier('small'),
   FLOTILLA_GATEWAY_TOOLS_MIN_TIER: tier('medium'),
   FLOTILLA_GATEWAY_ESCALATE_ON_FAILURE: bool(true),
+  FLOTILLA_GATEWAY_STRICT_MIN_TIER: bool(false),
   FLOTILLA_GATEWAY_SESSION_AFFINITY: bool(true),
   FLOTILLA_GATEWAY_CLOUD_URL: optionalString.pipe(z.url().optional()),
   FLOTILLA_GATEWAY_CLOUD_API_KEY: optionalString,
@@ -68,6 +69,8 @@ export interface GatewaySettings {
   defaultTier: 'small' | 'medium' | 'large';
   toolsMinTier: 'small' | 'medium' | 'large';
   escalateOnFailure: boolean;
+  /** no served model at or above the picked tier: 503 instead of the largest served tier below */
+  strictMinTier: boolean;
   sessionAffinity: boolean;
   /** OpenAI-compatible endpoint used when no device can serve; absent: no cloud fallback */
   cloud: CloudSettings | undefined;
@@ -95,6 +98,7 @@ export function gatewaySettingsFromEnv(e: z.infer<typeof gatewayEnvSchema>, read
     defaultTier: e.FLOTILLA_GATEWAY_DEFAULT_TIER,
     toolsMinTier: e.FLOTILLA_GATEWAY_TOOLS_MIN_TIER,
     escalateOnFailure: e.FLOTILLA_GATEWAY_ESCALATE_ON_FAILURE,
+    strictMinTier: e.FLOTILLA_GATEWAY_STRICT_MIN_TIER,
     sessionAffinity: e.FLOTILLA_GATEWAY_SESSION_AFFINITY,
     cloud: e.FLOTILLA_GATEWAY_CLOUD_URL
       ? {

@@ -30,10 +30,10 @@ const env = policyFromSettings(gatewaySettings());
 describe('classify (model auto)', () => {
   it('follows the environment defaults: short -> small; tools, JSON or keywords -> medium; long or large keywords -> large', () => {
     expect(classify(chat('Hi!'), env).tier).toBe('small');
-    expect(classify(chat('Hi!', { tools }), env)).toEqual({ tier: 'medium', reason: 'tools requested' });
+    expect(classify(chat('Hi!', { tools }), env)).toMatchObject({ tier: 'medium', reason: 'tools requested' });
     expect(classify(chat('Hi!', { tools, toolChoice: 'none' }), env).tier).toBe('small');
     expect(classify(chat('Hi!', { responseFormat: { type: 'json_object' } }), env).tier).toBe('medium');
-    expect(classify(chat('Please summarize this.'), env)).toEqual({ tier: 'medium', reason: 'keyword "summarize"' });
+    expect(classify(chat('Please summarize this.'), env)).toMatchObject({ tier: 'medium', reason: 'keyword "summarize"' });
     expect(classify(chat('Prove it step by step.'), env).tier).toBe('large');
     expect(classify(chat('x'.repeat(2000)), env).reason).toBe('prompt 2000 chars > 1500');
     expect(classify(chat('x'.repeat(7000)), env).tier).toBe('large');
@@ -41,7 +41,7 @@ describe('classify (model auto)', () => {
 
   it('takes the default tier, the tools tier and token limits from a routing block', () => {
     const options: ClassifierOptions = { ...env, defaultTier: 'medium', toolsMinTier: 'large', maxPromptTokens: { medium: 100 } };
-    expect(classify(chat('Hi!'), options)).toEqual({ tier: 'medium', reason: 'default tier medium' });
+    expect(classify(chat('Hi!'), options)).toMatchObject({ tier: 'medium', reason: 'default tier medium' });
     expect(classify(chat('Hi!', { tools }), options).tier).toBe('large');
     expect(classify(chat('x'.repeat(800)), options)).toMatchObject({ tier: 'large', reason: expect.stringMatching(/tokens > medium limit 100/) });
     // a token limit on small replaces the character threshold for small
@@ -51,7 +51,7 @@ describe('classify (model auto)', () => {
   });
 
   it('with auto disabled uses the default tier; a tier name starts there and only token limits move it', () => {
-    expect(classify(chat('Prove it.', { tools }), { ...env, autoEnabled: false, defaultTier: 'medium' })).toEqual({ tier: 'medium', reason: 'auto routing disabled' });
+    expect(classify(chat('Prove it.', { tools }), { ...env, autoEnabled: false, defaultTier: 'medium' })).toMatchObject({ tier: 'medium', reason: 'auto routing disabled' });
     expect(classify(chat('x'.repeat(7000), { tools }), env, 'small').tier).toBe('small');
     expect(classify(chat('x'.repeat(800)), { ...env, maxPromptTokens: { small: 50 } }, 'small').tier).toBe('medium');
   });
@@ -71,7 +71,26 @@ describe('tiers and models', () => {
     expect(pickTierModel('small', [c('s', 'small', 1), c('m', 'medium', 5)])).toMatchObject({ choice: { tier: 'small' }, escalated: false });
     expect(pickTierModel('small', [c('s', 'small', 0), c('m', 'medium', 5)])).toMatchObject({ choice: { tier: 'medium' }, escalated: true });
     expect(pickTierModel('small', [c('s', 'small', 0), c('m', 'medium', 0)])).toMatchObject({ choice: { model: { name: 's' } }, escalated: false });
-    expect(pickTierModel('medium', [c('s', 'small', 3)])).toBeUndefined();
+    // nothing at or above medium: the largest served tier below answers, unless strict
+    expect(pickTierModel('medium', [c('s', 'small', 3)], { strict: true })).toBeUndefined();
+  });
+
+  it('falls back to the largest served tier below the picked one when nothing at or above it is served', () => {
+    const c = (name: string, tier: TierCandidate['tier'], freeSlots: number, devices = ['d1']): TierCandidate => ({ model: model(name, tier), tier, devices, freeSlots });
+    expect(pickTierModel('medium', [c('s', 'small', 3)])).toMatchObject({ choice: { model: { name: 's' } }, escalated: false, lowered: true });
+    // the largest one below, even when saturated (the request waits in its queue)
+    expect(pickTierModel('large', [c('s', 'small', 3), c('m', 'medium', 0)])).toMatchObject({ choice: { model: { name: 'm' } }, lowered: true });
+    // a tier without replicas is no candidate, and a tier the prompt is too long for is skipped
+    expect(pickTierModel('large', [c('s', 'small', 3), c('m', 'medium', 3, [])])).toMatchObject({ choice: { model: { name: 's' } }, lowered: true });
+    expect(pickTierModel('large', [c('s', 'small', 3)], { fits: ['medium', 'large'] })).toBeUndefined();
+    // structured output on a small-only fleet (the `npm start` default): the rules pick medium, small answers
+    const json = classify(chat('Give me JSON.', { responseFormat: { type: 'json_object' } }), env);
+    expect(json).toMatchObject({ tier: 'medium', fits: ['small', 'medium', 'large'] });
+    expect(pickTierModel(json.tier ?? 'large', [c('s', 'small', 3)], { fits: json.fits })).toMatchObject({ choice: { tier: 'small' }, lowered: true });
+    // a long prompt that skipped small never falls back to it
+    const long = classify(chat('x'.repeat(2000)), env);
+    expect(long).toMatchObject({ tier: 'medium', fits: ['medium', 'large'] });
+    expect(pickTierModel(long.tier ?? 'large', [c('s', 'small', 3)], { fits: long.fits })).toBeUndefined();
   });
 });
 
@@ -112,7 +131,10 @@ describe('routing policy', () => {
 
   it('reads new environment settings for the tiers and refuses bad ones', () => {
     const s = gatewaySettings({ FLOTILLA_GATEWAY_DEFAULT_TIER: 'medium', FLOTILLA_GATEWAY_TOOLS_MIN_TIER: 'small', FLOTILLA_GATEWAY_SESSION_AFFINITY: 'false' });
-    expect(s).toMatchObject({ defaultTier: 'medium', toolsMinTier: 'small', sessionAffinity: false, escalateOnFailure: true });
+    expect(s).toMatchObject({ defaultTier: 'medium', toolsMinTier: 'small', sessionAffinity: false, escalateOnFailure: true, strictMinTier: false });
+    expect(policyFromSettings(gatewaySettings({ FLOTILLA_GATEWAY_STRICT_MIN_TIER: 'true' })).strictMinTier).toBe(true);
+    expect(policyFromRouting(RoutingSchema.parse({ auto: { strictMinTier: true } }), s).strictMinTier).toBe(true);
+    expect(policyFromRouting(RoutingSchema.parse({}), s).strictMinTier).toBe(false);
     expect(() => gatewaySettings({ FLOTILLA_GATEWAY_DEFAULT_TIER: 'huge' })).toThrow(/FLOTILLA_GATEWAY_DEFAULT_TIER/);
   });
 });

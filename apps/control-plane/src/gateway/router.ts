@@ -29,6 +29,11 @@ export interface Classification {
   tier: Tier | null;
   /** the rule that decided, for logs and the `x-flotilla-route` header */
   reason: string;
+  /**
+   * The tiers the prompt's length allows (no token or character limit of theirs applies): a request may fall back
+   * below `tier` when nothing at or above it is served, only to one of these.
+   */
+  fits: Tier[];
 }
 
 // Keywords in the last user message that ask for more than a short answer (docs/gateway.md, "Routing").
@@ -76,11 +81,11 @@ export function classify(chat: NormalizedChat, options: ClassifierOptions, reque
   };
   for (let why = tooLong(tier); why !== undefined; why = tooLong(tier)) {
     const next = TIERS[rank(tier) + 1];
-    if (!next) return { tier: null, reason: why };
+    if (!next) return { tier: null, reason: why, fits: [] };
     tier = next;
     reason = why;
   }
-  return { tier, reason };
+  return { tier, reason, fits: TIERS.filter((t) => tooLong(t) === undefined) };
 }
 
 export function promptChars(chat: NormalizedChat): number {
@@ -109,22 +114,44 @@ export interface TierCandidate {
   freeSlots: number;
 }
 
+export interface TierPick {
+  choice: TierCandidate;
+  /** served from a tier above `minTier` (the picked tier was saturated or has no replica) */
+  escalated: boolean;
+  /** served from a tier below `minTier`: nothing at or above it has a replica */
+  lowered: boolean;
+}
+
 /**
  * Picks the model for a tier request: from `minTier` upward, the first tier with a model that has a free slot
  * (the model with most free slots wins); when every tier is saturated, the smallest tier that has replicas (the
- * request waits in its queue). Undefined when no tier at or above `minTier` has any replica.
+ * request waits in its queue). When no tier at or above `minTier` has any replica: unless `strict`, the largest tier
+ * below it that has one and is in `fits` (default: every tier), so a one-model fleet answers with its model.
+ * Undefined when none qualifies.
  */
-export function pickTierModel(minTier: Tier, candidates: readonly TierCandidate[]): { choice: TierCandidate; escalated: boolean } | undefined {
-  const from = TIERS.indexOf(minTier);
+export function pickTierModel(minTier: Tier, candidates: readonly TierCandidate[], options: { fits?: readonly Tier[]; strict?: boolean } = {}): TierPick | undefined {
+  const from = rank(minTier);
+  const best = (tier: Tier): { any: TierCandidate; free: TierCandidate | undefined } | undefined => {
+    const inTier = candidates.filter((c) => c.tier === tier && c.devices.length > 0);
+    const any = inTier[0];
+    if (!any) return undefined;
+    return { any, free: inTier.filter((c) => c.freeSlots > 0).sort((a, b) => b.freeSlots - a.freeSlots)[0] };
+  };
   let fallback: TierCandidate | undefined;
   for (const tier of TIERS.slice(from)) {
-    const inTier = candidates.filter((c) => c.tier === tier && c.devices.length > 0);
-    if (inTier.length === 0) continue;
-    fallback ??= inTier[0];
-    const free = inTier.filter((c) => c.freeSlots > 0).sort((a, b) => b.freeSlots - a.freeSlots)[0];
-    if (free) return { choice: free, escalated: tier !== minTier };
+    const b = best(tier);
+    if (!b) continue;
+    fallback ??= b.any;
+    if (b.free) return { choice: b.free, escalated: tier !== minTier, lowered: false };
   }
-  return fallback ? { choice: fallback, escalated: fallback.tier !== minTier } : undefined;
+  if (fallback) return { choice: fallback, escalated: fallback.tier !== minTier, lowered: false };
+  if (options.strict) return undefined;
+  for (const tier of TIERS.slice(0, from).reverse()) {
+    if (options.fits && !options.fits.includes(tier)) continue;
+    const b = best(tier);
+    if (b) return { choice: b.free ?? b.any, escalated: false, lowered: true };
+  }
+  return undefined;
 }
 
 /**

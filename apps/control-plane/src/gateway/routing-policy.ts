@@ -31,6 +31,11 @@ export interface RoutingPolicy {
   largePromptChars: number;
   /** every replica of a tier's model failed before any token: try the next larger tier */
   escalateOnFailure: boolean;
+  /**
+   * When no model at or above the tier the rules pick is served: false, the largest served tier below answers (and
+   * `x-flotilla-route` says so); true, the request fails (cloud fallback, else 503)
+   */
+  strictMinTier: boolean;
   sessionAffinity: boolean;
   deviceConcurrency: number;
   timeoutMs: number;
@@ -52,6 +57,7 @@ export function policyFromSettings(s: GatewaySettings): RoutingPolicy {
     mediumPromptChars: s.mediumPromptChars,
     largePromptChars: s.largePromptChars,
     escalateOnFailure: s.escalateOnFailure,
+    strictMinTier: s.strictMinTier,
     sessionAffinity: s.sessionAffinity,
     deviceConcurrency: s.deviceConcurrency,
     timeoutMs: s.timeoutMs,
@@ -81,6 +87,7 @@ export function policyFromRouting(r: Routing, s: GatewaySettings): RoutingPolicy
     mediumPromptChars: s.mediumPromptChars,
     largePromptChars: s.largePromptChars,
     escalateOnFailure: r.auto.escalateOnFailure,
+    strictMinTier: r.auto.strictMinTier,
     sessionAffinity: r.sessionAffinity,
     deviceConcurrency: r.maxConcurrentPerDevice,
     timeoutMs: r.requestTimeoutMs,

@@ -338,12 +338,15 @@ describeBackends('gateway (issue 5)', (backend) => {
     expect((await route(hi)).model).toBe('tiny-m');
     expect((await route({ ...hi, ...withTools })).model).toBe('tiny-m');
     expect((await route({ messages: [{ role: 'user', content: 'Please summarize this.' }] })).model).toBe('tiny-s');
-    await expect(client.chat.completions.create({ ...ask, model: 'large' })).rejects.toMatchObject({ status: 503, code: 'no_device_available' });
+    // nothing serves large and there is no cloud fallback: the largest served tier below answers, and the route says so
+    expect(await route({ model: 'large' })).toMatchObject({ model: 'tiny-s', route: expect.stringMatching(/no large or larger model served/) });
     expect(sampleValue(await scrape(), 'flotilla_gateway_device_concurrency_limit')).toBe(3);
 
     // The default tier and the tools tier move `auto` up; a token limit on small sends a long prompt past it.
-    await apply({ defaultTier: 'medium', auto: { toolsMinTier: 'medium', maxPromptTokens: { small: 20 } }, requestTimeoutMs: 20_002 });
+    await apply({ defaultTier: 'medium', auto: { toolsMinTier: 'medium', maxPromptTokens: { small: 20 }, strictMinTier: true }, requestTimeoutMs: 20_002 });
     expect(await route(hi)).toMatchObject({ model: 'tiny-m', route: 'default tier medium -> medium' });
+    // a strict minimum tier: nothing at or above large is served, so 503
+    await expect(client.chat.completions.create({ ...ask, model: 'large' })).rejects.toMatchObject({ status: 503, code: 'no_device_available' });
     await apply({ auto: { toolsMinTier: 'medium', maxPromptTokens: { small: 20 } }, requestTimeoutMs: 20_003 });
     expect((await route(hi)).model).toBe('tiny-s');
     expect((await route({ ...hi, ...withTools })).model).toBe('tiny-m');
