@@ -102,6 +102,8 @@ export class Agent {
       defaultParallel: config.maxParallelRequests,
       onModelsChanged: () => ref.current?.reconciler.wake(),
       onModelUsed: (sha256) => void store.touch(sha256).catch((error: unknown) => logger.warn({ err: error }, 'could not record model use')),
+      stopTimeoutMs: config.shutdownGraceSeconds * 1000,
+      event: (level, code, message, model) => ref.current?.event(level, code, message, model ? { model } : {}),
     });
     const reconciler = new Reconciler({
       store,

@@ -49,4 +49,28 @@ describe('PeriodicJob', () => {
     expect(calls).toBeGreaterThanOrEqual(2);
     expect(order).toEqual(['direct']);
   });
+
+  it('skips the ticks that come while a run is in flight instead of queueing them: no backlog, and stop() waits for one run only', async () => {
+    const { logger } = capture();
+    const job = new PeriodicJob('slow job', logger);
+    let runs = 0;
+    const started = Date.now();
+    job.start(10, async () => {
+      await new Promise((r) => setTimeout(r, 100)); // ten ticks per run
+      runs += 1;
+    });
+    await new Promise((r) => setTimeout(r, 350));
+    const stopping = Date.now();
+    await job.stop();
+    const stopMs = Date.now() - stopping;
+    const elapsed = Date.now() - started;
+    // One run per ~100 ms at most (a run starts on the first tick after the previous one ended).
+    expect(runs).toBeGreaterThanOrEqual(2);
+    expect(runs).toBeLessThanOrEqual(Math.ceil(elapsed / 100) + 1);
+    // Only the run in progress is waited for, not ~30 queued ones.
+    expect(stopMs).toBeLessThan(1000);
+    const after = runs;
+    await new Promise((r) => setTimeout(r, 250));
+    expect(runs).toBe(after);
+  });
 });

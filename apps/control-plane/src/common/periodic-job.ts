@@ -1,12 +1,14 @@
 import type { Logger } from 'pino';
 
 /**
- * A background task that runs at start and every `intervalMs`, one run at a time (a slow run delays the next instead of
- * overlapping it); its timer never keeps the process alive, and `stop()` waits for the run in progress.
+ * A background task that runs at start and every `intervalMs`, one run at a time: a tick that comes while the previous
+ * timed run is still going is skipped, not queued, so a run slower than the interval never builds a backlog. Its timer
+ * never keeps the process alive, and `stop()` waits for the run in progress.
  */
 export class PeriodicJob {
   private timer: NodeJS.Timeout | undefined;
   private last: Promise<unknown> = Promise.resolve();
+  private timedRunInFlight = false;
 
   constructor(
     /** e.g. `retention sweep`: logged as `<what> failed` */
@@ -22,7 +24,22 @@ export class PeriodicJob {
   }
 
   start(intervalMs: number, task: () => Promise<unknown>): void {
-    const tick = () => void this.serialize(task).catch((error: unknown) => this.logger.error({ err: error }, `${this.what} failed`));
+    const tick = (): void => {
+      if (this.timedRunInFlight) {
+        this.logger.debug(`${this.what}: the previous run is still going, skipping this tick`);
+        return;
+      }
+      this.timedRunInFlight = true;
+      this.serialize(task).then(
+        () => {
+          this.timedRunInFlight = false;
+        },
+        (error: unknown) => {
+          this.timedRunInFlight = false;
+          this.logger.error({ err: error }, `${this.what} failed`);
+        },
+      );
+    };
     tick();
     this.timer = setInterval(tick, intervalMs);
     this.timer.unref();

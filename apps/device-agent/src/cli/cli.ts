@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { Agent, AGENT_VERSION } from '../agent.js';
 import { ConfigError, loadConfig } from '../config/config.js';
 import { enroll, readCredentials } from '../credentials.js';
+import { installCrashHandlers } from '../crash.js';
 import { detectHardware } from '../inventory.js';
 import { createLogger } from '../logger.js';
 
@@ -81,6 +82,7 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo, env
       return 1;
     }
     const logger = createLogger({ level: config.logLevel, deviceId: credentials.deviceId });
+    installCrashHandlers(logger);
     const agent = await Agent.create({ config, credentials, logger });
     await agent.start();
     await new Promise<void>((resolve) => {

@@ -50,6 +50,7 @@ export function stageOf(step: Step): FailureStage | undefined {
       return 'load';
     case 'unload':
     case 'evict':
+    case 'pin':
     case 'report':
     case 'fail':
       return undefined;

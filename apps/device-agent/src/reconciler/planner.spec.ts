@@ -132,6 +132,14 @@ describe('planSteps', () => {
     expect(planSteps(state, current, NOW)[0]).toMatchObject({ reason: 'replaced' });
   });
 
+  it('plans a pin step for a stored desired file whose pin differs; undesired files keep theirs', () => {
+    const state = desired([model('a', { pinned: true, load: false }), model('b', { load: false })]);
+    const current = settled(state, { files: [file('sha-a'), file('sha-b'), file('sha-old', { pinned: true })] });
+    expect(planSteps(state, current, NOW)).toEqual([{ kind: 'pin', name: 'a', sha256: 'sha-a', pinned: true }]);
+    const unpin = desired([model('a', { load: false })], 2);
+    expect(planSteps(unpin, settled(unpin, { files: [file('sha-a', { pinned: true })] }), NOW)).toEqual([{ kind: 'pin', name: 'a', sha256: 'sha-a', pinned: false }]);
+  });
+
   it('disk quota: evicts the least recently used unpinned, unloaded, undesired file first', () => {
     const state = desired([model('new', { sizeBytes: 30 * MB })]);
     const current = settled(state, {
@@ -251,18 +259,19 @@ describe('executor helpers', () => {
     const record = async (step: Step): Promise<void> => {
       seen.push(step.kind);
     };
-    const handlers: StepHandlers = { download: record, verify: record, load: record, unload: record, evict: record, report: record, fail: record };
+    const handlers: StepHandlers = { download: record, verify: record, load: record, unload: record, evict: record, pin: record, report: record, fail: record };
     const steps: Step[] = [
       { kind: 'download', model: model('a'), resumeFrom: 0 },
       { kind: 'verify', model: model('a') },
       { kind: 'load', model: model('a'), memoryBytes: 1 },
       { kind: 'unload', name: 'a', sha256: 'x', reason: 'not-desired' },
       { kind: 'evict', sha256: 'x', bytes: 1, reason: 'r' },
+      { kind: 'pin', name: 'a', sha256: 'x', pinned: true },
       { kind: 'report', version: 1, statuses: [] },
       { kind: 'fail', model: model('a'), stage: 'load', code: 'INSUFFICIENT_MEMORY', reason: 'r' },
     ];
     for (const step of steps) await runStep(step, handlers, new AbortController().signal);
-    expect(seen).toEqual(['download', 'verify', 'load', 'unload', 'evict', 'report', 'fail']);
-    expect(steps.map(stageOf)).toEqual(['download', 'verify', 'load', undefined, undefined, undefined, undefined]);
+    expect(seen).toEqual(['download', 'verify', 'load', 'unload', 'evict', 'pin', 'report', 'fail']);
+    expect(steps.map(stageOf)).toEqual(['download', 'verify', 'load', undefined, undefined, undefined, undefined, undefined]);
   });
 });

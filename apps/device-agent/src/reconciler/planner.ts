@@ -92,6 +92,13 @@ export function planSteps(desired: DesiredState, actual: ActualState, now: numbe
   let diskUsed = actual.files.reduce((sum, file) => sum + file.bytesOnDisk, 0);
   const evicted = new Set<string>();
 
+  // The pin follows the desired state; a failed write leaves the store's flag as it was, so it is planned again.
+  const pins: Step[] = [];
+  for (const model of desired.models) {
+    const file = files.get(model.sha256);
+    if (file && file.pinned !== model.pinned) pins.push({ kind: 'pin', name: model.name, sha256: model.sha256, pinned: model.pinned });
+  }
+
   const verifies: Step[] = [];
   const loads: Step[] = [];
   const downloads: Step[] = [];
@@ -160,5 +167,5 @@ export function planSteps(desired: DesiredState, actual: ActualState, now: numbe
     downloads.push({ kind: 'download', model, resumeFrom: have });
   }
 
-  return [...steps, ...fails, ...evicts, ...verifies, ...loads, ...downloads];
+  return [...steps, ...pins, ...fails, ...evicts, ...verifies, ...loads, ...downloads];
 }

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -10,6 +10,7 @@ import { testLogger } from '../../test/support/silent-logger.js';
 import type { LlamaEngine } from '../runtime/llama-engine.js';
 import { Runtime } from '../runtime/runtime.js';
 import { ModelStore } from '../store/model-store.js';
+import type { RetryPolicy } from './executor.js';
 import { Reconciler } from './reconciler.js';
 import type { DesiredModel, ModelStatus } from './types.js';
 
@@ -28,7 +29,10 @@ afterAll(async () => {
   await engine.dispose();
 });
 
-async function setup(diskQuotaBytes = 1024 ** 3) {
+async function setup(
+  diskQuotaBytes = 1024 ** 3,
+  options: { policy?: RetryPolicy; report?: (version: number, statuses: readonly ModelStatus[]) => void } = {},
+) {
   const store = new ModelStore({ dir: mkdtempSync(join(tmpdir(), 'flotilla-rec-')), logger: testLogger() });
   await store.init();
   const runtime = new Runtime({
@@ -47,10 +51,13 @@ async function setup(diskQuotaBytes = 1024 ** 3) {
     store,
     runtime,
     logger: testLogger(),
-    policy: { maxAttempts: 2, baseDelayMs: 20, maxDelayMs: 50 },
+    policy: options.policy ?? { maxAttempts: 2, baseDelayMs: 20, maxDelayMs: 50 },
     diskQuotaBytes,
     memoryBudgetBytes: 1024 ** 3,
-    report: (version, statuses) => reports.push({ version, statuses }),
+    report: (version, statuses) => {
+      options.report?.(version, statuses);
+      reports.push({ version, statuses });
+    },
     event: (_level, code, message) => events.push(`${code}: ${message}`),
   });
   const controller = new AbortController();
@@ -140,5 +147,62 @@ describe('Reconciler with a real store, runtime and HTTP source', () => {
     expect(left).toContain(recent.sha256);
     expect(left).not.toContain(old.sha256);
     expect(events.some((event) => event.startsWith(`MODEL_EVICTED: evicted ${old.sha256}`))).toBe(true);
+  });
+
+  it('pins a stored file when the desired state says so; a failed write is reported, the store keeps the old flag and the pin is retried until it lands', async () => {
+    const { reconciler, reports, store, events } = await setup(1024 ** 3, { policy: { maxAttempts: 2, baseDelayMs: 100, maxDelayMs: 400 } });
+    reconciler.offer({ version: 1, models: [tinyDesired({ load: false })] });
+    await until(() => phaseOf(reports, 'tiny') === 'ready');
+    const meta = join(store.dir, `${tiny.sha256}.json`);
+    expect(JSON.parse(readFileSync(meta, 'utf8'))).toMatchObject({ pinned: false });
+
+    // The metadata file cannot be replaced (a non-empty directory in its place): every write of the pin fails.
+    rmSync(meta);
+    mkdirSync(join(meta, 'blocked'), { recursive: true });
+    reconciler.offer({ version: 2, models: [tinyDesired({ load: false, pinned: true })] });
+    const failures = (): string[] => events.filter((event) => event.startsWith('MODEL_PIN_FAILED: tiny: could not pin the file'));
+    await until(() => failures().length >= 2);
+    expect(store.list().find((file) => file.sha256 === tiny.sha256)?.pinned).toBe(false);
+    // Retried at the loop's backoff, not in a busy loop: 100 ms doubling to 400 ms (jittered to half) over ~2 s.
+    const before = failures().length;
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const during = failures().length - before;
+    expect(during).toBeGreaterThanOrEqual(2);
+    expect(during).toBeLessThanOrEqual(12);
+
+    rmSync(meta, { recursive: true });
+    const onDisk = (): { pinned?: boolean } | undefined => {
+      try {
+        return JSON.parse(readFileSync(meta, 'utf8')) as { pinned?: boolean };
+      } catch {
+        return undefined; // not written yet
+      }
+    };
+    await until(() => onDisk()?.pinned === true, 5000);
+    expect(store.list().find((file) => file.sha256 === tiny.sha256)?.pinned).toBe(true);
+  });
+
+  it('backs off while a step keeps failing (here the model-state report), then reports once it works again', async () => {
+    let calls = 0;
+    let failing = true;
+    const { reconciler, reports } = await setup(1024 ** 3, {
+      policy: { maxAttempts: 2, baseDelayMs: 100, maxDelayMs: 400 },
+      report: () => {
+        calls++;
+        // A loop without backoff retries in microtasks and starves the event loop: give up failing after 500 calls
+        // so that such a loop ends and this test reports it instead of hanging.
+        if (failing && calls < 500) throw new Error('model state could not be sent');
+      },
+    });
+    const started = Date.now();
+    reconciler.offer({ version: 1, models: [] });
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const window = Date.now() - started;
+    // 50-100, 100-200, then 200-400 ms apart: at most ~10 attempts in 2 s.
+    expect(calls).toBeGreaterThanOrEqual(3);
+    expect(calls).toBeLessThanOrEqual(Math.ceil(window / 200) + 4);
+    expect(reports).toEqual([]);
+    failing = false;
+    await until(() => reports.at(-1)?.version === 1, 5000);
   });
 });

@@ -35,6 +35,7 @@ export class Reconciler {
   private failures: Record<string, ModelFailure> = {};
   private reported: Record<string, ModelStatus> = {};
   private wakeUp: (() => void) | undefined;
+  private endBackoff: (() => void) | undefined;
   private current: { step: Step; controller: AbortController } | undefined;
   private limits: { diskQuotaBytes?: number; memoryBudgetBytes?: number } = {};
   private readonly now: () => number;
@@ -60,7 +61,6 @@ export class Reconciler {
       },
       verify: async (step) => {
         await this.options.store.verify(step.model);
-        await this.options.store.setPinned(step.model.sha256, step.model.pinned);
       },
       load: async (step) => {
         const path = this.options.store.pathOf(step.model.sha256);
@@ -80,6 +80,14 @@ export class Reconciler {
       },
       unload: async (step) => {
         await this.options.runtime.unload(step.name, { forget: true });
+      },
+      pin: async (step) => {
+        try {
+          await this.options.store.setPinned(step.sha256, step.pinned);
+        } catch (error) {
+          this.options.event?.('warn', 'MODEL_PIN_FAILED', `${step.name}: could not ${step.pinned ? 'pin' : 'unpin'} the file: ${errorMessage(error)}`, step.name);
+          throw error;
+        }
       },
       evict: async (step) => {
         await this.options.store.evict(step.sha256);
@@ -110,14 +118,13 @@ export class Reconciler {
     if (running && step?.kind === 'download' && !state.models.some((model) => model.sha256 === step.model.sha256)) {
       running.controller.abort(new Error('no longer desired'));
     }
+    // Pins are planned steps (see planSteps): a failed write is retried by the loop, never left floating.
     for (const model of state.models) {
       const path = this.options.store.pathOf(model.sha256);
-      if (path) {
-        void this.options.store.setPinned(model.sha256, model.pinned);
-        if (model.load === false) this.register(model, path);
-      }
+      if (path && model.load === false) this.register(model, path);
     }
     this.wake();
+    this.endBackoff?.();
     return true;
   }
 
@@ -147,12 +154,19 @@ export class Reconciler {
     return Object.values(this.reported);
   }
 
-  /** Runs until the signal aborts. */
+  /**
+   * Runs until the signal aborts. After a failed step the loop waits, exponentially longer (policy base to cap,
+   * jittered) while steps keep failing, so a step that fails every time (an unload, an eviction, a pin on a full disk)
+   * is retried at a bounded rate instead of in a busy loop; a success resets the delay, a newer desired state cuts
+   * the wait short.
+   */
   async run(signal: AbortSignal): Promise<void> {
     signal.addEventListener('abort', () => {
       this.current?.controller.abort();
       this.wake();
+      this.endBackoff?.();
     });
+    let failuresInARow = 0;
     while (!signal.aborted) {
       const desired = this.desired;
       if (!desired) {
@@ -167,16 +181,33 @@ export class Reconciler {
       }
       const controller = new AbortController();
       this.current = { step, controller };
+      let failed = false;
       try {
         await runStep(step, this.handlers, controller.signal);
         this.clearFailure(step);
+        failuresInARow = 0;
       } catch (error) {
         if (signal.aborted) break;
         this.recordFailure(step, error);
+        failed = true;
       } finally {
         this.current = undefined;
       }
+      if (failed && !signal.aborted) await this.backoff(loopBackoffMs(++failuresInARow, this.options.policy, this.random()));
     }
+  }
+
+  /** Waits after a failed step; only a newer desired state or the abort signal ends the wait early. */
+  private backoff(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.endBackoff = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.endBackoff = done;
+    });
   }
 
   private register(model: DesiredModel, path: string): void {
@@ -235,6 +266,16 @@ export class Reconciler {
 }
 
 const STAGE_ORDER = { download: 0, verify: 1, load: 2 } as const;
+
+/** Delay after the n-th failed step in a row: base * 2^(n-1), capped, with jitter in [0.5, 1) of it. */
+export function loopBackoffMs(failuresInARow: number, policy: RetryPolicy, random: number): number {
+  const delay = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** Math.min(Math.max(0, failuresInARow - 1), 30));
+  return Math.round(delay * (0.5 + 0.5 * Math.min(Math.max(random, 0), 1)));
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
 
 function failureCode(stage: 'download' | 'verify' | 'load', error: unknown): ErrorCode {
   if (error instanceof InferenceFailure) return error.code;

@@ -87,11 +87,13 @@ export type VerifyStep = { kind: 'verify'; model: DesiredModel };
 export type LoadStep = { kind: 'load'; model: DesiredModel; memoryBytes: number };
 export type UnloadStep = { kind: 'unload'; name: string; sha256: string; reason: 'not-desired' | 'replaced'; standby?: boolean };
 export type EvictStep = { kind: 'evict'; sha256: string; bytes: number; reason: string };
+/** A stored file whose pin (kept on disk with the file) differs from the desired state's. */
+export type PinStep = { kind: 'pin'; name: string; sha256: string; pinned: boolean };
 export type ReportStep = { kind: 'report'; version: number; statuses: readonly ModelStatus[] };
 /** A desired model that cannot be held; recorded as a permanent failure without running anything. */
 export type FailStep = { kind: 'fail'; model: DesiredModel; stage: FailureStage; code: ErrorCode; reason: string };
 
-export type Step = DownloadStep | VerifyStep | LoadStep | UnloadStep | EvictStep | ReportStep | FailStep;
+export type Step = DownloadStep | VerifyStep | LoadStep | UnloadStep | EvictStep | PinStep | ReportStep | FailStep;
 export type StepKind = Step['kind'];
 
 export function modelKey(model: { name: string; sha256: string }): string {

@@ -1,6 +1,7 @@
 import type { ChatMessage } from '@flotilla/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestEngine, tinyModel, type TinyModel } from '../../test/support/engine.js';
+import { PacedEngine } from '../../test/support/paced-engine.js';
 import { testLogger } from '../../test/support/silent-logger.js';
 import { InferenceFailure } from './engine.js';
 import type { LlamaEngine } from './llama-engine.js';
@@ -305,5 +306,40 @@ describe('Runtime on the generated tiny model', () => {
     expect(Date.now() - started).toBeLessThan(1500);
     expect((await running).code).toBe('DEVICE_DRAINING');
     expect((await failureOf(runtime.submit({ requestId: 'd2', model: 'tiny', priority: 5, request: { messages: hello } }))).code).toBe('DEVICE_DRAINING');
+  });
+
+  it('bounds an unload: a generation that does not stop within stopTimeoutMs is failed and the model is freed anyway', async () => {
+    // The real tiny model behind an engine whose generations take 30 s to stop after an abort (a large model in the
+    // middle of a long evaluation step): unload must not wait for that.
+    const slow = new PacedEngine(engine, 5, 30_000);
+    const runtime = new Runtime({
+      engine: slow,
+      logger: testLogger(),
+      memoryBudgetBytes: 1024 ** 3,
+      maxParallelRequests: 1,
+      maxQueuedRequests: 4,
+      idleUnloadMs: 0,
+      defaultContextSize: 1024,
+      defaultParallel: 1,
+      stopTimeoutMs: 500,
+    });
+    runtimes.push(runtime);
+    runtime.register({ name: 'tiny', sha256: tiny.sha256, path: tiny.path });
+    let deltas = 0;
+    const job = failureOf(runtime.submit({ requestId: 'stuck', model: 'tiny', priority: 5, request: { messages: hello, maxTokens: 2000 }, onTextDelta: () => deltas++ }));
+    const deadline = Date.now() + 20_000;
+    while (deltas === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(deltas).toBeGreaterThan(0);
+
+    const started = Date.now();
+    const unloaded = await Promise.race([
+      runtime.unload('tiny', { forget: true }).then(() => 'unloaded'),
+      new Promise((resolve) => setTimeout(() => resolve('still waiting after 5 s'), 5000)),
+    ]);
+    expect(unloaded).toBe('unloaded');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(450);
+    expect((await job).code).toBe('MODEL_NOT_FOUND');
+    expect(runtime.loadedModels()).toEqual([]);
+    expect(runtime.counts()).toEqual({ active: 0, queued: 0 });
   });
 });

@@ -20,6 +20,13 @@ export type RuntimeOptions = RuntimeLimits & {
   onModelsChanged?: () => void;
   /** Called when a model serves a request, for least-recently-used bookkeeping on disk. */
   onModelUsed?: (sha256: string) => void;
+  /**
+   * How long an unload (or the end of a drain) waits for stopped generations to give their sequences back before it
+   * fails them and frees the model anyway. Default 10 s.
+   */
+  stopTimeoutMs?: number;
+  /** Something worth an event for the control plane (a model that could not be unloaded). */
+  event?: (level: 'warn' | 'error', code: string, message: string, model?: string) => void;
 };
 
 export type ModelRegistration = {
@@ -93,6 +100,8 @@ type Job = JobSpec & {
   reject: (error: InferenceFailure) => void;
   deadlineTimer?: NodeJS.Timeout;
   removeAbortListener?: () => void;
+  /** Failed by an unload or drain that stopped waiting for it; its generation may still be winding down. */
+  abandoned?: boolean;
 };
 
 /**
@@ -146,7 +155,7 @@ export class Runtime {
       Object.assign(existing, registration);
       return;
     }
-    if (existing) void this.unload(registration.name, { forget: true });
+    if (existing) this.unload(registration.name, { forget: true }).catch((error: unknown) => this.unloadFailed(registration.name, error));
     this.entries.set(registration.name, { ...registration, active: 0, lastUsedAt: this.now(), standby: false });
   }
 
@@ -186,8 +195,9 @@ export class Runtime {
     const model = entry.model;
     entry.model = undefined;
     if (model) {
-      // Let aborted generations release their sequences before the context goes away.
-      while (entry.active > 0) await new Promise((resolve) => setTimeout(resolve, 10));
+      // Let aborted generations release their sequences before the context goes away, for a bounded time: a
+      // generation that does not stop must not hold the model (and the reconciler, or a shutdown) forever.
+      await this.waitForStop(() => entry.active === 0, (job) => job.model === name, 'MODEL_NOT_FOUND');
       await model.dispose();
       this.options.logger.info({ model: name, forget: options.forget }, 'model unloaded');
     }
@@ -291,7 +301,7 @@ export class Runtime {
     while ((this.running.size > 0 || this.queue.length > 0) && this.now() < until) await delay(20);
     for (const job of [...this.queue]) this.finishQueued(job, new InferenceFailure('DEVICE_DRAINING', 'the device is shutting down'));
     for (const job of this.running.values()) this.abortJob(job, 'DEVICE_DRAINING');
-    while (this.running.size > 0) await delay(10);
+    await this.waitForStop(() => this.running.size === 0, () => true, 'DEVICE_DRAINING');
   }
 
   resume(): void {
@@ -369,8 +379,44 @@ export class Runtime {
         continue;
       }
       this.queue.splice(index, 1);
-      void this.run(job, entry, entry.model);
+      // run() settles the job itself and does not reject; this only guards against a bug in its bookkeeping.
+      this.run(job, entry, entry.model).catch((error: unknown) => this.options.logger.error({ err: error, requestId: job.requestId }, 'job bookkeeping failed'));
     }
+  }
+
+  /**
+   * Waits up to stopTimeoutMs for `stopped`; then fails the running jobs that `matches` selects with `code` and lets
+   * go of them (their generations are already aborted and may finish later: nothing waits for them any more).
+   */
+  private async waitForStop(stopped: () => boolean, matches: (job: Job) => boolean, code: ErrorCode): Promise<void> {
+    const until = this.now() + (this.options.stopTimeoutMs ?? 10_000);
+    while (!stopped() && this.now() < until) await delay(10);
+    if (stopped()) return;
+    for (const job of [...this.running.values()]) {
+      if (!matches(job)) continue;
+      this.options.logger.warn({ requestId: job.requestId, model: job.model, waitedMs: this.options.stopTimeoutMs ?? 10_000 }, 'a generation did not stop in time; failing it');
+      this.release(job, this.entries.get(job.model));
+      job.abandoned = true;
+      this.window.failedRequests++;
+      job.reject(new InferenceFailure(code, abortMessage(code)));
+    }
+  }
+
+  /** A running job's bookkeeping ends: once, whether it finished or was abandoned. */
+  private release(job: Job, entry: Entry | undefined): void {
+    clearTimeout(job.deadlineTimer);
+    job.removeAbortListener?.();
+    this.running.delete(job.requestId);
+    if (entry) {
+      entry.active = Math.max(0, entry.active - 1);
+      entry.lastUsedAt = this.now();
+    }
+  }
+
+  private unloadFailed(name: string, error: unknown): void {
+    const message = error instanceof Error ? error.message : String(error);
+    this.options.logger.error({ err: error, model: name }, 'unloading a model failed');
+    this.options.event?.('error', 'MODEL_UNLOAD_FAILED', `${name}: unloading failed: ${message}`.slice(0, 2048), name);
   }
 
   private async run(job: Job, entry: Entry, model: EngineModel): Promise<void> {
@@ -387,6 +433,7 @@ export class Runtime {
           job.onTextDelta?.(text);
         },
       });
+      if (job.abandoned) return;
       const end = this.now();
       if (job.firstTokenAt === undefined && output.completionTokens > 0) job.firstTokenAt = end;
       const result: JobResult = {
@@ -399,16 +446,13 @@ export class Runtime {
       this.recordWindow(result, false, end - job.startedAt);
       job.resolve(result);
     } catch (error) {
+      if (job.abandoned) return;
       let failure = error instanceof InferenceFailure ? error : new InferenceFailure('GENERATION_FAILED', String(error));
       if (job.abortCode) failure = new InferenceFailure(job.abortCode, abortMessage(job.abortCode));
       this.window.failedRequests++;
       job.reject(failure);
     } finally {
-      clearTimeout(job.deadlineTimer);
-      job.removeAbortListener?.();
-      this.running.delete(job.requestId);
-      entry.active--;
-      entry.lastUsedAt = this.now();
+      if (!job.abandoned) this.release(job, entry);
       this.pump();
     }
   }
@@ -446,7 +490,9 @@ export class Runtime {
     this.idleTimer = undefined;
     if (this.limits.idleUnloadMs <= 0) return;
     const every = Math.max(100, Math.min(5000, Math.floor(this.limits.idleUnloadMs / 4)));
-    this.idleTimer = setInterval(() => void this.unloadIdle(), every);
+    this.idleTimer = setInterval(() => {
+      this.unloadIdle().catch((error: unknown) => this.options.logger.error({ err: error }, 'idle check failed'));
+    }, every);
     this.idleTimer.unref();
   }
 
@@ -457,7 +503,12 @@ export class Runtime {
       if (!entry.model || entry.active > 0 || entry.lastUsedAt > cutoff) continue;
       if (this.queue.some((job) => job.model === entry.name)) continue;
       this.options.logger.info({ model: entry.name, idleMs: this.now() - entry.lastUsedAt }, 'unloading idle model');
-      await this.unload(entry.name, { forget: false });
+      try {
+        await this.unload(entry.name, { forget: false });
+      } catch (error) {
+        // Unloaded from the runtime's view (the model is gone from its entry); the event says memory may be held.
+        this.unloadFailed(entry.name, error);
+      }
       changed = true;
     }
     if (changed) this.options.onModelsChanged?.();

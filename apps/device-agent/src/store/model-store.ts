@@ -124,7 +124,13 @@ export class ModelStore {
     const entry = this.entries.get(sha256);
     if (!entry || entry.pinned === pinned) return;
     entry.pinned = pinned;
-    await this.writeMeta(entry);
+    try {
+      await this.writeMeta(entry);
+    } catch (error) {
+      // Not on disk, not pinned: the caller sees the old flag and tries again.
+      entry.pinned = !pinned;
+      throw error;
+    }
   }
 
   /**
