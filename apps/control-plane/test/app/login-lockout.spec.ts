@@ -48,7 +48,7 @@ describe('login limits cannot lock the owner out', () => {
       expect(owner.at, `owner answered after ${owner.at} ms`).toBeLessThan(2500);
 
       // 5 failures per (address, account) a minute, then that pair is refused without checking the password.
-      expect(statuses).toEqual([...Array(5).fill(401), ...Array(10).fill(429)]);
+      expect(statuses).toEqual([...Array<number>(5).fill(401), ...Array<number>(10).fill(429)]);
       const refused = await login(t, attacker, admin.email.toUpperCase(), admin.password);
       expect(refused.status).toBe(429);
       expect(Number(refused.retryAfter)).toBeGreaterThanOrEqual(1);

@@ -156,7 +156,10 @@ describe('MQTT port under hostile load', () => {
     let sent = 0;
     const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
     let isClosed = false;
-    void closed.then(() => (isClosed = true));
+    closed.then(
+      () => (isClosed = true),
+      () => undefined,
+    );
     ws.send(publishHeader(CLAIMED));
     while (!isClosed && sent < STREAM_LIMIT) {
       ws.send(CHUNK);
