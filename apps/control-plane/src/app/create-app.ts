@@ -71,6 +71,7 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
       port: config.mqtt.port,
       keepaliveLimitSeconds: config.mqtt.keepaliveLimitSeconds,
       maxMessageBytes: config.mqtt.maxMessageBytes,
+      maxUnauthenticatedPerAddress: config.mqtt.maxUnauthenticatedPerAddress,
       security: new DeviceBrokerSecurity(database),
       tls: config.mqtt.tls
         ? {

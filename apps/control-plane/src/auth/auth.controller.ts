@@ -2,6 +2,7 @@ import { Body, Controller, Get, HttpCode, Post, Req } from '@nestjs/common';
 import { z } from 'zod';
 import { parseInput } from '../common/parse.js';
 import { ApiDoc } from '../openapi/api-doc.js';
+import { LoginThrottle } from '../rate-limit/login-throttle.js';
 import { RateLimitService } from '../rate-limit/rate-limit.service.js';
 import { type AuthedRequest, Public, RequireRole, bearerOf } from './auth.guard.js';
 import { AuthService, type LoginResult } from './auth.service.js';
@@ -17,6 +18,7 @@ export class AuthController {
   constructor(
     private readonly auth: AuthService,
     private readonly rateLimits: RateLimitService,
+    private readonly loginThrottle: LoginThrottle,
   ) {}
 
   @Public()
@@ -25,12 +27,10 @@ export class AuthController {
   @ApiDoc({ summary: 'Log in with e-mail and password; returns a bearer session token', tags: ['auth'], body: loginBody, errors: [429] })
   async login(@Body() body: unknown, @Req() request: AuthedRequest): Promise<LoginResult> {
     const { email, password } = parseInput(loginBody, body);
-    // Per address and per account: guessing one password from many addresses is slowed as well.
-    await this.rateLimits.enforce([
-      ['login-ip', request.ip],
-      ['login-account', email.toLowerCase()],
-    ]);
-    return this.auth.login(email, password);
+    // Attempts per address (any account) are refused past their limit; failures per (address, account) are refused,
+    // failures per account only slowed, so an attacker elsewhere cannot lock the owner out (see LoginThrottle).
+    await this.rateLimits.enforce([['login-ip', request.ip]]);
+    return this.loginThrottle.attempt(request.ip, email.toLowerCase(), () => this.auth.login(email, password));
   }
 
   @RequireRole('viewer')

@@ -6,6 +6,7 @@ import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Su
 import type { Logger } from 'pino';
 import { WebSocketServer, createWebSocketStream } from 'ws';
 import { listenOn } from '../common/ports.js';
+import { ConnectionAdmission, GuardedConnection, type MqttGuardLimits } from './mqtt-guard.js';
 
 /** Who a connected MQTT client is, once authenticated. */
 export interface BrokerPrincipal {
@@ -24,6 +25,8 @@ export interface EmbeddedBrokerOptions {
   port: number;
   keepaliveLimitSeconds: number;
   maxMessageBytes: number;
+  /** connections not yet authenticated from one source address at once; 0: no cap (default 64) */
+  maxUnauthenticatedPerAddress?: number;
   connectTimeoutMs?: number;
   drainTimeoutMs?: number;
   security: BrokerSecurity;
@@ -44,6 +47,14 @@ type Handler = (message: BrokerMessage) => void;
 const PRINCIPAL = Symbol('flotilla.principal');
 type ClientWithPrincipal = Client & { [PRINCIPAL]?: BrokerPrincipal };
 
+/**
+ * A PUBLISH carries its payload after a topic (2 + at most ~120 bytes with our ACL) and a packet id (2): the packet cap
+ * is the payload cap plus room for those, so every payload the size check in authorizePublish accepts gets through.
+ */
+export const PUBLISH_HEADER_ALLOWANCE_BYTES = 4096;
+/** A CONNECT carries a client id, a username, a device secret (no will): far under this. */
+export const MAX_UNAUTHENTICATED_BYTES = 16 * 1024;
+
 function authError(message: string, returnCode: number): AuthenticateError {
   return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
 }
@@ -59,6 +70,8 @@ export class EmbeddedBroker {
     readonly port: number,
     private readonly logger: Logger,
     private readonly gate: ConnectionGate,
+    private readonly admission: ConnectionAdmission,
+    private readonly limits: MqttGuardLimits,
     private readonly tlsServer: TlsServer | undefined,
     /** the bound mqtts:// port, when TLS is configured */
     readonly tlsPort: number | undefined,
@@ -83,6 +96,9 @@ export class EmbeddedBroker {
               return;
             }
             (client as ClientWithPrincipal)[PRINCIPAL] = principal;
+            // From here the client may send packets up to the full cap and no longer counts against its address.
+            const conn = (client as Client & { conn?: unknown }).conn;
+            if (conn instanceof GuardedConnection) conn.markAuthenticated();
             done(null, true);
           })
           .catch((error: unknown) => {
@@ -121,11 +137,20 @@ export class EmbeddedBroker {
       logger.debug({ clientId: client.id, err: error.message }, 'MQTT connection error');
     });
     const gate = new ConnectionGate((stream, request) => aedes.handle(stream, request));
-    const tcp = createServer({ noDelay: true }, (socket) => gate.handle(socket));
+    const limits: MqttGuardLimits = {
+      maxPacketBytes: options.maxMessageBytes + PUBLISH_HEADER_ALLOWANCE_BYTES,
+      maxUnauthenticatedBytes: MAX_UNAUTHENTICATED_BYTES,
+    };
+    const admission = new ConnectionAdmission(limits, options.maxUnauthenticatedPerAddress ?? 64, logger);
+    const admit = (socket: Duplex, address: string | undefined, request?: IncomingMessage) => {
+      const guarded = admission.admit(socket, address);
+      if (guarded) gate.handle(guarded, request);
+    };
+    const tcp = createServer({ noDelay: true }, (socket) => admit(socket, socket.remoteAddress));
     const tlsServer = options.tls
       ? createTlsServer({ cert: options.tls.cert, key: options.tls.key, ...(options.tls.ca ? { ca: options.tls.ca } : {}) }, (socket) => {
           socket.setNoDelay(true);
-          gate.handle(socket);
+          admit(socket, socket.remoteAddress);
         })
       : undefined;
     try {
@@ -140,7 +165,7 @@ export class EmbeddedBroker {
           ? await listenOn(tlsServer, { host: options.tls.host, port: options.tls.port, variable: 'FLOTILLA_MQTT_TLS_PORT', purpose: 'MQTT over TLS' })
           : undefined;
       logger.info({ port, tlsPort }, 'MQTT broker listening');
-      return new EmbeddedBroker(aedes, tcp, port, logger, gate, tlsServer, tlsPort);
+      return new EmbeddedBroker(aedes, tcp, port, logger, gate, admission, limits, tlsServer, tlsPort);
     } catch (error) {
       if (tcp.listening) await new Promise((done) => tcp.close(done));
       await new Promise<void>((done) => aedes.close(() => done()));
@@ -159,7 +184,8 @@ export class EmbeddedBroker {
 
   /** Serves MQTT over WebSocket on `path` of an existing HTTP server. */
   attachWebSocket(server: HttpServer, path = '/mqtt'): void {
-    const wss = new WebSocketServer({ noServer: true });
+    // ws would otherwise buffer a frame of up to 100 MiB before the guard sees a byte of it.
+    const wss = new WebSocketServer({ noServer: true, maxPayload: this.limits.maxPacketBytes });
     this.wss = wss;
     server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
       const url = new URL(request.url ?? '/', 'http://localhost');
@@ -167,7 +193,8 @@ export class EmbeddedBroker {
       wss.handleUpgrade(request, socket, head, (ws) => {
         const stream = createWebSocketStream(ws);
         stream.on('error', () => ws.terminate());
-        this.gate.handle(stream, request);
+        const guarded = this.admission.admit(stream, request.socket.remoteAddress);
+        if (guarded) this.gate.handle(guarded, request);
       });
     });
   }
@@ -182,6 +209,11 @@ export class EmbeddedBroker {
     const client = clients[clientId];
     client?.close();
     return client !== undefined;
+  }
+
+  /** Connections from `address` that have not authenticated yet. */
+  unauthenticatedFrom(address: string): number {
+    return this.admission.pendingFrom(address);
   }
 
   get connectedClients(): number {

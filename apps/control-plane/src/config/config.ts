@@ -76,6 +76,12 @@ export const coreEnvSchema = z.object({
   FLOTILLA_ADMIN_EMAIL: z.email({ error: 'FLOTILLA_ADMIN_EMAIL must be an e-mail address' }).default('admin@flotilla.local'),
   FLOTILLA_MQTT_KEEPALIVE_LIMIT_S: z.coerce.number().int().min(0).max(3600).default(120),
   FLOTILLA_MQTT_MAX_MESSAGE_BYTES: z.coerce.number().int().min(1024).max(256 * 1024 * 1024).default(1024 * 1024),
+  FLOTILLA_MQTT_MAX_UNAUTHENTICATED_PER_ADDRESS: z.coerce
+    .number({ error: 'FLOTILLA_MQTT_MAX_UNAUTHENTICATED_PER_ADDRESS must be a whole number (0 turns the cap off)' })
+    .int({ error: 'FLOTILLA_MQTT_MAX_UNAUTHENTICATED_PER_ADDRESS must be a whole number (0 turns the cap off)' })
+    .min(0, { error: 'FLOTILLA_MQTT_MAX_UNAUTHENTICATED_PER_ADDRESS must be a whole number (0 turns the cap off)' })
+    .max(100_000)
+    .default(64),
   FLOTILLA_MQTT_TLS_PORT: port('FLOTILLA_MQTT_TLS_PORT', 8883),
   FLOTILLA_MQTT_TLS_CERT_FILE: optionalString,
   FLOTILLA_MQTT_TLS_KEY_FILE: optionalString,
@@ -123,6 +129,8 @@ export interface ControlPlaneConfig {
     port: number;
     keepaliveLimitSeconds: number;
     maxMessageBytes: number;
+    /** connections from one source address that may be open without having authenticated yet; 0: no cap */
+    maxUnauthenticatedPerAddress: number;
     /** MQTT over TLS beside plain TCP, when a certificate and key are configured */
     tls: { port: number; certFile: string; keyFile: string; caFile: string | undefined } | undefined;
   };
@@ -173,6 +181,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): ControlPlaneConfig {
       port: e.FLOTILLA_MQTT_PORT,
       keepaliveLimitSeconds: e.FLOTILLA_MQTT_KEEPALIVE_LIMIT_S,
       maxMessageBytes: e.FLOTILLA_MQTT_MAX_MESSAGE_BYTES,
+      maxUnauthenticatedPerAddress: e.FLOTILLA_MQTT_MAX_UNAUTHENTICATED_PER_ADDRESS,
       tls:
         e.FLOTILLA_MQTT_TLS_CERT_FILE && e.FLOTILLA_MQTT_TLS_KEY_FILE
           ? { port: e.FLOTILLA_MQTT_TLS_PORT, certFile: e.FLOTILLA_MQTT_TLS_CERT_FILE, keyFile: e.FLOTILLA_MQTT_TLS_KEY_FILE, caFile: e.FLOTILLA_MQTT_TLS_CA_FILE }

@@ -1,6 +1,7 @@
 import { Global, Module } from '@nestjs/common';
 import { CONFIG } from '../app/tokens.js';
 import type { ControlPlaneConfig } from '../config/config.js';
+import { LoginThrottle } from './login-throttle.js';
 import { RateLimitService } from './rate-limit.service.js';
 import { RATE_LIMIT_SETTINGS } from './rate-limit.settings.js';
 import { RATE_LIMIT_STORE } from './rate-limit.tokens.js';
@@ -10,9 +11,10 @@ import { InMemoryTokenBucketStore } from './token-bucket.js';
 @Module({
   providers: [
     RateLimitService,
+    LoginThrottle,
     { provide: RATE_LIMIT_STORE, useFactory: () => new InMemoryTokenBucketStore() },
     { provide: RATE_LIMIT_SETTINGS, useFactory: (config: ControlPlaneConfig) => config.rateLimit, inject: [CONFIG] },
   ],
-  exports: [RateLimitService],
+  exports: [RateLimitService, LoginThrottle],
 })
 export class RateLimitModule {}

@@ -5,7 +5,7 @@ import type { RateLimitPolicy } from './token-bucket.js';
 export const RATE_LIMIT_SETTINGS = Symbol('flotilla.rate-limit-settings');
 
 /** The limited actions and the key each bucket is per. */
-export type RateLimitScope = 'login-ip' | 'login-account' | 'enroll-ip' | 'enroll-token';
+export type RateLimitScope = 'login-ip' | 'login-pair' | 'login-account' | 'enroll-ip' | 'enroll-token';
 
 /** `null`: that limit is off. */
 export type RateLimitSettings = Record<RateLimitScope, RateLimitPolicy | null>;
@@ -17,12 +17,15 @@ const perMinute = (variable: string, fallback: number) => {
 
 /**
  * Requests per minute, as a token bucket of that capacity refilled evenly over the minute; 0 turns a limit off.
- * Login is the brute-force target (and argon2 costs CPU), so it is tight; enrollment tokens are 256-bit random, so
- * its limits only stop floods, and stay wide enough for a site enrolling hundreds of boxes behind one address.
+ * Login is the brute-force target (and argon2 costs CPU), so it is tight: attempts per address, failures per
+ * (address, account) pair refused, failures per account only slowed (so nobody elsewhere can lock the owner out).
+ * Enrollment tokens are 256-bit random, so its limits only stop floods, and stay wide enough for a site enrolling
+ * hundreds of boxes behind one address.
  * A section of the control plane's config (composed by loadConfig).
  */
 export const rateLimitEnvSchema = z.object({
   FLOTILLA_RATE_LIMIT_LOGIN_PER_IP: perMinute('FLOTILLA_RATE_LIMIT_LOGIN_PER_IP', 30),
+  FLOTILLA_RATE_LIMIT_LOGIN_FAILURES_PER_PAIR: perMinute('FLOTILLA_RATE_LIMIT_LOGIN_FAILURES_PER_PAIR', 5),
   FLOTILLA_RATE_LIMIT_LOGIN_PER_ACCOUNT: perMinute('FLOTILLA_RATE_LIMIT_LOGIN_PER_ACCOUNT', 10),
   FLOTILLA_RATE_LIMIT_ENROLL_PER_IP: perMinute('FLOTILLA_RATE_LIMIT_ENROLL_PER_IP', 600),
   FLOTILLA_RATE_LIMIT_ENROLL_PER_TOKEN: perMinute('FLOTILLA_RATE_LIMIT_ENROLL_PER_TOKEN', 300),
@@ -33,6 +36,7 @@ const policy = (perMinute: number): RateLimitPolicy | null => (perMinute === 0 ?
 export function rateLimitSettingsFromEnv(e: z.infer<typeof rateLimitEnvSchema>): RateLimitSettings {
   return {
     'login-ip': policy(e.FLOTILLA_RATE_LIMIT_LOGIN_PER_IP),
+    'login-pair': policy(e.FLOTILLA_RATE_LIMIT_LOGIN_FAILURES_PER_PAIR),
     'login-account': policy(e.FLOTILLA_RATE_LIMIT_LOGIN_PER_ACCOUNT),
     'enroll-ip': policy(e.FLOTILLA_RATE_LIMIT_ENROLL_PER_IP),
     'enroll-token': policy(e.FLOTILLA_RATE_LIMIT_ENROLL_PER_TOKEN),

@@ -18,6 +18,20 @@ describe('token bucket', () => {
     expect(store.takeSync('k', policy, t0 + 3_600_000).remaining).toBe(1);
   });
 
+  it('reserves into debt with the wait for the reserved token, and takes a given-back token again', async () => {
+    const store = new InMemoryTokenBucketStore();
+    const t0 = 1_000_000;
+    // 3 free, then one token per 2 s: the 4th waits 2 s, the 5th 4 s (a queue, not a refusal).
+    expect([1, 2, 3, 4, 5].map(() => store.reserveSync('k', policy, t0).waitMs)).toEqual([0, 0, 0, 2000, 4000]);
+    expect(store.takeSync('k', policy, t0).allowed).toBe(false);
+    // Giving back one reserved token shortens the queue by one slot.
+    await store.give('k', policy, t0);
+    expect(store.reserveSync('k', policy, t0).waitMs).toBe(4000);
+    // Never more than capacity.
+    await store.give('other', policy, t0);
+    expect([1, 2, 3, 4].map(() => store.reserveSync('other', policy, t0).waitMs)).toEqual([0, 0, 0, 2000]);
+  });
+
   it('stays bounded: idle full buckets go first, then the least recently used', async () => {
     const store = new InMemoryTokenBucketStore(2);
     await store.take('a', policy, 0);

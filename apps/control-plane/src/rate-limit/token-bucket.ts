@@ -18,6 +18,13 @@ export interface RateDecision {
  */
 export interface RateLimitStore {
   take(key: string, policy: RateLimitPolicy, now?: number): Promise<RateDecision>;
+  /**
+   * Takes a token even from an empty bucket (it goes into debt) and says how long the caller must wait for the token it
+   * took: a queue at the refill rate that delays rather than refuses.
+   */
+  reserve(key: string, policy: RateLimitPolicy, now?: number): Promise<{ waitMs: number }>;
+  /** Gives one token back (a taken one that should not count), never beyond capacity. */
+  give(key: string, policy: RateLimitPolicy, now?: number): Promise<void>;
 }
 
 interface Bucket {
@@ -36,13 +43,26 @@ export class InMemoryTokenBucketStore implements RateLimitStore {
     return Promise.resolve(this.takeSync(key, policy, now));
   }
 
+  reserve(key: string, policy: RateLimitPolicy, now = Date.now()): Promise<{ waitMs: number }> {
+    return Promise.resolve(this.reserveSync(key, policy, now));
+  }
+
+  reserveSync(key: string, policy: RateLimitPolicy, now = Date.now()): { waitMs: number } {
+    const tokens = this.current(key, policy, now) - 1;
+    this.buckets.set(key, { tokens, updatedAt: now, policy });
+    this.evict(now);
+    if (tokens >= 0) return { waitMs: 0 };
+    return { waitMs: policy.refillPerSecond > 0 ? Math.ceil((-tokens / policy.refillPerSecond) * 1000) : Number.POSITIVE_INFINITY };
+  }
+
+  give(key: string, policy: RateLimitPolicy, now = Date.now()): Promise<void> {
+    const tokens = Math.min(policy.capacity, this.current(key, policy, now) + 1);
+    this.buckets.set(key, { tokens, updatedAt: now, policy });
+    return Promise.resolve();
+  }
+
   takeSync(key: string, policy: RateLimitPolicy, now = Date.now()): RateDecision {
-    const existing = this.buckets.get(key);
-    const tokens = existing
-      ? Math.min(policy.capacity, existing.tokens + (Math.max(0, now - existing.updatedAt) / 1000) * policy.refillPerSecond)
-      : policy.capacity;
-    // Re-insert so Map order stays least-recently-used first.
-    this.buckets.delete(key);
+    const tokens = this.current(key, policy, now);
     if (tokens >= 1) {
       this.buckets.set(key, { tokens: tokens - 1, updatedAt: now, policy });
       this.evict(now);
@@ -51,6 +71,16 @@ export class InMemoryTokenBucketStore implements RateLimitStore {
     this.buckets.set(key, { tokens, updatedAt: now, policy });
     const wait = policy.refillPerSecond > 0 ? (1 - tokens) / policy.refillPerSecond : Number.POSITIVE_INFINITY;
     return { allowed: false, remaining: 0, retryAfterSeconds: Math.max(1, Math.ceil(Number.isFinite(wait) ? wait : 3600)) };
+  }
+
+  /** The bucket's tokens refilled up to `now` (capacity when new); removed from the map, so the caller re-inserts it last. */
+  private current(key: string, policy: RateLimitPolicy, now: number): number {
+    const existing = this.buckets.get(key);
+    // Re-insert so Map order stays least-recently-used first.
+    this.buckets.delete(key);
+    return existing
+      ? Math.min(policy.capacity, existing.tokens + (Math.max(0, now - existing.updatedAt) / 1000) * policy.refillPerSecond)
+      : policy.capacity;
   }
 
   get size(): number {

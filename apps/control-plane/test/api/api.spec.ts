@@ -32,7 +32,7 @@ describeBackends('REST API surface', (backend) => {
     t = await startTestControlPlane(backend, {
       FLOTILLA_METRICS_TOKEN: METRICS_TOKEN,
       FLOTILLA_RATE_LIMIT_LOGIN_PER_IP: '12',
-      FLOTILLA_RATE_LIMIT_LOGIN_PER_ACCOUNT: '3',
+      FLOTILLA_RATE_LIMIT_LOGIN_FAILURES_PER_PAIR: '3',
       FLOTILLA_RATE_LIMIT_ENROLL_PER_TOKEN: '2',
     });
     admin = await loginAdmin(t);
@@ -131,7 +131,7 @@ describeBackends('REST API surface', (backend) => {
     expect(ok.body).toContain('# TYPE flotilla_devices gauge');
   });
 
-  it('rate limits login per account and per address, and enrollment per token, with 429 and Retry-After', async () => {
+  it('rate limits login failures per (address, account) and attempts per address, and enrollment per token, with 429 and Retry-After', async () => {
     const email = 'nobody@flotilla.test';
     const statuses: number[] = [];
     for (let i = 0; i < 4; i++) statuses.push((await api(t.cp, '/api/v1/auth/login', { body: { email, password: 'wrong' } })).status);
