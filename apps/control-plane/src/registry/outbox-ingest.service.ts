@@ -275,7 +275,11 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
 
   /** Test seam (FLOTILLA_TEST_OUTBOX_COMMIT_HOLD_MS): the batch is PUBACKed, not committed, while this waits. */
   private async holdForTest(batch: Map<string, Map<number, Buffered>>): Promise<void> {
-    const devices = [...batch].map(([deviceId, entries]) => ({ deviceId, seqs: [...entries.keys()].sort((a, b) => a - b) }));
+    const devices = [...batch].map(([deviceId, entries]) => {
+      const kinds: Record<OutboxKind, number> = { telemetry: 0, event: 0, usage: 0 };
+      for (const entry of entries.values()) kinds[entry.kind] += 1;
+      return { deviceId, seqs: [...entries.keys()].sort((a, b) => a - b), kinds };
+    });
     this.logger.warn({ holdMs: this.settings.testCommitHoldMs, devices }, 'test seam: holding the outbox commit');
     await new Promise((resolve) => setTimeout(resolve, this.settings.testCommitHoldMs));
   }
