@@ -55,9 +55,6 @@ export class Agent {
   private reconcilerRun: Promise<void> | undefined;
   /** Highest outbox seq handed to the current connection. */
   private sentSeq: number;
-  /** Highest seq such that it and every entry before it got a PUBACK. */
-  private pubackedSeq: number;
-  private readonly pubacked = new Set<number>();
   private flushing = false;
   private draining = false;
   /** [P-3.1] hello goes first on every connection: nothing else is sent before it. */
@@ -76,8 +73,7 @@ export class Agent {
     private readonly localApi: LocalApi | undefined,
     private readonly link: MqttLink,
   ) {
-    this.sentSeq = outbox.stats().ackedSeq;
-    this.pubackedSeq = this.sentSeq;
+    this.sentSeq = outbox.ackedUpTo;
   }
 
   static async create(options: AgentOptions): Promise<Agent> {
@@ -135,7 +131,7 @@ export class Agent {
         inferenceRequest: (message) => ref.current?.onInferenceRequest(message),
         inferenceCancel: (message) => ref.current?.onInferenceCancel(message.requestId),
         command: (message) => void ref.current?.onCommand(message),
-        outboxAck: (message) => void ref.current?.outbox.ack(message.upToSeq),
+        outboxAck: (message) => ref.current?.onOutboxAck(message),
       },
       onConnected: (sessionId) => ref.current?.onConnected(sessionId) ?? Promise.resolve(),
       onDisconnected: () => ref.current?.onDisconnected(),
@@ -186,21 +182,32 @@ export class Agent {
     this.options.logger.info('stopped');
   }
 
-  /** What the broker did not acknowledge goes again, in order, on the next connection. */
+  /**
+   * [P-1.6][P-4.3] Everything the control plane has not acknowledged goes again, in order, on the next connection.
+   * A PUBACK is not storage [P-4.2]: the broker acknowledges before the control plane commits, and a control plane
+   * that dies in between never stores what it PUBACKed.
+   */
   private onDisconnected(): void {
     this.helloSent = false;
-    this.sentSeq = Math.max(this.pubackedSeq, this.outbox.stats().ackedSeq);
+    this.resendFromAck();
   }
 
-  private onPuback(seq: number): void {
-    this.pubacked.add(seq);
-    const pending = this.outbox.pending(this.pubackedSeq).map((entry) => entry.seq);
-    for (const next of pending) {
-      if (!this.pubacked.has(next)) break;
-      this.pubacked.delete(next);
-      this.pubackedSeq = next;
-    }
-    if (this.pubacked.size > 10_000) this.pubacked.clear();
+  /** [P-4.2] The control plane stored everything up to upToSeq; `resend` asks for every later entry again [P-4.3]. */
+  private onOutboxAck(message: MessageOf<'outboxAck'>): void {
+    const resend = (): void => {
+      if (message.resend !== true) return;
+      this.resendFromAck();
+      this.flushOutbox();
+    };
+    this.outbox.ack(message.upToSeq).then(resend, (error: unknown) => {
+      // Only the ack file is behind: those entries may be sent once more after a restart, never lost.
+      this.options.logger.error({ err: error, upToSeq: message.upToSeq }, 'outbox ack not recorded');
+      resend();
+    });
+  }
+
+  private resendFromAck(): void {
+    this.sentSeq = this.outbox.ackedUpTo;
   }
 
   private async onConnected(sessionId: string): Promise<void> {
@@ -393,8 +400,7 @@ export class Agent {
           return ack('completed');
         }
         case 'resend-outbox':
-          this.sentSeq = this.outbox.stats().ackedSeq;
-          this.pubackedSeq = this.sentSeq;
+          this.resendFromAck();
           this.flushOutbox();
           return ack('completed');
       }
@@ -492,8 +498,10 @@ export class Agent {
   }
 
   /**
-   * Sends entries after the last one handed to this connection, in seq order. Each connection uses a fresh
-   * mqtt.js client, so entries without a PUBACK are re-sent by us after a reconnect (see onDisconnected).
+   * Sends entries after the last one handed to this connection, in seq order, each with the seq of the entry held
+   * before it (`prevSeq`, [P-4.3]). Each connection uses a fresh mqtt.js client; after a reconnect everything after
+   * the control plane's ack is sent again (see onDisconnected). The PUBACK is not waited for: order and storage come
+   * from the outbox ack, so one rejected publish is only logged.
    */
   private flushOutbox(): void {
     if (this.flushing || !this.link.connected || !this.helloSent) return;
@@ -501,10 +509,9 @@ export class Agent {
     try {
       for (const entry of this.outbox.pending(this.sentSeq)) {
         if (!this.link.connected) break;
-        this.link.publishRaw(entry.kind, JSON.stringify(entry.payload)).then(
-          () => this.onPuback(entry.seq),
-          (error: unknown) => this.options.logger.debug({ err: error, seq: entry.seq }, 'outbox entry not acknowledged by the broker'),
-        );
+        this.link
+          .publishRaw(entry.kind, JSON.stringify({ ...entry.payload, prevSeq: entry.prevSeq }))
+          .catch((error: unknown) => this.options.logger.debug({ err: error, seq: entry.seq }, 'outbox entry not acknowledged by the broker'));
         this.sentSeq = entry.seq;
       }
     } finally {

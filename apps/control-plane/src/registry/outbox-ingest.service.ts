@@ -16,11 +16,16 @@ type Entry =
   | { kind: 'event'; seq: number; value: DeviceEvent; receivedAt: number }
   | { kind: 'usage'; seq: number; value: UsageRecord; receivedAt: number };
 
+/** An entry with `prev`: the agent holds nothing between prev and seq [P-4.3]. */
+type Buffered = Entry & { prev: number };
+
 interface DeviceCommit {
   upToSeq: number;
   telemetry: Telemetry[];
   events: DeviceEvent[];
   receivedAt: number[];
+  /** entries above a missing one the agent may still send: kept until it comes */
+  waiting: Buffered[];
 }
 
 type TransactionClient = Prisma.TransactionClient;
@@ -30,11 +35,22 @@ type TransactionClient = Prisma.TransactionClient;
  * (every `flushIntervalMs` or `flushEntries`), never one write per message. Duplicates are dropped by seq against the
  * per-device cursor, which advances in the same transaction, so a resend after any crash is stored exactly once.
  * `outbox/ack` goes out only after the commit [P-4.2]: the broker's PUBACK comes before our code runs (FACTS).
+ *
+ * The cursor moves only over entries stored or ones the agent says it no longer holds (`prevSeq`, [P-4.3]): an entry
+ * whose predecessor is missing waits in `held` until the predecessor comes (a resend), so a late entry is stored,
+ * never skipped as a duplicate. When this process lets go of an entry before storing it (full buffer, failed
+ * write), its next ack asks the agent to resend.
  */
 @Injectable()
 export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApplicationShutdown {
-  private buffer = new Map<string, Map<number, Entry>>();
+  /** arrivals since the last flush */
+  private buffer = new Map<string, Map<number, Buffered>>();
   private buffered = 0;
+  /** entries whose predecessor has not arrived yet, by device */
+  private readonly held = new Map<string, Map<number, Buffered>>();
+  private heldCount = 0;
+  /** devices that must resend everything after their ack: this process dropped some of their entries unstored */
+  private readonly resendWanted = new Set<string>();
   /** committed cursor per device, as far as this process knows */
   private readonly acked = new Map<string, number>();
   private readonly lastAckAt = new Map<string, number>();
@@ -87,23 +103,29 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
       this.scheduleAck(deviceId);
       return;
     }
-    let entries = this.buffer.get(deviceId);
-    if (entries?.has(entry.seq)) {
+    // [P-4.3] absent (or nonsensical) prevSeq: the agent vouches for no gap
+    const prev = Math.min(entry.value.prevSeq ?? entry.seq - 1, entry.seq - 1);
+    const known = this.buffer.get(deviceId)?.get(entry.seq) ?? this.held.get(deviceId)?.get(entry.seq);
+    if (known) {
+      // A resend may vouch for a longer gap (the agent dropped entries since): what it says last is true.
+      known.prev = Math.min(known.prev, prev);
       this.stats.duplicates += 1;
       return;
     }
-    if (this.buffered >= this.settings.maxBufferedEntries) {
-      // Not acknowledged, so the agent keeps it and resends: backpressure instead of unbounded memory.
+    if (this.buffered + this.heldCount >= this.settings.maxBufferedEntries) {
+      // Backpressure instead of unbounded memory: not acknowledged, so the agent keeps it; asked to resend it.
       this.stats.overflowDropped += 1;
+      this.resendWanted.add(deviceId);
       return;
     }
+    let entries = this.buffer.get(deviceId);
     if (!entries) {
       entries = new Map();
       this.buffer.set(deviceId, entries);
     }
-    entries.set(entry.seq, entry);
+    entries.set(entry.seq, { ...entry, prev });
     this.buffered += 1;
-    this.stats.buffered = this.buffered;
+    this.stats.buffered = this.buffered + this.heldCount;
     if (this.buffered >= this.settings.flushEntries) void this.flush();
   }
 
@@ -131,10 +153,11 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
           });
         });
         // Buffered entries came from the lost store; their seqs now mean something else.
-        const dropped = this.buffer.get(deviceId)?.size ?? 0;
+        this.buffered -= this.buffer.get(deviceId)?.size ?? 0;
+        this.heldCount -= this.held.get(deviceId)?.size ?? 0;
         this.buffer.delete(deviceId);
-        this.buffered -= dropped;
-        this.stats.buffered = this.buffered;
+        this.held.delete(deviceId);
+        this.stats.buffered = this.buffered + this.heldCount;
         this.logger.warn({ deviceId, lastSeq, ackedSeq: acked }, 'agent outbox reset: cursor moved back [P-4.4]');
         acked = lastSeq;
       }
@@ -170,8 +193,21 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
     const batch = this.buffer;
     this.buffer = new Map();
     this.buffered = 0;
-    this.stats.buffered = 0;
+    // Entries waiting for a predecessor get another chance with their device's new arrivals.
+    for (const [deviceId, entries] of batch) {
+      const waiting = this.held.get(deviceId);
+      if (!waiting) continue;
+      this.held.delete(deviceId);
+      this.heldCount -= waiting.size;
+      for (const [seq, entry] of waiting) {
+        const fresh = entries.get(seq);
+        if (fresh) fresh.prev = Math.min(fresh.prev, entry.prev);
+        else entries.set(seq, entry);
+      }
+    }
+    this.stats.buffered = this.heldCount;
     const started = Date.now();
+    if (this.settings.testCommitHoldMs > 0) await this.holdForTest(batch);
     let committed: Map<string, DeviceCommit>;
     try {
       committed = await this.db.prisma.$transaction((tx) => this.write(tx, batch));
@@ -186,7 +222,8 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
           for (const [id, commit] of one) committed.set(id, commit);
         } catch (deviceError) {
           this.stats.flushFailures += 1;
-          // Not acknowledged: the agent keeps the entries and resends them.
+          // Not acknowledged: the agent keeps the entries; the next ack asks for them again [P-4.3].
+          this.resendWanted.add(deviceId);
           this.logger.error({ err: deviceError, deviceId, entries: entries.size }, 'outbox entries of a device could not be stored');
         }
       }
@@ -199,6 +236,7 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
       const known = this.acked.get(deviceId) ?? 0;
       this.acked.set(deviceId, Math.max(known, commit.upToSeq));
       for (const receivedAt of commit.receivedAt) lag = Math.max(lag, now - receivedAt);
+      this.hold(deviceId, commit.waiting);
       this.scheduleAck(deviceId);
       if (commit.telemetry.length > 0) {
         let newest = commit.telemetry[0] as Telemetry;
@@ -218,10 +256,36 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
       }
     }
     this.stats.lastFlushLagMs = lag;
+    this.stats.buffered = this.buffered + this.heldCount;
+    for (const deviceId of this.resendWanted) this.scheduleAck(deviceId);
+  }
+
+  private hold(deviceId: string, waiting: readonly Buffered[]): void {
+    if (waiting.length === 0) return;
+    let entries = this.held.get(deviceId);
+    if (!entries) {
+      entries = new Map();
+      this.held.set(deviceId, entries);
+    }
+    for (const entry of waiting) {
+      if (!entries.has(entry.seq)) this.heldCount += 1;
+      entries.set(entry.seq, entry);
+    }
+  }
+
+  /** Test seam (FLOTILLA_TEST_OUTBOX_COMMIT_HOLD_MS): the batch is PUBACKed, not committed, while this waits. */
+  private async holdForTest(batch: Map<string, Map<number, Buffered>>): Promise<void> {
+    const devices = [...batch].map(([deviceId, entries]) => {
+      const kinds: Record<OutboxKind, number> = { telemetry: 0, event: 0, usage: 0 };
+      for (const entry of entries.values()) kinds[entry.kind] += 1;
+      return { deviceId, seqs: [...entries.keys()].sort((a, b) => a - b), kinds };
+    });
+    this.logger.warn({ holdMs: this.settings.testCommitHoldMs, devices }, 'test seam: holding the outbox commit');
+    await new Promise((resolve) => setTimeout(resolve, this.settings.testCommitHoldMs));
   }
 
   /** One transaction: filter by the stored cursors, write rollups, events, usage, then advance the cursors. */
-  private async write(tx: TransactionClient, batch: Map<string, Map<number, Entry>>): Promise<Map<string, DeviceCommit>> {
+  private async write(tx: TransactionClient, batch: Map<string, Map<number, Buffered>>): Promise<Map<string, DeviceCommit>> {
     const ids = [...batch.keys()];
     const existing = new Set((await tx.device.findMany({ where: { id: { in: ids } }, select: { id: true } })).map((d) => d.id));
     const cursors = new Map(
@@ -239,14 +303,20 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
         continue;
       }
       const stored = cursors.get(deviceId) ?? 0;
-      const commit: DeviceCommit = { upToSeq: stored, telemetry: [], events: [], receivedAt: [] };
+      const commit: DeviceCommit = { upToSeq: stored, telemetry: [], events: [], receivedAt: [], waiting: [] };
       result.set(deviceId, commit);
-      for (const entry of [...entries.values()].sort((a, b) => a.seq - b.seq)) {
-        if (entry.seq <= stored) {
+      const sorted = [...entries.values()].sort((a, b) => a.seq - b.seq);
+      for (const [index, entry] of sorted.entries()) {
+        if (entry.seq <= commit.upToSeq) {
           this.stats.duplicates += 1;
           continue;
         }
-        commit.upToSeq = entry.seq; // [P-4.3] up to the highest committed seq; gaps are entries the agent dropped
+        if (entry.prev > commit.upToSeq) {
+          // [P-4.3] an entry between the cursor and this one may still come (the agent held it when it sent this)
+          commit.waiting = sorted.slice(index);
+          break;
+        }
+        commit.upToSeq = entry.seq; // gaps the cursor moves over are entries the agent no longer holds
         commit.receivedAt.push(entry.receivedAt);
         counts[entry.kind] += 1;
         switch (entry.kind) {
@@ -307,8 +377,9 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
     const ts = Date.now();
     this.lastAckAt.set(deviceId, ts);
     this.stats.acksPublished += 1;
+    const resend = this.resendWanted.delete(deviceId);
     this.broker
-      .publish(topics.outboxAck(deviceId), encode('outboxAck', { v: 1, upToSeq, ts }), { qos: 1 })
+      .publish(topics.outboxAck(deviceId), encode('outboxAck', { v: 1, upToSeq, ts, ...(resend ? { resend } : {}) }), { qos: 1 })
       .catch((error: unknown) => this.logger.warn({ err: error, deviceId }, 'outbox ack not published'));
   }
 }

@@ -16,6 +16,12 @@ export const registryEnvSchema = z.object({
   FLOTILLA_INGEST_FLUSH_ENTRIES: z.coerce.number().int().min(1).max(100_000).default(500),
   /** above this many buffered entries new ones are dropped unacknowledged (the agent resends them later) */
   FLOTILLA_INGEST_MAX_BUFFERED: z.coerce.number().int().min(1).max(10_000_000).default(100_000),
+  /**
+   * TEST SEAM, never set in production: each outbox flush waits this long (after logging "test seam: holding the
+   * outbox commit") before its database transaction, so a test can kill the process between the broker's PUBACK
+   * and the commit. 0 = off.
+   */
+  FLOTILLA_TEST_OUTBOX_COMMIT_HOLD_MS: z.coerce.number().int().min(0).max(60_000).default(0),
   /** minute telemetry buckets are kept this long */
   FLOTILLA_TELEMETRY_RETENTION_DAYS: days(7),
   /** hour telemetry buckets are kept this long */
@@ -51,6 +57,8 @@ export interface RegistrySettings {
   disconnectSettleMs: number;
   /** [P-4.2] at most one outbox ack per device in this interval */
   ackIntervalMs: number;
+  /** test seam (FLOTILLA_TEST_OUTBOX_COMMIT_HOLD_MS): hold each outbox commit this long; 0 = off */
+  testCommitHoldMs: number;
 }
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -71,5 +79,6 @@ export function registrySettingsFromEnv(e: z.infer<typeof registryEnvSchema>): R
     requestRollupIntervalMs: e.FLOTILLA_REQUEST_ROLLUP_INTERVAL_S * 1000,
     disconnectSettleMs: 500,
     ackIntervalMs: 200,
+    testCommitHoldMs: e.FLOTILLA_TEST_OUTBOX_COMMIT_HOLD_MS,
   };
 }

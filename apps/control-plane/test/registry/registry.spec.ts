@@ -389,4 +389,25 @@ describeBackends('device registry, liveness and ingest', (backend) => {
     }).toEqual(expected);
     expect((await prisma.deviceOutboxCursor.findUnique({ where: { deviceId: id } }))?.lastAckedSeq).toBe(BigInt(N));
   });
+
+  it('[P-4.3] an entry after a missing one waits for it: the late entry is stored, not skipped; a gap the agent vouches for is passed', async () => {
+    const agent = await onlineAgent('kiosk-gap');
+    const id = agent.deviceId;
+    const base = minuteStart(Date.now());
+    const sample = (seq: number, prevSeq: number) => makeTelemetry({ seq, prevSeq, ts: base + seq });
+    await agent.publish('telemetry', sample(1, 0));
+    await pollUntil(() => agent.ackedUpTo === 1, { what: 'ack of seq 1' });
+    // seq 3 says the agent holds seq 2 (a resend will bring it): not stored, the cursor stays at 1
+    await agent.publish('telemetry', sample(3, 2));
+    await sleep(1000); // several flushes and acks
+    expect(agent.ackedUpTo).toBe(1);
+    // the late seq 2 is stored, then seq 3 with it
+    await agent.publish('telemetry', sample(2, 1));
+    await pollUntil(() => agent.ackedUpTo === 3, { what: 'ack of seq 3' });
+    // seq 5 vouches that the agent holds nothing between 3 and 5 (it dropped seq 4): passed at once
+    await agent.publish('telemetry', sample(5, 3));
+    await pollUntil(() => agent.ackedUpTo === 5, { what: 'ack of seq 5' });
+    const samples = await t.cp.database.prisma.telemetryRollup.aggregate({ where: { deviceId: id, bucketSeconds: 60 }, _sum: { samples: true } });
+    expect(samples._sum.samples).toBe(4);
+  });
 });

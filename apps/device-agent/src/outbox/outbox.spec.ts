@@ -78,4 +78,19 @@ describe('Outbox', () => {
     expect(reopened.pending().map((entry) => entry.seq)).toEqual([1100]);
     expect((await reopened.append('telemetry', (seq) => ({ seq }))).seq).toBe(1101);
   });
+
+  it('[P-4.3] sends each pending entry with prevSeq, the entry it holds before it (0 for the oldest), across drops and acks', async () => {
+    const outbox = newOutbox(mkdtempSync(join(tmpdir(), 'flotilla-outbox-')), 600);
+    await outbox.open();
+    const pad = 'x'.repeat(60);
+    for (const kind of ['usage', 'telemetry', 'event', 'telemetry', 'usage', 'telemetry', 'telemetry'] as const) await outbox.append(kind, (seq) => ({ seq, pad }));
+    const held = outbox.pending().map((entry) => entry.seq);
+    expect(held.length).toBeLessThan(7); // the cap dropped telemetry in the middle
+    const chain = outbox.pending().map((entry) => [entry.prevSeq, entry.seq]);
+    expect(chain).toEqual(held.map((seq, index) => [index === 0 ? 0 : held[index - 1], seq]));
+    expect(outbox.pending(held[1]).map((entry) => [entry.prevSeq, entry.seq])).toEqual(chain.slice(2));
+    await outbox.ack(held[0] as number);
+    expect(outbox.pending().map((entry) => entry.prevSeq)[0]).toBe(0);
+    await outbox.close();
+  });
 });

@@ -8,6 +8,9 @@ export type OutboxKind = (typeof OUTBOX_DROP_ORDER)[number];
 
 export type OutboxEntry = { seq: number; kind: OutboxKind; payload: Record<string, unknown> };
 
+/** An entry as sent: `prevSeq` is the entry this outbox holds before it (0: none): nothing in between is held [P-4.3]. */
+export type PendingEntry = OutboxEntry & { prevSeq: number };
+
 type Stored = OutboxEntry & { bytes: number };
 
 type LogLine = { seq: number; kind: OutboxKind; payload: Record<string, unknown> } | { drop: number } | { lastSeq: number };
@@ -29,7 +32,9 @@ export type OutboxOptions = {
  * and usage records (billing-relevant) only when nothing else is left.
  */
 export class Outbox {
-  private readonly entries: Stored[] = [];
+  /** live entries in seq order from `head`; acknowledged ones before `head` are cut off in batches (O(1) per ack) */
+  private entries: Stored[] = [];
+  private head = 0;
   private liveBytes = 0;
   private deadLines = 0;
   private ackedSeq = 0;
@@ -73,7 +78,8 @@ export class Outbox {
         else this.deadLines++;
       }
     }
-    this.entries.push(...[...bySeq.values()].sort((a, b) => a.seq - b.seq));
+    this.entries = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
+    this.head = 0;
     this.liveBytes = this.entries.reduce((sum, entry) => sum + entry.bytes, 0);
   }
 
@@ -94,26 +100,57 @@ export class Outbox {
   async ack(upToSeq: number): Promise<void> {
     if (upToSeq <= this.ackedSeq) return;
     this.ackedSeq = Math.min(upToSeq, this.lastSeq);
-    while (this.entries[0] && this.entries[0].seq <= this.ackedSeq) {
-      const removed = this.entries.shift();
-      if (removed) this.liveBytes -= removed.bytes;
+    for (let first = this.entries[this.head]; first && first.seq <= this.ackedSeq; first = this.entries[this.head]) {
+      this.liveBytes -= first.bytes;
+      this.head++;
       this.deadLines++;
+    }
+    // Cut the acknowledged prefix once it is most of the array: amortised O(1) per removed entry.
+    if (this.head > 1024 && this.head * 2 > this.entries.length) {
+      this.entries = this.entries.slice(this.head);
+      this.head = 0;
     }
     const acked = this.ackedSeq;
     await this.write(async () => {
       await writeFile(`${this.ackPath}.tmp`, String(acked));
       await rename(`${this.ackPath}.tmp`, this.ackPath);
     });
-    if (this.deadLines > 1000 && this.deadLines > this.entries.length) await this.compact();
+    if (this.deadLines > 1000 && this.deadLines > this.size) await this.compact();
   }
 
-  /** Entries not yet acknowledged, oldest first. */
-  pending(afterSeq = 0): OutboxEntry[] {
-    return this.entries.filter((entry) => entry.seq > afterSeq).map(({ seq, kind, payload }) => ({ seq, kind, payload }));
+  /**
+   * Entries not yet acknowledged with seq > afterSeq, oldest first, each with the seq of the entry held before it
+   * (0 for the oldest held): the control plane stores an entry only once it has stored everything back to prevSeq,
+   * so it moves over a gap only where this outbox says it holds nothing [P-4.3].
+   */
+  pending(afterSeq = 0): PendingEntry[] {
+    let low = this.head;
+    let high = this.entries.length;
+    while (low < high) {
+      const mid = (low + high) >>> 1;
+      if ((this.entries[mid] as Stored).seq <= afterSeq) low = mid + 1;
+      else high = mid;
+    }
+    const result: PendingEntry[] = [];
+    let prevSeq = low > this.head ? (this.entries[low - 1] as Stored).seq : 0;
+    for (let index = low; index < this.entries.length; index++) {
+      const { seq, kind, payload } = this.entries[index] as Stored;
+      result.push({ seq, kind, payload, prevSeq });
+      prevSeq = seq;
+    }
+    return result;
+  }
+
+  get ackedUpTo(): number {
+    return this.ackedSeq;
   }
 
   stats(): { entries: number; bytes: number; lastSeq: number; ackedSeq: number; dropped: Record<OutboxKind, number> } {
-    return { entries: this.entries.length, bytes: this.liveBytes, lastSeq: this.lastSeq, ackedSeq: this.ackedSeq, dropped: { ...this.dropped } };
+    return { entries: this.size, bytes: this.liveBytes, lastSeq: this.lastSeq, ackedSeq: this.ackedSeq, dropped: { ...this.dropped } };
+  }
+
+  private get size(): number {
+    return this.entries.length - this.head;
   }
 
   get highestSeq(): number {
@@ -126,9 +163,10 @@ export class Outbox {
 
   private async enforceCap(): Promise<void> {
     const tombstones: number[] = [];
-    while (this.liveBytes > this.options.maxBytes && this.entries.length > 1) {
-      const kind = OUTBOX_DROP_ORDER.find((candidate) => this.entries.some((entry) => entry.kind === candidate));
-      const index = this.entries.findIndex((entry) => entry.kind === kind);
+    while (this.liveBytes > this.options.maxBytes && this.size > 1) {
+      const oldestOf = (kind: OutboxKind): number => this.entries.findIndex((entry, index) => index >= this.head && entry.kind === kind);
+      const index = OUTBOX_DROP_ORDER.map(oldestOf).find((found) => found >= 0) ?? -1;
+      if (index < 0) break;
       const [victim] = this.entries.splice(index, 1);
       if (!victim) break;
       this.liveBytes -= victim.bytes;
@@ -142,7 +180,7 @@ export class Outbox {
   }
 
   private async compact(): Promise<void> {
-    const lines = [JSON.stringify({ lastSeq: this.lastSeq }), ...this.entries.map(({ seq, kind, payload }) => JSON.stringify({ seq, kind, payload }))];
+    const lines = [JSON.stringify({ lastSeq: this.lastSeq }), ...this.entries.slice(this.head).map(({ seq, kind, payload }) => JSON.stringify({ seq, kind, payload }))];
     await this.write(async () => {
       await writeFile(`${this.logPath}.tmp`, `${lines.join('\n')}\n`);
       await rename(`${this.logPath}.tmp`, this.logPath);

@@ -48,6 +48,12 @@ export const outboxFields = {
   v: versionField,
   /** per-device, strictly increasing, one sequence space for every outbox kind */
   seq: z.int().min(1),
+  /**
+   * [P-4.3] set when sent: the seq of the entry the agent holds before this one (or its acknowledged seq), so it
+   * holds nothing between prevSeq and seq. Absent means seq - 1. The CP stores an entry only once everything back to
+   * prevSeq is stored, so it never skips an entry it could still receive.
+   */
+  prevSeq: z.int().min(0).optional(),
   /** when the entry was created on the device (epoch ms) */
   ts: TimestampSchema,
 };

@@ -9,5 +9,10 @@ export const OutboxAckSchema = z.object({
   v: versionField,
   upToSeq: NonNegativeInt,
   ts: TimestampSchema,
+  /**
+   * [P-4.3] the CP let go of entries after upToSeq before storing them (its buffer was full, or a write failed): the
+   * agent sends every entry after upToSeq again, in seq order. Absent means false.
+   */
+  resend: z.boolean().optional(),
 });
 export type OutboxAck = z.infer<typeof OutboxAckSchema>;
