@@ -387,8 +387,14 @@ export class Agent {
           return ack('completed');
         case 'unload-model':
           if (!this.runtime.isRegistered(command.args.model)) return ack('rejected', 'MODEL_NOT_FOUND', `model ${command.args.model} is not on this device`);
-          await this.runtime.unload(command.args.model, { forget: false });
-          this.reconciler.wake();
+          try {
+            await this.runtime.unload(command.args.model, { forget: false });
+          } catch (error) {
+            // Still held and counted by the runtime: the reconciler, woken below, plans the unload again.
+            return ack('failed', 'INTERNAL', `unloading ${command.args.model} failed: ${error instanceof Error ? error.message : String(error)}`);
+          } finally {
+            this.reconciler.wake();
+          }
           return ack('completed');
         case 'delete-model': {
           if (this.reconciler.statuses().some((status) => status.name === command.args.model)) {
@@ -396,7 +402,13 @@ export class Agent {
           }
           const files = this.store.verifiedFiles().filter((file) => file.name === command.args.model);
           if (files.length === 0) return ack('rejected', 'MODEL_NOT_FOUND', `no file for model ${command.args.model}`);
-          for (const file of files) await this.store.evict(file.sha256);
+          const failed: string[] = [];
+          for (const file of files) {
+            // A file that cannot be removed stays in the store, counted and marked: the reconciler evicts it again.
+            await this.store.evict(file.sha256).catch((error: unknown) => failed.push(`${file.sha256}: ${error instanceof Error ? error.message : String(error)}`));
+          }
+          this.reconciler.wake();
+          if (failed.length > 0) return ack('failed', 'INTERNAL', `could not delete ${failed.length} of ${files.length} files (retrying): ${failed.join('; ')}`);
           return ack('completed');
         }
         case 'resend-outbox':

@@ -47,6 +47,23 @@ function kinds(steps: Step[]): string[] {
 }
 
 describe('planSteps', () => {
+  it('plans a failed eviction again, after everything the desired models need, unless the file is wanted again', () => {
+    const a = model('a');
+    const state = desired([a]);
+    const files = [file('sha-a', { state: 'partial', bytesOnDisk: MB }), file('sha-gone', { evictFailed: 'EBUSY' })];
+    const steps = planSteps(state, settled(state, { files }), NOW);
+    expect(kinds(steps)).toEqual(['download:a', 'evict:sha-gone']);
+    expect(steps[1]).toMatchObject({ kind: 'evict', sha256: 'sha-gone', bytes: 10 * MB, reason: expect.stringContaining('EBUSY') });
+    const wanted = desired([a, model('gone', { sha256: 'sha-gone', load: false })]);
+    expect(kinds(planSteps(wanted, settled(wanted, { files }), NOW))).toEqual(['download:a']);
+  });
+
+  it('plans the unload of a desired model whose unload failed (it keeps counting against memory) and no second load', () => {
+    const a = model('a');
+    const state = desired([a]);
+    const current = settled(state, { files: [file('sha-a')], loaded: [{ name: 'a', sha256: 'sha-a', memoryBytes: 20 * MB, unloadFailed: true }], standby: [{ name: 'a', sha256: 'sha-a' }] });
+    expect(planSteps(state, current, NOW)).toEqual([{ kind: 'unload', name: 'a', sha256: 'sha-a', reason: 'unload-failed' }]);
+  });
   it('reports an empty desired state once and then has nothing to do', () => {
     const state = desired([], 3);
     const steps = planSteps(state, actual({ appliedVersion: 2 }), NOW);

@@ -25,7 +25,7 @@ export function modelStatuses(desired: DesiredState, actual: ActualState, now: n
     const failure = actual.failures[modelKey(model)];
     if (failure?.permanent) return { ...base, phase: 'failed', code: failure.code, reason: failure.reason };
     const file = files.get(model.sha256);
-    const isLoaded = actual.loaded.some((loaded) => loaded.name === model.name && loaded.sha256 === model.sha256);
+    const isLoaded = actual.loaded.some((loaded) => loaded.name === model.name && loaded.sha256 === model.sha256 && loaded.unloadFailed !== true);
     const retrying = failure && failure.retryAt > now ? { code: failure.code, reason: `retrying after: ${failure.reason}` } : {};
     if (file?.state === 'verified') {
       if (isLoaded) return { ...base, phase: 'ready', loaded: true };
@@ -75,6 +75,8 @@ export function planSteps(desired: DesiredState, actual: ActualState, now: numbe
     const wanted = desiredByName.get(loaded.name);
     if (!wanted) steps.push({ kind: 'unload', name: loaded.name, sha256: loaded.sha256, reason: 'not-desired' });
     else if (wanted.sha256 !== loaded.sha256) steps.push({ kind: 'unload', name: loaded.name, sha256: loaded.sha256, reason: 'replaced' });
+    // Its memory is still held after a failed unload: free it before anything else is loaded.
+    else if (loaded.unloadFailed === true) steps.push({ kind: 'unload', name: loaded.name, sha256: loaded.sha256, reason: 'unload-failed' });
   }
   // Idle-unloaded models are still registered for on-demand loading: forget the ones no longer desired.
   for (const entry of actual.standby) {
@@ -111,7 +113,7 @@ export function planSteps(desired: DesiredState, actual: ActualState, now: numbe
     const file = files.get(model.sha256);
 
     if (file?.state === 'verified') {
-      const isLoaded = stillLoaded.some((loaded) => loaded.name === model.name);
+      const isLoaded = stillLoaded.some((loaded) => loaded.name === model.name && loaded.unloadFailed !== true);
       if (isLoaded || isStandby(actual, model) || model.load === false) continue;
       const memoryBytes = estimateMemory(model, file);
       if (memoryBytes > actual.memoryBudgetBytes) {
@@ -167,5 +169,11 @@ export function planSteps(desired: DesiredState, actual: ActualState, now: numbe
     downloads.push({ kind: 'download', model, resumeFrom: have });
   }
 
-  return [...steps, ...pins, ...fails, ...evicts, ...verifies, ...loads, ...downloads];
+  // An eviction that failed (the file is still on disk and counted) is planned again until it succeeds, unless the
+  // file is wanted again. Last: a file that cannot be removed now must not hold up the desired models.
+  const retries: Step[] = actual.files
+    .filter((file) => file.evictFailed !== undefined && !desiredShas.has(file.sha256) && !loadedShas.has(file.sha256) && !evicted.has(file.sha256))
+    .map((file) => ({ kind: 'evict', sha256: file.sha256, bytes: file.bytesOnDisk, reason: `retrying a failed eviction (${file.evictFailed})` }));
+
+  return [...steps, ...pins, ...fails, ...evicts, ...verifies, ...loads, ...downloads, ...retries];
 }

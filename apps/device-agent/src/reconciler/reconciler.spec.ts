@@ -7,6 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestEngine, tinyModel, type TinyModel } from '../../test/support/engine.js';
 import { startFileServer, type FileServer } from '../../test/support/file-server.js';
 import { testLogger } from '../../test/support/silent-logger.js';
+import { StuckDisposeEngine } from '../../test/support/stuck-dispose-engine.js';
+import type { InferenceEngine } from '../runtime/engine.js';
 import type { LlamaEngine } from '../runtime/llama-engine.js';
 import { Runtime } from '../runtime/runtime.js';
 import { ModelStore } from '../store/model-store.js';
@@ -31,12 +33,12 @@ afterAll(async () => {
 
 async function setup(
   diskQuotaBytes = 1024 ** 3,
-  options: { policy?: RetryPolicy; report?: (version: number, statuses: readonly ModelStatus[]) => void } = {},
+  options: { policy?: RetryPolicy; report?: (version: number, statuses: readonly ModelStatus[]) => void; engine?: InferenceEngine } = {},
 ) {
   const store = new ModelStore({ dir: mkdtempSync(join(tmpdir(), 'flotilla-rec-')), logger: testLogger() });
   await store.init();
   const runtime = new Runtime({
-    engine,
+    engine: options.engine ?? engine,
     logger: testLogger(),
     memoryBudgetBytes: 1024 ** 3,
     maxParallelRequests: 1,
@@ -147,6 +149,64 @@ describe('Reconciler with a real store, runtime and HTTP source', () => {
     expect(left).toContain(recent.sha256);
     expect(left).not.toContain(old.sha256);
     expect(events.some((event) => event.startsWith(`MODEL_EVICTED: evicted ${old.sha256}`))).toBe(true);
+  });
+
+  it('an eviction that fails leaves the file stored and counted, is reported, and the loop evicts it once it can', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'flotilla-src-'));
+    const make = (name: string): DesiredModel => {
+      const body = randomBytes(1_000_000);
+      writeFileSync(join(dir, name), body);
+      return { name, source: pathToFileURL(join(dir, name)).href, sha256: createHash('sha256').update(body).digest('hex'), sizeBytes: body.length, pinned: false, load: false };
+    };
+    const [old, next] = [make('old'), make('next')];
+    // Room for one of the two: the second needs the first evicted.
+    const { reconciler, reports, store, events } = await setup(1_500_000, { policy: { maxAttempts: 2, baseDelayMs: 100, maxDelayMs: 400 } });
+    reconciler.offer({ version: 1, models: [old] });
+    await until(() => phaseOf(reports, 'old') === 'ready');
+
+    // The file cannot be unlinked (a non-empty directory in its place; a read-only directory would not stop root).
+    const file = join(store.dir, `${old.sha256}.gguf`);
+    rmSync(file);
+    mkdirSync(join(file, 'blocked'), { recursive: true });
+    reconciler.offer({ version: 2, models: [next] });
+    const failures = (): string[] => events.filter((event) => event.startsWith(`MODEL_EVICT_FAILED: could not evict ${old.sha256} (1000000 bytes)`));
+    await until(() => failures().length >= 1 || !store.list().some((f) => f.sha256 === old.sha256));
+    // Still held, so still counted against the quota: nothing of the next model was written past it.
+    expect(store.list()).toContainEqual(expect.objectContaining({ sha256: old.sha256, bytesOnDisk: 1_000_000, evictFailed: expect.stringMatching(/directory/i) }));
+    expect(store.usedBytes()).toBe(1_000_000);
+    expect(failures().length).toBeGreaterThanOrEqual(1);
+    // Retried by the convergence loop (at its backoff), not given up.
+    await until(() => failures().length >= 3, 10_000);
+    expect(store.list().map((f) => f.sha256)).toEqual([old.sha256]);
+
+    rmSync(file, { recursive: true });
+    await until(() => phaseOf(reports, 'next') === 'ready');
+    expect(store.list().map((f) => f.sha256)).toEqual([next.sha256]);
+    expect(store.usedBytes()).toBe(1_000_000);
+    expect(events.some((event) => event.startsWith(`MODEL_EVICTED: evicted ${old.sha256}`))).toBe(true);
+  });
+
+  it('a model whose unload fails stays counted as loaded, is reported, and the loop unloads it once the engine can free it', async () => {
+    const stuck = new StuckDisposeEngine(engine);
+    const { reconciler, reports, runtime, events } = await setup(1024 ** 3, { engine: stuck, policy: { maxAttempts: 2, baseDelayMs: 100, maxDelayMs: 400 } });
+    reconciler.offer({ version: 1, models: [tinyDesired()] });
+    await until(() => phaseOf(reports, 'tiny') === 'ready' && runtime.loadedModels().length === 1);
+    const memoryBytes = runtime.loadedModels()[0]?.memoryBytes ?? 0;
+    expect(memoryBytes).toBeGreaterThan(0);
+
+    stuck.stuck = true;
+    reconciler.offer({ version: 2, models: [] });
+    const failures = (): string[] => events.filter((event) => event.startsWith('MODEL_UNLOAD_FAILED: tiny: unloading failed: ENOSPC'));
+    await until(() => stuck.failedDisposals >= 1);
+    // The model was not freed: it still counts against the memory budget, marked as a failed unload.
+    expect(runtime.loadedModels()).toMatchObject([{ name: 'tiny', sha256: tiny.sha256, memoryBytes, unloadFailed: true }]);
+    expect(runtime.isRegistered('tiny')).toBe(false);
+    await until(() => failures().length >= 3 && stuck.failedDisposals >= 3, 10_000);
+    expect(runtime.loadedModels()).toHaveLength(1);
+
+    stuck.stuck = false;
+    await until(() => runtime.loadedModels().length === 0);
+    expect(stuck.disposed).toBe(1);
   });
 
   it('pins a stored file when the desired state says so; a failed write is reported, the store keeps the old flag and the pin is retried until it lands', async () => {

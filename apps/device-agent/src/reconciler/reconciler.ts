@@ -79,7 +79,14 @@ export class Reconciler {
         await this.options.store.touch(step.model.sha256);
       },
       unload: async (step) => {
-        await this.options.runtime.unload(step.name, { forget: true });
+        try {
+          // By file: the name may already be registered again with the file that replaces this one.
+          await this.options.runtime.unload(step.name, { forget: step.reason !== 'unload-failed', sha256: step.sha256 });
+        } catch (error) {
+          // The runtime keeps the model counted and marked: the next plan unloads it again, at the loop's backoff.
+          this.options.event?.('warn', 'MODEL_UNLOAD_FAILED', `${step.name}: unloading failed: ${errorMessage(error)}`, step.name);
+          throw error;
+        }
       },
       pin: async (step) => {
         try {
@@ -90,7 +97,13 @@ export class Reconciler {
         }
       },
       evict: async (step) => {
-        await this.options.store.evict(step.sha256);
+        try {
+          await this.options.store.evict(step.sha256);
+        } catch (error) {
+          // The store keeps the file listed (still counted) and marked: the next plan evicts it again, at the loop's backoff.
+          this.options.event?.('warn', 'MODEL_EVICT_FAILED', `could not evict ${step.sha256} (${step.bytes} bytes): ${errorMessage(error)}`);
+          throw error;
+        }
         this.options.event?.('info', 'MODEL_EVICTED', `evicted ${step.sha256} (${step.bytes} bytes): ${step.reason}`);
       },
       report: async (step) => {

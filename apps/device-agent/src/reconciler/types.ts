@@ -34,9 +34,12 @@ export type StoredFile = {
   bytesOnDisk: number;
   lastUsedAt: number;
   pinned: boolean;
+  /** Set while an eviction has failed (the reason): still on disk and counted; the planner plans the eviction again. */
+  evictFailed?: string;
 };
 
-export type LoadedModel = { name: string; sha256: string; memoryBytes: number };
+/** `unloadFailed`: the runtime could not free it; it serves nothing but its memory is held until an unload succeeds. */
+export type LoadedModel = { name: string; sha256: string; memoryBytes: number; unloadFailed?: boolean };
 
 export type FailureStage = 'download' | 'verify' | 'load';
 
@@ -85,7 +88,8 @@ export type ActualState = {
 export type DownloadStep = { kind: 'download'; model: DesiredModel; resumeFrom: number };
 export type VerifyStep = { kind: 'verify'; model: DesiredModel };
 export type LoadStep = { kind: 'load'; model: DesiredModel; memoryBytes: number };
-export type UnloadStep = { kind: 'unload'; name: string; sha256: string; reason: 'not-desired' | 'replaced'; standby?: boolean };
+/** 'unload-failed': a desired model whose earlier unload failed; it stays registered (loaded again on demand). */
+export type UnloadStep = { kind: 'unload'; name: string; sha256: string; reason: 'not-desired' | 'replaced' | 'unload-failed'; standby?: boolean };
 export type EvictStep = { kind: 'evict'; sha256: string; bytes: number; reason: string };
 /** A stored file whose pin (kept on disk with the file) differs from the desired state's. */
 export type PinStep = { kind: 'pin'; name: string; sha256: string; pinned: boolean };

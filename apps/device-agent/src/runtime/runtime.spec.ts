@@ -3,7 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestEngine, tinyModel, type TinyModel } from '../../test/support/engine.js';
 import { PacedEngine } from '../../test/support/paced-engine.js';
 import { testLogger } from '../../test/support/silent-logger.js';
-import { InferenceFailure } from './engine.js';
+import { StuckDisposeEngine } from '../../test/support/stuck-dispose-engine.js';
+import { InferenceFailure, type InferenceEngine } from './engine.js';
 import type { LlamaEngine } from './llama-engine.js';
 import { Runtime, type RuntimeLimits } from './runtime.js';
 
@@ -19,9 +20,9 @@ afterAll(async () => {
   await engine.dispose();
 });
 
-function newRuntime(limits: Partial<RuntimeLimits> = {}, contextSize = 1024, parallel = 2): Runtime {
+function newRuntime(limits: Partial<RuntimeLimits> = {}, contextSize = 1024, parallel = 2, withEngine: InferenceEngine = engine): Runtime {
   const runtime = new Runtime({
-    engine,
+    engine: withEngine,
     logger: testLogger(),
     memoryBudgetBytes: 1024 ** 3,
     maxParallelRequests: 2,
@@ -51,6 +52,31 @@ async function failureOf(promise: Promise<unknown>): Promise<InferenceFailure> {
 }
 
 describe('Runtime on the generated tiny model', () => {
+  it('a model whose unload fails stays counted and is never loaded twice: the next load frees it first', async () => {
+    const stuck = new StuckDisposeEngine(engine);
+    const runtime = newRuntime({}, 512, 1, stuck);
+    await runtime.load('tiny');
+    const memoryBytes = runtime.loadedModels()[0]?.memoryBytes ?? 0;
+
+    stuck.stuck = true;
+    await expect(runtime.unload('tiny', { forget: false })).rejects.toThrow(/could not free/);
+    expect(runtime.loadedModels()).toMatchObject([{ name: 'tiny', memoryBytes, unloadFailed: true }]);
+    // A request needs the model again: the held copy must go first, so while it cannot, the load fails.
+    const blocked = await runtime.submit({ requestId: 'held-1', model: 'tiny', priority: 5, request: { messages: hello, maxTokens: 4, temperature: 0 } }).then(
+      () => 'served',
+      (error: unknown) => (error instanceof Error ? error.message : String(error)),
+    );
+    expect(blocked).toMatch(/could not free/);
+    expect(runtime.loadedModels()).toMatchObject([{ name: 'tiny', unloadFailed: true }]);
+
+    stuck.stuck = false;
+    const result = await runtime.submit({ requestId: 'held-2', model: 'tiny', priority: 5, request: { messages: hello, maxTokens: 4, temperature: 0 } });
+    expect(result.completionTokens).toBeGreaterThan(0);
+    expect(stuck.disposed).toBe(1);
+    expect(runtime.loadedModels()).toHaveLength(1);
+    expect(runtime.loadedModels()[0]?.unloadFailed).toBeUndefined();
+  });
+
   it('loads on demand, streams text and reports usage', async () => {
     const runtime = newRuntime();
     const deltas: string[] = [];

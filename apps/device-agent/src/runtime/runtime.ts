@@ -68,6 +68,8 @@ export type LoadedModelInfo = {
   /** Free sequences in the engine's pool; parallel - activeRequests when the two agree. */
   freeSequences: number;
   lastUsedAt: number;
+  /** Its unload failed: it serves nothing but its memory is still held; the next unload tries again. */
+  unloadFailed?: true;
 };
 
 export type WindowStats = {
@@ -82,6 +84,8 @@ export type WindowStats = {
 
 type Entry = ModelRegistration & {
   model?: EngineModel;
+  /** A model whose dispose failed: not served, its memory still in use, disposed again by the next unload or load. */
+  held?: EngineModel;
   loading?: Promise<void>;
   active: number;
   lastUsedAt: number;
@@ -111,6 +115,8 @@ type Job = JobSpec & {
  */
 export class Runtime {
   private readonly entries = new Map<string, Entry>();
+  /** Forgotten entries whose model could not be disposed, by `name@sha256`: still counted, unloaded again on request. */
+  private readonly retired = new Map<string, Entry>();
   private readonly queue: Job[] = [];
   private readonly running = new Map<string, Job>();
   private limits: RuntimeLimits;
@@ -156,6 +162,13 @@ export class Runtime {
       return;
     }
     if (existing) this.unload(registration.name, { forget: true }).catch((error: unknown) => this.unloadFailed(registration.name, error));
+    // Forgotten earlier but never freed: take it back (its held model is disposed before it loads again).
+    const revived = this.retired.get(retiredKey(registration));
+    if (revived) {
+      this.retired.delete(retiredKey(registration));
+      this.entries.set(registration.name, Object.assign(revived, registration, { standby: false }));
+      return;
+    }
     this.entries.set(registration.name, { ...registration, active: 0, lastUsedAt: this.now(), standby: false });
   }
 
@@ -180,10 +193,21 @@ export class Runtime {
     return entry.loading;
   }
 
-  /** Unloads a model; with `forget` it is no longer servable. Jobs running on it fail with MODEL_NOT_FOUND. */
-  async unload(name: string, options: { forget: boolean }): Promise<void> {
+  /**
+   * Unloads a model; with `forget` it is no longer servable. Jobs running on it fail with MODEL_NOT_FOUND. With
+   * `sha256`, only that file's model is unloaded (another registration of the name is left alone).
+   * When the engine fails to free the model, it stays counted (loadedModels() lists it with `unloadFailed`) and the
+   * error is thrown: the caller reports it, and the next unload of it (the reconciler plans one) tries again.
+   */
+  async unload(name: string, options: { forget: boolean; sha256?: string }): Promise<void> {
+    const retired = options.sha256 === undefined ? undefined : this.retired.get(retiredKey({ name, sha256: options.sha256 }));
+    if (retired) {
+      await this.disposeHeld(retired);
+      this.retired.delete(retiredKey(retired));
+      return;
+    }
     const entry = this.entries.get(name);
-    if (!entry) return;
+    if (!entry || (options.sha256 !== undefined && entry.sha256 !== options.sha256)) return;
     if (options.forget) {
       this.entries.delete(name);
       for (const job of [...this.queue]) if (job.model === name) this.finishQueued(job, new InferenceFailure('MODEL_NOT_FOUND', `model ${name} was removed from this device`));
@@ -194,29 +218,48 @@ export class Runtime {
     await entry.loading?.catch(() => undefined);
     const model = entry.model;
     entry.model = undefined;
-    if (model) {
-      // Let aborted generations release their sequences before the context goes away, for a bounded time: a
-      // generation that does not stop must not hold the model (and the reconciler, or a shutdown) forever.
-      await this.waitForStop(() => entry.active === 0, (job) => job.model === name, 'MODEL_NOT_FOUND');
-      await model.dispose();
-      this.options.logger.info({ model: name, forget: options.forget }, 'model unloaded');
+    try {
+      if (model) {
+        // Let aborted generations release their sequences before the context goes away, for a bounded time: a
+        // generation that does not stop must not hold the model (and the reconciler, or a shutdown) forever.
+        await this.waitForStop(() => entry.active === 0, (job) => job.model === name, 'MODEL_NOT_FOUND');
+        entry.held = model;
+      }
+      await this.disposeHeld(entry);
+      if (model) this.options.logger.info({ model: name, forget: options.forget }, 'model unloaded');
+    } catch (error) {
+      if (options.forget) this.retired.set(retiredKey(entry), entry);
+      throw error;
     }
+  }
+
+  /** Frees a model whose unload failed before; it stays held (and counted) until this succeeds. */
+  private async disposeHeld(entry: Entry): Promise<void> {
+    const held = entry.held;
+    if (!held) return;
+    await held.dispose();
+    if (entry.held === held) entry.held = undefined;
   }
 
   loadedModels(): LoadedModelInfo[] {
     const loaded: LoadedModelInfo[] = [];
-    for (const entry of this.entries.values()) {
-      if (!entry.model) continue;
-      loaded.push({
-        name: entry.name,
-        sha256: entry.sha256,
-        memoryBytes: entry.model.memoryBytes,
-        contextSize: entry.model.contextSize,
-        parallel: entry.model.parallel,
-        activeRequests: entry.active,
-        freeSequences: entry.model.freeSequences,
-        lastUsedAt: entry.lastUsedAt,
-      });
+    for (const entry of [...this.entries.values(), ...this.retired.values()]) {
+      if (entry.model) {
+        loaded.push({
+          name: entry.name,
+          sha256: entry.sha256,
+          memoryBytes: entry.model.memoryBytes,
+          contextSize: entry.model.contextSize,
+          parallel: entry.model.parallel,
+          activeRequests: entry.active,
+          freeSequences: entry.model.freeSequences,
+          lastUsedAt: entry.lastUsedAt,
+        });
+      } else if (entry.held) {
+        // Not served, but its memory is not free: it counts against the budget until an unload succeeds.
+        const { memoryBytes, contextSize, parallel } = entry.held;
+        loaded.push({ name: entry.name, sha256: entry.sha256, memoryBytes, contextSize, parallel, activeRequests: 0, freeSequences: 0, lastUsedAt: entry.lastUsedAt, unloadFailed: true });
+      }
     }
     return loaded;
   }
@@ -313,7 +356,11 @@ export class Runtime {
     this.draining = true;
     for (const job of [...this.queue]) this.finishQueued(job, new InferenceFailure('DEVICE_DRAINING', 'the runtime stopped'));
     for (const job of this.running.values()) this.abortJob(job, 'DEVICE_DRAINING');
-    for (const name of [...this.entries.keys()]) await this.unload(name, { forget: true });
+    // Shutting down: nothing retries afterwards, so a model that cannot be freed is reported and the rest still go.
+    for (const name of [...this.entries.keys()]) await this.unload(name, { forget: true }).catch((error: unknown) => this.unloadFailed(name, error));
+    for (const entry of [...this.retired.values()]) {
+      await this.unload(entry.name, { forget: true, sha256: entry.sha256 }).catch((error: unknown) => this.unloadFailed(entry.name, error));
+    }
   }
 
   private async doLoad(entry: Entry): Promise<void> {
@@ -322,6 +369,8 @@ export class Runtime {
       contextSize: entry.contextSize ?? this.options.defaultContextSize,
       parallel: entry.parallel ?? this.options.defaultParallel,
     };
+    // A model of this entry whose unload failed is freed first: never hold two copies.
+    await this.disposeHeld(entry);
     const need = entry.memoryBytes ?? (await this.options.engine.estimateMemory(options));
     if (need > this.limits.memoryBudgetBytes) {
       throw new InferenceFailure('INSUFFICIENT_MEMORY', `model ${entry.name} needs ${need} bytes, the memory budget is ${this.limits.memoryBudgetBytes}`);
@@ -506,7 +555,7 @@ export class Runtime {
       try {
         await this.unload(entry.name, { forget: false });
       } catch (error) {
-        // Unloaded from the runtime's view (the model is gone from its entry); the event says memory may be held.
+        // Still held and counted (unloadFailed in loadedModels()): the reconciler plans the unload again.
         this.unloadFailed(entry.name, error);
       }
       changed = true;
@@ -536,4 +585,8 @@ function abortMessage(code: ErrorCode): string {
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function retiredKey(model: { name: string; sha256: string }): string {
+  return `${model.name}@${model.sha256}`;
 }

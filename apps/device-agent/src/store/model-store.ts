@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -28,7 +28,12 @@ export class ModelStoreError extends Error {
 
 type FileMeta = { sha256: string; name: string; sizeBytes?: number; lastUsedAt: number; pinned: boolean };
 
-type Entry = FileMeta & { state: StoredFile['state']; bytesOnDisk: number };
+type Entry = FileMeta & {
+  state: StoredFile['state'];
+  bytesOnDisk: number;
+  /** Why the last eviction failed: the file is still held and still counted until an eviction succeeds. */
+  evictFailed?: string;
+};
 
 const SHA256_PATTERN = /^[0-9a-f]{64}$/;
 const PROGRESS_INTERVAL_MS = 250;
@@ -90,7 +95,14 @@ export class ModelStore {
   }
 
   list(): StoredFile[] {
-    return [...this.entries.values()].map(({ sha256, state, bytesOnDisk, lastUsedAt, pinned }) => ({ sha256, state, bytesOnDisk, lastUsedAt, pinned }));
+    return [...this.entries.values()].map(({ sha256, state, bytesOnDisk, lastUsedAt, pinned, evictFailed }) => ({
+      sha256,
+      state,
+      bytesOnDisk,
+      lastUsedAt,
+      pinned,
+      ...(evictFailed === undefined ? {} : { evictFailed }),
+    }));
   }
 
   /** Verified files with the model name they were downloaded as. */
@@ -116,6 +128,8 @@ export class ModelStore {
     const entry = this.entries.get(sha256);
     if (!entry) return;
     entry.lastUsedAt = this.now();
+    // In use again: an eviction that failed earlier is no longer wanted.
+    delete entry.evictFailed;
     await this.writeMeta(entry);
   }
 
@@ -202,13 +216,30 @@ export class ModelStore {
     return ok;
   }
 
+  /**
+   * Deletes a file. The entry (and its bytes in usedBytes) goes only once the data files are gone: a failed unlink
+   * leaves it listed with `evictFailed`, so the quota stays honest and the reconciler plans the eviction again.
+   * Data first, metadata last: a crash in between leaves a metadata file without data, which init() removes.
+   */
   async evict(sha256: string): Promise<void> {
+    const entry = this.entries.get(sha256);
+    try {
+      await rm(this.partPath(sha256), { force: true });
+      await rm(this.verifiedPath(sha256), { force: true });
+    } catch (error) {
+      if (entry) {
+        entry.evictFailed = describe(error);
+        // What is still there stays counted; a data file that did go no longer is.
+        const left = await Promise.all([this.verifiedPath(sha256), this.partPath(sha256)].map((path) => exists(path)));
+        if (!left.some(Boolean)) entry.bytesOnDisk = 0;
+      }
+      throw error;
+    }
     this.entries.delete(sha256);
-    await Promise.all([
-      rm(this.verifiedPath(sha256), { force: true }),
-      rm(this.partPath(sha256), { force: true }),
-      rm(this.metaPath(sha256), { force: true }),
-    ]);
+    // The data is gone; a metadata file left behind is removed by init() on the next start.
+    await rm(this.metaPath(sha256), { force: true }).catch((error: unknown) =>
+      this.options.logger.warn({ err: error, sha256 }, 'could not remove the metadata of an evicted file'),
+    );
   }
 
   private async copyFromFile(url: URL, entry: Entry, options: DownloadOptions): Promise<void> {
@@ -359,6 +390,15 @@ export class ModelStore {
 
 function defaultMeta(sha256: string, now: number): FileMeta {
   return { sha256, name: sha256, lastUsedAt: now, pinned: false };
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 async function sizeOf(path: string): Promise<number | undefined> {
