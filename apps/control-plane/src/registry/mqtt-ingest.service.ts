@@ -1,5 +1,5 @@
 import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
-import { decode, parseTopic, topics, type MessageOf } from '@flotilla/protocol';
+import { decode, parseTopic, PROTOCOL_VERSION, topics, type MessageOf } from '@flotilla/protocol';
 import type { Logger } from 'pino';
 import { BROKER, LOGGER } from '../app/tokens.js';
 import type { BrokerMessage, EmbeddedBroker } from '../broker/embedded-broker.js';
@@ -57,9 +57,34 @@ export class MqttIngestService implements OnModuleInit, OnModuleDestroy {
     if (!decoded.ok) {
       this.stats.countMalformed(kind, decoded.error.code);
       this.logMalformed(deviceId, message.topic, decoded.error.code, decoded.error.message);
+      if (kind === 'telemetry' || kind === 'event' || kind === 'usage') this.rejectEntry(deviceId, kind, message.payload, decoded.error);
       return;
     }
     this.dispatch(deviceId, kind, decoded.value, Date.now());
+  }
+
+  /**
+   * [P-4.3] An outbox entry this process cannot decode (an agent newer than the control plane, say) would otherwise
+   * hold back every later entry of its device, which waits for it: when its seq is readable it is stored as an error
+   * event in its place, so the cursor moves on and the operator sees what was refused.
+   */
+  private rejectEntry(deviceId: string, kind: 'telemetry' | 'event' | 'usage', payload: Buffer, error: { code: string; message: string }): void {
+    const position = outboxPosition(payload);
+    if (!position) return; // without a seq it cannot be placed: nothing waits on it by seq either
+    const receivedAt = Date.now();
+    const value: MessageOf<'event'> = {
+      v: PROTOCOL_VERSION,
+      seq: position.seq,
+      ...(position.prevSeq === undefined ? {} : { prevSeq: position.prevSeq }),
+      ts: receivedAt,
+      level: 'error',
+      code: 'OUTBOX_ENTRY_REJECTED',
+      message: `${kind} entry ${position.seq} rejected: ${error.code}: ${error.message}`.slice(0, 2048),
+      details: { kind, code: error.code },
+    };
+    this.queue.post(deviceId, 'event', () => this.outbox.accept(deviceId, { kind: 'event', seq: value.seq, value, receivedAt }), () => {
+      this.stats.handlerErrors += 1;
+    });
   }
 
   private dispatch(deviceId: string, kind: IngestedKind, value: MessageOf<IngestedKind>, receivedAt: number): void {
@@ -116,4 +141,19 @@ export class MqttIngestService implements OnModuleInit, OnModuleDestroy {
       this.logger.debug(fields, 'malformed MQTT payload dropped');
     }
   }
+}
+
+/** The seq (and prevSeq) of an outbox payload that failed validation, when its JSON still says them plainly. */
+function outboxPosition(payload: Buffer): { seq: number; prevSeq: number | undefined } | undefined {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(payload.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  if (typeof parsed !== 'object' || parsed === null) return undefined;
+  const { seq, prevSeq } = parsed as { seq?: unknown; prevSeq?: unknown };
+  if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 1) return undefined;
+  const prev = typeof prevSeq === 'number' && Number.isSafeInteger(prevSeq) && prevSeq >= 0 && prevSeq < seq ? prevSeq : undefined;
+  return { seq, prevSeq: prev };
 }

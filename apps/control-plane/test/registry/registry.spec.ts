@@ -410,4 +410,21 @@ describeBackends('device registry, liveness and ingest', (backend) => {
     const samples = await t.cp.database.prisma.telemetryRollup.aggregate({ where: { deviceId: id, bucketSeconds: 60 }, _sum: { samples: true } });
     expect(samples._sum.samples).toBe(4);
   });
+
+  it('[P-4.3] an entry that cannot be decoded but names its seq is stored as an error event, so later entries are not held behind it', async () => {
+    const agent = await onlineAgent('kiosk-poison');
+    const id = agent.deviceId;
+    const base = minuteStart(Date.now());
+    await agent.publish('telemetry', makeTelemetry({ seq: 1, prevSeq: 0, ts: base + 1 }));
+    await pollUntil(() => agent.ackedUpTo === 1, { what: 'ack of seq 1' });
+    // seq 2 fails validation (as an entry from a newer agent might); seq 3 says the agent holds seq 2
+    await agent.publishRaw(topics.telemetry(id), JSON.stringify({ ...makeTelemetry({ seq: 2, prevSeq: 1, ts: base + 2 }), memory: 'lots' }));
+    await agent.publish('telemetry', makeTelemetry({ seq: 3, prevSeq: 2, ts: base + 3 }));
+    await pollUntil(() => agent.ackedUpTo === 3, { what: 'ack of seq 3 past the rejected seq 2' });
+    const samples = await t.cp.database.prisma.telemetryRollup.aggregate({ where: { deviceId: id, bucketSeconds: 60 }, _sum: { samples: true } });
+    expect(samples._sum.samples).toBe(2);
+    const rejected = await t.cp.database.prisma.deviceEvent.findMany({ where: { deviceId: id, code: 'OUTBOX_ENTRY_REJECTED' } });
+    expect(rejected).toHaveLength(1);
+    expect(rejected[0]?.message).toMatch(/^telemetry entry 2 rejected: INVALID_MESSAGE/);
+  });
 });
