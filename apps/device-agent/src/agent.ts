@@ -9,6 +9,7 @@ import {
   type Command,
   type DesiredState as ProtocolDesiredState,
   type ErrorCode,
+  type InferenceCancel,
   type InferenceRequest,
   type LatencyStats,
   type MessageOf,
@@ -45,8 +46,9 @@ export type AgentOptions = {
 export class Agent {
   private readonly cpu = new CpuMeter();
   private readonly seenCommands = new Set<string>();
+  /** Jobs of the control plane by `jobKey` (requestId + attempt) [P-3.6]. */
   private readonly activeRequests = new Set<string>();
-  /** Text buffered for streamed requests, by requestId: flushed on cancel and before the terminal message. */
+  /** Text buffered for streamed requests, by jobKey: flushed on cancel and before the terminal message. */
   private readonly streams = new Map<string, DeltaCoalescer>();
   private readonly since = new Map<string, { phase: string; since: number }>();
   private readonly progress = new Map<string, ModelStatus>();
@@ -131,7 +133,7 @@ export class Agent {
       handlers: {
         desired: (message) => ref.current?.onDesired(message),
         inferenceRequest: (message) => ref.current?.onInferenceRequest(message),
-        inferenceCancel: (message) => ref.current?.onInferenceCancel(message.requestId),
+        inferenceCancel: (message) => ref.current?.onInferenceCancel(message),
         command: (message) => void ref.current?.onCommand(message),
         outboxAck: (message) => void ref.current?.outbox.ack(message.upToSeq),
       },
@@ -267,28 +269,32 @@ export class Agent {
 
   private onInferenceRequest(request: InferenceRequest): void {
     const receivedAt = Date.now();
-    if (this.activeRequests.has(request.requestId)) return; // QoS 1 redelivery of a job already running
+    const { requestId, attempt } = request;
+    const key = jobKey(requestId, attempt);
+    // [P-3.6] a QoS 1 redelivery of an attempt already running; a new attempt of the same request is a new job.
+    if (this.activeRequests.has(key)) return;
     const respond = (message: MessageOf<'inferenceResponse'>): void => {
-      this.link.publish('inferenceResponse', message).catch((error: unknown) => this.options.logger.warn({ err: error, requestId: request.requestId }, 'response not sent'));
+      this.link.publish('inferenceResponse', message).catch((error: unknown) => this.options.logger.warn({ err: error, requestId, attempt }, 'response not sent'));
     };
     const fail = (code: ErrorCode, message: string): void =>
-      respond({ v: PROTOCOL_VERSION, type: 'error', requestId: request.requestId, code, message: message.slice(0, 2048), retryable: isRetryable(code) });
+      respond({ v: PROTOCOL_VERSION, type: 'error', requestId, attempt, code, message: message.slice(0, 2048), retryable: isRetryable(code) });
     if (this.draining) return fail('DEVICE_DRAINING', 'the device is shutting down');
-    this.activeRequests.add(request.requestId);
+    this.activeRequests.add(key);
     let seq = 0;
     const continuation = request.continuation?.content;
     // [P-3.7] chunks carry one or more tokens' text; seq stays contiguous because only the coalescer emits text.
     const stream = request.stream
       ? new DeltaCoalescer({
           ...this.options.config.streaming,
-          emit: (text) => respond({ v: PROTOCOL_VERSION, type: 'chunk', requestId: request.requestId, seq: seq++, delta: { content: text } }),
+          emit: (text) => respond({ v: PROTOCOL_VERSION, type: 'chunk', requestId, attempt, seq: seq++, delta: { content: text } }),
         })
       : undefined;
-    if (stream) this.streams.set(request.requestId, stream);
+    if (stream) this.streams.set(key, stream);
     this.service
       .complete(
         {
-          requestId: request.requestId,
+          requestId,
+          jobId: key,
           model: request.model,
           priority: request.priority,
           // [P-3.6] the budget is deadline - sentAt on the control plane's clock, applied to ours: skew-free.
@@ -317,7 +323,8 @@ export class Agent {
           respond({
             v: PROTOCOL_VERSION,
             type: 'chunk',
-            requestId: request.requestId,
+            requestId,
+            attempt,
             seq: seq++,
             delta: { toolCalls: toolCalls.map((call, index) => ({ index, id: call.id, type: 'function', function: { name: call.function.name, arguments: call.function.arguments } })) },
           });
@@ -326,7 +333,8 @@ export class Agent {
         respond({
           v: PROTOCOL_VERSION,
           type: 'result',
-          requestId: request.requestId,
+          requestId,
+          attempt,
           finishReason: result.finishReason,
           message: { role: 'assistant', content, ...(toolCalls.length > 0 ? { tool_calls: toolCalls } : {}) },
           usage: { promptTokens: result.promptTokens, completionTokens: result.completionTokens },
@@ -340,15 +348,16 @@ export class Agent {
         fail(failure.code, failure.message);
       })
       .finally(() => {
-        this.activeRequests.delete(request.requestId);
-        if (this.streams.get(request.requestId) === stream) this.streams.delete(request.requestId);
+        this.activeRequests.delete(key);
+        if (this.streams.get(key) === stream) this.streams.delete(key);
       });
   }
 
   /** [P-3.8] What was generated before the cancel goes out now; the CANCELLED error follows once generation stops. */
-  private onInferenceCancel(requestId: string): void {
-    this.streams.get(requestId)?.flush();
-    this.service.cancel(requestId);
+  private onInferenceCancel(cancel: InferenceCancel): void {
+    const key = jobKey(cancel.requestId, cancel.attempt);
+    this.streams.get(key)?.flush();
+    this.service.cancel(key);
   }
 
   private async onCommand(command: Command): Promise<void> {
@@ -509,6 +518,11 @@ export class Agent {
       this.flushing = false;
     }
   }
+}
+
+/** The agent's key for a control-plane job: one per (requestId, attempt) [P-3.6]. */
+function jobKey(requestId: string, attempt: number): string {
+  return `${requestId}#${attempt}`;
 }
 
 function toProtocolStatus(status: ModelStatus, version: number, since: number): ProtocolModelStatus {

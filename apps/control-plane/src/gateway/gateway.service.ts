@@ -94,9 +94,7 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     // A dead device's jobs fail over at once instead of waiting for their timers. [P-3.2]
     this.stopOffline = this.directory.onDeviceOffline((deviceId) => {
       this.balancer.forgetDevice(deviceId);
-      for (const requestId of this.dispatcher.requestsOn(deviceId)) {
-        this.dispatcher.fail(requestId, { code: ErrorCode.DEVICE_OFFLINE, message: `device ${deviceId} went offline`, retryable: true }, deviceId);
-      }
+      this.dispatcher.abandonDevice(deviceId, { code: ErrorCode.DEVICE_OFFLINE, message: `device ${deviceId} went offline`, retryable: true });
     });
   }
 

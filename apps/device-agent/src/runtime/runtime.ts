@@ -33,6 +33,9 @@ export type ModelRegistration = {
 
 export type JobSpec = {
   requestId: string;
+  /** The runtime's key for the job (cancel, duplicate check); defaults to requestId. The control plane's jobs use
+   * requestId + attempt, so a failover attempt can queue behind the same request's earlier attempt still unwinding. */
+  jobId?: string;
   model: string;
   request: GenerateRequest;
   /** 0..9, higher first; FIFO within a priority. */
@@ -230,8 +233,9 @@ export class Runtime {
       const fail = (code: ErrorCode, message: string): void => reject(new InferenceFailure(code, message));
       if (this.draining) return fail('DEVICE_DRAINING', 'the device is shutting down and takes no new requests');
       if (!this.entries.has(spec.model)) return fail('MODEL_NOT_FOUND', `model ${spec.model} is not on this device`);
-      if (this.running.has(spec.requestId) || this.queue.some((job) => job.requestId === spec.requestId)) {
-        return fail('INVALID_REQUEST', `request ${spec.requestId} is already running`);
+      const id = jobIdOf(spec);
+      if (this.running.has(id) || this.queue.some((job) => jobIdOf(job) === id)) {
+        return fail('INVALID_REQUEST', `request ${id} is already running`);
       }
       if (spec.deadline !== undefined && spec.deadline <= this.now()) return fail('DEADLINE_EXCEEDED', 'the deadline passed before the request arrived');
       if (this.queue.length >= this.limits.maxQueuedRequests && this.running.size >= this.limits.maxParallelRequests) {
@@ -240,7 +244,7 @@ export class Runtime {
       const job: Job = { ...spec, order: this.order++, submittedAt: this.now(), controller: new AbortController(), resolve, reject };
       if (spec.signal) {
         if (spec.signal.aborted) return fail('CANCELLED', 'cancelled before it started');
-        const onAbort = (): void => void this.cancel(spec.requestId);
+        const onAbort = (): void => void this.cancel(id);
         spec.signal.addEventListener('abort', onAbort, { once: true });
         job.removeAbortListener = () => spec.signal?.removeEventListener('abort', onAbort);
       }
@@ -255,14 +259,14 @@ export class Runtime {
     });
   }
 
-  /** Stops a queued or running job; it fails with CANCELLED. Returns false when the id is unknown. */
-  cancel(requestId: string, code: ErrorCode = 'CANCELLED'): boolean {
-    const queued = this.queue.find((job) => job.requestId === requestId);
+  /** Stops a queued or running job (by its jobId); it fails with CANCELLED. Returns false when the id is unknown. */
+  cancel(jobId: string, code: ErrorCode = 'CANCELLED'): boolean {
+    const queued = this.queue.find((job) => jobIdOf(job) === jobId);
     if (queued) {
       this.finishQueued(queued, new InferenceFailure(code, code === 'CANCELLED' ? 'cancelled while queued' : 'stopped while queued'));
       return true;
     }
-    const running = this.running.get(requestId);
+    const running = this.running.get(jobId);
     if (!running) return false;
     this.abortJob(running, code);
     return true;
@@ -374,7 +378,7 @@ export class Runtime {
   }
 
   private async run(job: Job, entry: Entry, model: EngineModel): Promise<void> {
-    this.running.set(job.requestId, job);
+    this.running.set(jobIdOf(job), job);
     entry.active++;
     entry.lastUsedAt = this.now();
     job.startedAt = this.now();
@@ -406,7 +410,7 @@ export class Runtime {
     } finally {
       clearTimeout(job.deadlineTimer);
       job.removeAbortListener?.();
-      this.running.delete(job.requestId);
+      this.running.delete(jobIdOf(job));
       entry.active--;
       entry.lastUsedAt = this.now();
       this.pump();
@@ -429,7 +433,7 @@ export class Runtime {
 
   private expire(job: Job): void {
     if (this.queue.includes(job)) this.finishQueued(job, new InferenceFailure('DEADLINE_EXCEEDED', 'the deadline passed while queued'));
-    else if (this.running.has(job.requestId)) this.abortJob(job, 'DEADLINE_EXCEEDED');
+    else if (this.running.get(jobIdOf(job)) === job) this.abortJob(job, 'DEADLINE_EXCEEDED');
   }
 
   private finishQueued(job: Job, failure: InferenceFailure): void {
@@ -462,6 +466,10 @@ export class Runtime {
     }
     if (changed) this.options.onModelsChanged?.();
   }
+}
+
+function jobIdOf(spec: JobSpec): string {
+  return spec.jobId ?? spec.requestId;
 }
 
 function emptyWindow(): Omit<WindowStats, 'windowMs' | 'tokensPerSecond'> {
