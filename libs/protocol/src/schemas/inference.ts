@@ -97,9 +97,9 @@ export const InferenceRequestSchema = z.object({
   stop: z.array(z.string().min(1).max(LIMITS.stopLength)).max(LIMITS.stopSequences).optional(),
   /** 0 (lowest) .. 9 (highest); higher runs first, FIFO within a priority */
   priority: z.int().min(0).max(9),
-  /** epoch ms after which the result is useless; the agent answers DEADLINE_EXCEEDED and stops */
+  /** epoch ms (CP clock) after which the result is useless; the agent answers DEADLINE_EXCEEDED and stops */
   deadline: TimestampSchema,
-  /** CP clock when sent; the agent uses `deadline - sentAt` as the time budget, so clock skew does not matter [P-3.6] */
+  /** CP clock when sent; with the clock offset learnt at hello the agent drops a request sent before its connection [P-3.6] */
   sentAt: TimestampSchema,
   /** send chunks while generating (true) or only the final result (false) */
   stream: z.boolean(),

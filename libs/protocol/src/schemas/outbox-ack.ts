@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { NonNegativeInt, TimestampSchema, versionField } from './common.js';
+import { IdSchema, NonNegativeInt, TimestampSchema, versionField } from './common.js';
 
 /**
  * [P-4.2] The control plane has durably stored every outbox entry with seq <= upToSeq (telemetry, events and usage
@@ -8,6 +8,12 @@ import { NonNegativeInt, TimestampSchema, versionField } from './common.js';
 export const OutboxAckSchema = z.object({
   v: versionField,
   upToSeq: NonNegativeInt,
+  /** CP clock when sent */
   ts: TimestampSchema,
+  /**
+   * Only on the ack that answers a hello: that hello's `sessionId`. The agent knows this ack was sent after its hello
+   * arrived, so `ts` bounds the CP's clock for it [P-3.6].
+   */
+  sessionId: IdSchema.optional(),
 });
 export type OutboxAck = z.infer<typeof OutboxAckSchema>;
