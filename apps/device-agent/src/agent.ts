@@ -326,7 +326,7 @@ export class Agent {
     const stream = request.stream
       ? new DeltaCoalescer({
           ...this.options.config.streaming,
-          emit: (text) => respond({ v: PROTOCOL_VERSION, type: 'chunk', requestId, attempt, seq: seq++, delta: { content: text } }),
+          emit: (text, tokens) => respond({ v: PROTOCOL_VERSION, type: 'chunk', requestId, attempt, seq: seq++, tokens, delta: { content: text } }),
         })
       : undefined;
     if (stream) this.streams.set(key, stream);
@@ -351,7 +351,7 @@ export class Agent {
             ...(request.stop ? { stop: request.stop } : {}),
             ...(continuation ? { continuation } : {}),
           },
-          ...(stream ? { onTextDelta: (text: string) => stream.push(text) } : {}),
+          ...(stream ? { onTextDelta: (text: string, tokens: number) => stream.push(text, tokens) } : {}),
         },
         'control-plane',
       )

@@ -13,6 +13,7 @@ import {
   type GbnfJsonSchema,
   type Llama,
   type LlamaChatResponse,
+  type LlamaChatResponseChunk,
   type LlamaContext,
   type LlamaContextSequence,
   type LlamaGrammar,
@@ -154,6 +155,7 @@ class LlamaEngineModel implements EngineModel {
     const plan = await this.planOutput(request);
 
     const sequence = await this.acquireSequence(hooks.signal);
+    const onTextDelta = hooks.onTextDelta;
     let chat: LlamaChat | undefined;
     try {
       chat = new LlamaChat({ contextSequence: sequence });
@@ -167,15 +169,24 @@ class LlamaEngineModel implements EngineModel {
         ...(request.topP === undefined ? {} : { topP: request.topP }),
         ...(request.seed === undefined ? {} : { seed: request.seed }),
         ...(request.stop && request.stop.length > 0 ? { customStopTriggers: [...request.stop] } : {}),
-        // Forced tool calls are JSON meant for the tool_calls field, not text to stream.
-        ...(hooks.onTextDelta && plan.kind !== 'forced-tool' ? { onTextChunk: hooks.onTextDelta } : {}),
+        // Forced tool calls are JSON meant for the tool_calls field, not text to stream. Text goes with the number of
+        // tokens it came from, so the gateway can count what a stream delivered before a failover.
+        ...(onTextDelta && plan.kind !== 'forced-tool'
+          ? {
+              onResponseChunk: (chunk: LlamaChatResponseChunk) => {
+                if (chunk.type === undefined && chunk.text !== '') onTextDelta(chunk.text, chunk.tokens.length);
+              },
+            }
+          : {}),
       };
       let response: LlamaChatResponse<ChatModelFunctions>;
       if (plan.kind === 'functions') response = await chat.generateResponse(history, { ...common, functions: plan.functions });
       else response = await chat.generateResponse(history, { ...common, ...(plan.grammar ? { grammar: plan.grammar } : {}) });
 
       const meter = sequence.tokenMeter.getState();
-      const usage = { promptTokens: meter.usedInputTokens, completionTokens: meter.usedOutputTokens };
+      // The continuation was evaluated as input, but the client's prompt is what the request is billed for.
+      const continuationTokens = request.continuation ? this.model.tokenize(request.continuation).length : 0;
+      const usage = { promptTokens: Math.max(0, meter.usedInputTokens - continuationTokens), completionTokens: meter.usedOutputTokens };
       const stopReason = response.metadata.stopReason;
       const truncated = stopReason === 'maxTokens';
 

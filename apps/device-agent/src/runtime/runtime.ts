@@ -43,7 +43,7 @@ export type JobSpec = {
   /** Epoch ms after which the job is useless. */
   deadline?: number;
   signal?: AbortSignal;
-  onTextDelta?: (text: string) => void;
+  onTextDelta?: (text: string, tokens: number) => void;
 };
 
 export type JobResult = GenerateOutput & {
@@ -386,9 +386,9 @@ export class Runtime {
     try {
       const output = await model.generate(job.request, {
         signal: job.controller.signal,
-        onTextDelta: (text) => {
+        onTextDelta: (text, tokens) => {
           if (job.firstTokenAt === undefined) job.firstTokenAt = this.now();
-          job.onTextDelta?.(text);
+          job.onTextDelta?.(text, tokens);
         },
       });
       const end = this.now();
