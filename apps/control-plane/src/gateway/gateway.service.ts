@@ -301,7 +301,8 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
           busyRetries++;
           attempt--;
           attempts--;
-          if (sent.length === 0) tried.delete(lease.deviceId);
+          // A busy device never started this attempt, so it may take it (or its continuation) after the pause.
+          tried.delete(lease.deviceId);
           await new Promise((r) => setTimeout(r, Math.min(200, 10 * busyRetries) + Math.random() * 10));
           continue;
         }
