@@ -9,8 +9,10 @@ import {
   type Command,
   type DesiredState as ProtocolDesiredState,
   type ErrorCode,
+  type InferenceCancel,
   type InferenceRequest,
   type LatencyStats,
+  type OutboxAck,
   type MessageOf,
   type ModelStatus as ProtocolModelStatus,
   type ProtocolError,
@@ -21,6 +23,7 @@ import type { AgentConfig } from './config/config.js';
 import { DeltaCoalescer } from './inference/delta-coalescer.js';
 import { InferenceService, type UsageFields } from './inference/service.js';
 import { CpuMeter, detectHardware, diskOf } from './inventory.js';
+import { ControlPlaneClock } from './link/control-plane-clock.js';
 import { MqttLink, type Credentials } from './link/mqtt-link.js';
 import type { Logger } from './logger.js';
 import { Outbox, type OutboxKind } from './outbox/outbox.js';
@@ -45,8 +48,12 @@ export type AgentOptions = {
 export class Agent {
   private readonly cpu = new CpuMeter();
   private readonly seenCommands = new Set<string>();
+  /** Jobs of the control plane by `jobKey` (requestId + attempt) [P-3.6]. */
   private readonly activeRequests = new Set<string>();
-  /** Text buffered for streamed requests, by requestId: flushed on cancel and before the terminal message. */
+  /** Requests that arrived before this connection's clock sync, by jobKey: judged once the hello is answered. */
+  private readonly parked = new Map<string, InferenceRequest>();
+  private readonly clock = new ControlPlaneClock();
+  /** Text buffered for streamed requests, by jobKey: flushed on cancel and before the terminal message. */
   private readonly streams = new Map<string, DeltaCoalescer>();
   private readonly since = new Map<string, { phase: string; since: number }>();
   private readonly progress = new Map<string, ModelStatus>();
@@ -129,9 +136,12 @@ export class Agent {
       handlers: {
         desired: (message) => ref.current?.onDesired(message),
         inferenceRequest: (message) => ref.current?.onInferenceRequest(message),
-        inferenceCancel: (message) => ref.current?.onInferenceCancel(message.requestId),
+        inferenceCancel: (message) => ref.current?.onInferenceCancel(message),
         command: (message) => void ref.current?.onCommand(message),
-        outboxAck: (message) => ref.current?.onOutboxAck(message),
+        outboxAck: (message) => {
+          ref.current?.onClockAck(message);
+          ref.current?.onOutboxAck(message);
+        },
       },
       onConnected: (sessionId) => ref.current?.onConnected(sessionId) ?? Promise.resolve(),
       onDisconnected: () => ref.current?.onDisconnected(),
@@ -211,6 +221,7 @@ export class Agent {
   }
 
   private async onConnected(sessionId: string): Promise<void> {
+    this.clock.connected(sessionId);
     await this.sendHello(sessionId);
     await this.publishStatus(this.draining ? 'draining' : 'online', 'startup');
     this.helloSent = true;
@@ -221,6 +232,7 @@ export class Agent {
 
   private async sendHello(sessionId: string): Promise<void> {
     const hardware = await detectHardware(this.options.config.modelsDir, () => this.engine.gpus());
+    this.clock.helloSent();
     await this.link.publish('hello', {
       v: PROTOCOL_VERSION,
       ts: Date.now(),
@@ -275,33 +287,67 @@ export class Agent {
   }
 
   private onInferenceRequest(request: InferenceRequest): void {
-    const receivedAt = Date.now();
-    if (this.activeRequests.has(request.requestId)) return; // QoS 1 redelivery of a job already running
+    const key = jobKey(request.requestId, request.attempt);
+    // [P-3.6] a QoS 1 redelivery of an attempt already running; a new attempt of the same request is a new job.
+    if (this.activeRequests.has(key) || this.parked.has(key)) return;
+    if (this.clock.synced) return this.runRequest(request);
+    // Until the control plane answered this connection's hello, neither its clock nor whether the broker queued this
+    // request for an earlier connection is known: hold it for that one round trip.
+    if (this.parked.size >= PARKED_LIMIT) return this.respondError(request, 'QUEUE_FULL', `${PARKED_LIMIT} requests wait for the control plane's hello answer`);
+    this.parked.set(key, request);
+  }
+
+  /** [P-3.6] The ack that answers this connection's hello: the clock is known, parked requests are judged now. */
+  private onClockAck(ack: OutboxAck): void {
+    if (!this.clock.ack(ack)) return;
+    const waiting = [...this.parked.values()];
+    this.parked.clear();
+    for (const request of waiting) this.runRequest(request);
+  }
+
+  private respondError(request: InferenceRequest, code: ErrorCode, message: string): void {
+    const { requestId, attempt } = request;
+    this.link
+      .publish('inferenceResponse', { v: PROTOCOL_VERSION, type: 'error', requestId, attempt, code, message: message.slice(0, 2048), retryable: isRetryable(code) })
+      .catch((error: unknown) => this.options.logger.warn({ err: error, requestId, attempt }, 'response not sent'));
+  }
+
+  private runRequest(request: InferenceRequest): void {
+    const { requestId, attempt } = request;
+    const key = jobKey(requestId, attempt);
     const respond = (message: MessageOf<'inferenceResponse'>): void => {
-      this.link.publish('inferenceResponse', message).catch((error: unknown) => this.options.logger.warn({ err: error, requestId: request.requestId }, 'response not sent'));
+      this.link.publish('inferenceResponse', message).catch((error: unknown) => this.options.logger.warn({ err: error, requestId, attempt }, 'response not sent'));
     };
-    const fail = (code: ErrorCode, message: string): void =>
-      respond({ v: PROTOCOL_VERSION, type: 'error', requestId: request.requestId, code, message: message.slice(0, 2048), retryable: isRetryable(code) });
+    const fail = (code: ErrorCode, message: string): void => this.respondError(request, code, message);
     if (this.draining) return fail('DEVICE_DRAINING', 'the device is shutting down');
-    this.activeRequests.add(request.requestId);
+    const localDeadline = this.clock.toLocal(request.deadline) ?? Date.now();
+    if (localDeadline <= Date.now()) return fail('DEADLINE_EXCEEDED', 'the deadline passed before the request arrived');
+    if (this.clock.sentBeforeConnection(request.sentAt)) {
+      // The persistent session held it while the link was down; the gateway failed it over when the device went
+      // offline (and a cancel follows it). Running it now would only burn the device on an answer nobody reads.
+      this.options.logger.info({ requestId, attempt, sentAt: request.sentAt }, 'dropped a request queued before this connection');
+      return fail('DEVICE_OFFLINE', 'the request was queued while the device was offline');
+    }
+    this.activeRequests.add(key);
     let seq = 0;
     const continuation = request.continuation?.content;
     // [P-3.7] chunks carry one or more tokens' text; seq stays contiguous because only the coalescer emits text.
     const stream = request.stream
       ? new DeltaCoalescer({
           ...this.options.config.streaming,
-          emit: (text) => respond({ v: PROTOCOL_VERSION, type: 'chunk', requestId: request.requestId, seq: seq++, delta: { content: text } }),
+          emit: (text, tokens) => respond({ v: PROTOCOL_VERSION, type: 'chunk', requestId, attempt, seq: seq++, tokens, delta: { content: text } }),
         })
       : undefined;
-    if (stream) this.streams.set(request.requestId, stream);
+    if (stream) this.streams.set(key, stream);
     this.service
       .complete(
         {
-          requestId: request.requestId,
+          requestId,
+          jobId: key,
           model: request.model,
           priority: request.priority,
-          // [P-3.6] the budget is deadline - sentAt on the control plane's clock, applied to ours: skew-free.
-          deadline: receivedAt + Math.max(0, request.deadline - request.sentAt),
+          // [P-3.6] the absolute deadline on our clock, through the offset measured at this connection's hello.
+          deadline: localDeadline,
           request: {
             messages: request.messages,
             ...(request.tools ? { tools: request.tools } : {}),
@@ -314,7 +360,7 @@ export class Agent {
             ...(request.stop ? { stop: request.stop } : {}),
             ...(continuation ? { continuation } : {}),
           },
-          ...(stream ? { onTextDelta: (text: string) => stream.push(text) } : {}),
+          ...(stream ? { onTextDelta: (text: string, tokens: number) => stream.push(text, tokens) } : {}),
         },
         'control-plane',
       )
@@ -326,7 +372,8 @@ export class Agent {
           respond({
             v: PROTOCOL_VERSION,
             type: 'chunk',
-            requestId: request.requestId,
+            requestId,
+            attempt,
             seq: seq++,
             delta: { toolCalls: toolCalls.map((call, index) => ({ index, id: call.id, type: 'function', function: { name: call.function.name, arguments: call.function.arguments } })) },
           });
@@ -335,7 +382,8 @@ export class Agent {
         respond({
           v: PROTOCOL_VERSION,
           type: 'result',
-          requestId: request.requestId,
+          requestId,
+          attempt,
           finishReason: result.finishReason,
           message: { role: 'assistant', content, ...(toolCalls.length > 0 ? { tool_calls: toolCalls } : {}) },
           usage: { promptTokens: result.promptTokens, completionTokens: result.completionTokens },
@@ -349,15 +397,21 @@ export class Agent {
         fail(failure.code, failure.message);
       })
       .finally(() => {
-        this.activeRequests.delete(request.requestId);
-        if (this.streams.get(request.requestId) === stream) this.streams.delete(request.requestId);
+        this.activeRequests.delete(key);
+        if (this.streams.get(key) === stream) this.streams.delete(key);
       });
   }
 
   /** [P-3.8] What was generated before the cancel goes out now; the CANCELLED error follows once generation stops. */
-  private onInferenceCancel(requestId: string): void {
-    this.streams.get(requestId)?.flush();
-    this.service.cancel(requestId);
+  private onInferenceCancel(cancel: InferenceCancel): void {
+    const key = jobKey(cancel.requestId, cancel.attempt);
+    const parked = this.parked.get(key);
+    if (parked) {
+      this.parked.delete(key);
+      return this.respondError(parked, 'CANCELLED', 'cancelled before it started');
+    }
+    this.streams.get(key)?.flush();
+    this.service.cancel(key);
   }
 
   private async onCommand(command: Command): Promise<void> {
@@ -530,6 +584,14 @@ export class Agent {
       this.flushing = false;
     }
   }
+}
+
+/** Requests held at most while a connection waits for its hello answer. */
+const PARKED_LIMIT = 1000;
+
+/** The agent's key for a control-plane job: one per (requestId, attempt) [P-3.6]. */
+function jobKey(requestId: string, attempt: number): string {
+  return `${requestId}#${attempt}`;
 }
 
 function toProtocolStatus(status: ModelStatus, version: number, since: number): ProtocolModelStatus {

@@ -143,7 +143,7 @@ describe('device agent against a real aedes broker, HTTP model source and the ti
     cp.publish('inferenceRequest', request({ requestId: 'cancel-1', stream: true, maxTokens: 900 }));
     await eventually(() => responsesFor('cancel-1').length > 0, 10_000, 'first chunk');
     const sentAt = Date.now();
-    cp.publish('inferenceCancel', { v: 1, requestId: 'cancel-1', reason: 'client-disconnected' });
+    cp.publish('inferenceCancel', { v: 1, requestId: 'cancel-1', attempt: 1, reason: 'client-disconnected' });
     const final = await eventually(() => finalFor('cancel-1'), 5_000, 'cancel answer');
     expect(final).toMatchObject({ type: 'error', code: 'CANCELLED', retryable: false });
     expect(Date.now() - sentAt).toBeLessThan(1000);

@@ -164,7 +164,7 @@ describe('[P-3.7] streamed chunks carry several tokens each', () => {
     // Only the first token has been sent: the others are buffered (10 s interval).
     expect(chunksOf(cp, 'cancel-1')).toHaveLength(1);
     const cancelledAt = performance.now();
-    cp.publish('inferenceCancel', { v: 1, requestId: 'cancel-1', reason: 'client-disconnected' });
+    cp.publish('inferenceCancel', { v: 1, requestId: 'cancel-1', attempt: 1, reason: 'client-disconnected' });
     const final = await eventually(() => terminalOf(cp, 'cancel-1'), 5_000, 'cancel answer');
     expect(final).toMatchObject({ type: 'error', code: 'CANCELLED', retryable: false });
     expectWellFormed(cp, 'cancel-1');
@@ -179,5 +179,23 @@ describe('[P-3.7] streamed chunks carry several tokens each', () => {
     expect(chunks.map((chunk) => chunk.delta.content ?? '').join('')).toBe(tokens.map((token) => token.text).join(''));
     await new Promise((resolve) => setTimeout(resolve, 3 * PACE_MS));
     expect(trafficFor(cp, 'cancel-1').at(-1)?.message.type).toBe('error');
+  });
+
+  it('[P-3.6] a failover attempt of the same request on this device runs while the old attempt unwinds; each answer names its attempt', async () => {
+    const { cp, engine } = paced;
+    const before = engine.generations.length;
+    cp.publish('inferenceRequest', request({ requestId: 'again-1', attempt: 1, maxTokens: 300 }));
+    await eventually(() => (engine.generations[before]?.length ?? 0) >= 2, 20_000, 'attempt 1 generating');
+    // The gateway gave up on attempt 1 and (after tier escalation) sends attempt 2 to the same device at once.
+    cp.publish('inferenceCancel', { v: 1, requestId: 'again-1', attempt: 1, reason: 'failover' });
+    cp.publish('inferenceRequest', request({ requestId: 'again-1', attempt: 2, maxTokens: 4 }));
+    const ofAttempt = (attempt: number) => trafficFor(cp, 'again-1').filter(({ message }) => message.attempt === attempt);
+    const second = await eventually(() => ofAttempt(2).find(({ message }) => message.type !== 'chunk'), 20_000, 'the end of attempt 2');
+    expect(second.message).toMatchObject({ type: 'result', attempt: 2, finishReason: 'length' });
+    const first = ofAttempt(1).find(({ message }) => message.type !== 'chunk');
+    expect(first?.message).toMatchObject({ type: 'error', attempt: 1, code: 'CANCELLED' });
+    // Every response carries its attempt; attempt 2's chunks count from seq 0 again.
+    expect(trafficFor(cp, 'again-1').every(({ message }) => message.attempt === 1 || message.attempt === 2)).toBe(true);
+    expect(ofAttempt(2).flatMap(({ message }) => (message.type === 'chunk' ? [message.seq] : []))[0]).toBe(0);
   });
 });

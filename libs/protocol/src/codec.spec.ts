@@ -205,7 +205,7 @@ describe('[P-1.1] rejections name the first problem', () => {
 describe('[P-3] message-specific rules', () => {
   it('[P-3.7] unknown response type, empty chunk delta', () => {
     expectError(decode('inferenceResponse', JSON.stringify({ ...raw('inferenceResponse'), type: 'partial' })), ErrorCode.INVALID_MESSAGE, 'inferenceResponse.type: unknown type');
-    const empty = { v: 1, type: 'chunk', requestId: 'r', seq: 0, delta: {} };
+    const empty = { v: 1, type: 'chunk', requestId: 'r', attempt: 1, seq: 0, delta: {} };
     expectError(decode('inferenceResponse', JSON.stringify(empty)), ErrorCode.INVALID_MESSAGE, 'inferenceResponse.delta: a chunk carries content and/or toolCalls');
   });
 

@@ -1,4 +1,5 @@
 import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
+import { RequestAttemptSchema, type RequestAttempt, type RequestRecordView } from '@flotilla/protocol';
 import type { Logger } from 'pino';
 import { DATABASE, LOGGER } from '../app/tokens.js';
 import type { Database } from '../database/index.js';
@@ -24,6 +25,8 @@ export interface RequestRecord {
   retries: number;
   stream: boolean;
   apiKeyId: string | null;
+  /** every attempt, in order [RequestAttempt] */
+  attempts: RequestAttempt[];
 }
 
 export interface UsageCounters {
@@ -95,6 +98,32 @@ export class GatewayAccounting implements OnModuleDestroy {
       }
     });
     return this.flushing;
+  }
+
+  /** One stored request, with its attempts; undefined when unknown (or not flushed yet). */
+  async find(requestId: string): Promise<RequestRecordView | undefined> {
+    const row = await this.db.prisma.inferenceRequest.findUnique({ where: { requestId } });
+    if (!row) return undefined;
+    const attempts = RequestAttemptSchema.array().safeParse(row.attempts);
+    return {
+      requestId: row.requestId,
+      requestedModel: row.requestedModel,
+      model: row.model,
+      tier: row.tier,
+      deviceId: row.deviceId,
+      cloud: row.cloud,
+      latencyMs: row.latencyMs,
+      ttftMs: row.ttftMs,
+      tokensIn: row.tokensIn,
+      tokensOut: row.tokensOut,
+      outcome: row.outcome,
+      errorCode: row.errorCode,
+      retries: row.retries,
+      stream: row.stream,
+      createdAt: row.createdAt.toISOString(),
+      // rows written before attempts were recorded hold []
+      attempts: attempts.success ? attempts.data : [],
+    };
   }
 
   async onModuleDestroy(): Promise<void> {

@@ -31,6 +31,8 @@ export type DispatchRequest = Omit<InferenceRequest, 'v' | 'sentAt'>;
 
 interface ActiveAttempt {
   deviceId: string;
+  /** [P-3.6] responses name their attempt: a late answer of an earlier attempt on the same device is not this one's */
+  attempt: number;
   nextSeq: number;
   /** chunks that arrived ahead of a missing one */
   early: Map<number, InferenceChunk>;
@@ -39,8 +41,8 @@ interface ActiveAttempt {
 
 /**
  * Sends inference jobs to devices over MQTT and hands their answers back. One wildcard subscription on every
- * device's `inference/responses`, demultiplexed by requestId; chunks re-ordered by `seq`, duplicates and answers
- * from a device that no longer owns the request dropped [P-3.7].
+ * device's `inference/responses`, demultiplexed by (requestId, attempt); chunks re-ordered by `seq`, duplicates and
+ * answers of an attempt that is no longer the current one dropped [P-3.7].
  */
 @Injectable()
 export class Dispatcher implements OnModuleInit, OnModuleDestroy {
@@ -68,17 +70,10 @@ export class Dispatcher implements OnModuleInit, OnModuleDestroy {
     return this.active.size;
   }
 
-  /** Request ids whose current attempt runs on this device. */
-  requestsOn(deviceId: string): string[] {
-    const ids: string[] = [];
-    for (const [id, a] of this.active) if (a.deviceId === deviceId) ids.push(id);
-    return ids;
-  }
-
   /** Publishes the job (QoS 1) and registers the callbacks; replaces any earlier attempt of the same request. */
   send(deviceId: string, request: DispatchRequest, callbacks: AttemptCallbacks): void {
     const message: InferenceRequest = { v: PROTOCOL_VERSION, ...request, sentAt: Date.now() };
-    this.active.set(request.requestId, { deviceId, nextSeq: 0, early: new Map(), callbacks });
+    this.active.set(request.requestId, { deviceId, attempt: request.attempt, nextSeq: 0, early: new Map(), callbacks });
     let payload: string;
     try {
       payload = encode('inferenceRequest', message);
@@ -105,9 +100,27 @@ export class Dispatcher implements OnModuleInit, OnModuleDestroy {
     const a = this.active.get(requestId);
     if (!a) return;
     this.finish(requestId, a);
-    const payload = encode('inferenceCancel', { v: PROTOCOL_VERSION, requestId, reason });
+    this.publishCancel(requestId, a, reason);
+  }
+
+  /**
+   * The device went offline: every attempt on it fails (retryable) and gets a cancel. The cancel waits in the
+   * device's persistent session behind any job the broker still holds for it, so a job queued while the link was
+   * down is stopped when the device returns instead of running after the gateway moved on. [P-3.8]
+   */
+  abandonDevice(deviceId: string, failure: AttemptFailure): void {
+    for (const [requestId, a] of [...this.active]) {
+      if (a.deviceId !== deviceId) continue;
+      this.finish(requestId, a);
+      this.publishCancel(requestId, a, 'failover');
+      a.callbacks.onFailure(failure);
+    }
+  }
+
+  private publishCancel(requestId: string, a: ActiveAttempt, reason: NonNullable<InferenceCancel['reason']>): void {
+    const payload = encode('inferenceCancel', { v: PROTOCOL_VERSION, requestId, attempt: a.attempt, reason });
     this.broker.publish(topics.inferenceCancel(a.deviceId), payload, { qos: 1 }).catch((error: unknown) => {
-      this.logger.debug({ err: error, deviceId: a.deviceId, requestId }, 'could not publish a cancel');
+      this.logger.debug({ err: error, deviceId: a.deviceId, requestId, attempt: a.attempt }, 'could not publish a cancel');
     });
   }
 
@@ -123,8 +136,8 @@ export class Dispatcher implements OnModuleInit, OnModuleDestroy {
     }
     const { deviceId, value } = decoded.value;
     const a = this.active.get(value.requestId);
-    // Unknown, finished, or from a device that lost the request in a failover. [P-3.7]
-    if (!a || a.deviceId !== deviceId) return;
+    // Unknown, finished, or an earlier attempt (failed over, possibly to this same device). [P-3.7]
+    if (!a || a.deviceId !== deviceId || a.attempt !== value.attempt) return;
     if (value.type === 'chunk') {
       if (value.seq < a.nextSeq || a.early.has(value.seq)) return; // duplicate
       if (value.seq > a.nextSeq) {

@@ -1,9 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import { Controller, Get, HttpCode, Inject, Post, Query, Req, Res } from '@nestjs/common';
+import { Controller, Get, HttpCode, Inject, Param, Post, Query, Req, Res } from '@nestjs/common';
+import { RequestRecordSchema, type RequestRecordView } from '@flotilla/protocol';
+import { z } from 'zod';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { LOGGER } from '../app/tokens.js';
 import { Public, RequireRole } from '../auth/auth.guard.js';
+import { notFound } from '../common/app-error.js';
 import { parseInput } from '../common/parse.js';
 import { ApiDoc } from '../openapi/api-doc.js';
 import { GatewayAccounting } from './accounting.js';
@@ -16,6 +19,8 @@ import { GatewayError, chunkBody, completionBody, parseChatBody, usageChunkBody 
 import { VIRTUAL_MODELS } from './router.js';
 import { GatewayRouting, policyView, type RoutingPolicyView } from './routing-policy.js';
 import { UsageService, usageQuery, usageSchema, type Usage } from './usage.service.js';
+
+const requestParams = z.object({ id: z.string().min(1).max(128) });
 
 /**
  * The OpenAI-compatible API under `/v1`. `@Public()` for the admin guard: gateway keys (scope `gateway`) are checked
@@ -138,6 +143,24 @@ export class GatewayController {
     return this.usageService.usage(window);
   }
 
+  /** One recorded request with every attempt (device, start, end, why it ended, tokens, continuation). */
+  @RequireRole('viewer')
+  @Get('api/v1/requests/:id')
+  @ApiDoc({
+    summary: 'One recorded gateway request (the x-request-id of its answer) with every attempt: device, start, end, why it ended, tokens, continuation',
+    tags: ['gateway'],
+    params: requestParams,
+    response: RequestRecordSchema,
+    errors: [404],
+  })
+  async requestRecord(@Param() params: unknown): Promise<RequestRecordView> {
+    const { id } = parseInput(requestParams, params);
+    await this.accounting.flush(); // a request that just ended may still wait in the write batch
+    const row = await this.accounting.find(id);
+    if (!row) throw notFound(`request ${id}`);
+    return row;
+  }
+
   /** The routing policy in effect: the fleet file's `routing` block over the FLOTILLA_GATEWAY_* settings. */
   @RequireRole('viewer')
   @Get('api/v1/gateway/routing')
@@ -168,7 +191,9 @@ export class GatewayController {
   }
 
   private headerValues(info: AnswerInfo): Record<string, string> {
-    return { 'x-flotilla-model': info.model, 'x-flotilla-device': info.cloud ? 'cloud' : (info.deviceId ?? 'none') };
+    // Every device whose text is in the answer, in order: a failover continues an answer on another device.
+    const devices = info.devices && info.devices.length > 0 ? info.devices.join(',') : (info.deviceId ?? 'none');
+    return { 'x-flotilla-model': info.model, 'x-flotilla-device': info.cloud ? 'cloud' : devices };
   }
 
   private answerHeaders(reply: FastifyReply, info: AnswerInfo, route: string): void {
@@ -184,6 +209,7 @@ export class GatewayController {
     await reply.status(e.getStatus()).send(e.body);
   }
 }
+
 
 function toGatewayError(error: unknown): GatewayError {
   return error instanceof GatewayError ? error : new GatewayError(500, 'internal_error', 'internal error');

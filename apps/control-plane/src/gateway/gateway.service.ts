@@ -1,5 +1,5 @@
 import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
-import { ErrorCode, type FinishReason, type InferenceResult, type ToolCall, type ToolCallDelta } from '@flotilla/protocol';
+import { ErrorCode, type AttemptEnd, type FinishReason, type InferenceResult, type RequestAttempt, type ToolCall, type ToolCallDelta } from '@flotilla/protocol';
 import type { Logger } from 'pino';
 import { LOGGER } from '../app/tokens.js';
 import { AppError } from '../common/app-error.js';
@@ -25,6 +25,8 @@ export interface AnswerInfo {
   model: string;
   deviceId: string | null;
   cloud: boolean;
+  /** every device whose text is in the answer, in order (a failover continues on another device) */
+  devices?: string[];
 }
 
 export interface ChatOutcome extends AnswerInfo {
@@ -48,6 +50,18 @@ export class StreamFailure extends Error {
   constructor(readonly error: GatewayError) {
     super(error.message);
   }
+}
+
+/** What the request record gets, noted as the request goes. */
+interface Noted {
+  model: string | null;
+  tier: Tier | null;
+  deviceId: string | null;
+  cloud: boolean;
+  ttftMs: number | null;
+  usage: Usage;
+  retries: number;
+  attempts: RequestAttempt[];
 }
 
 type RoutedModel = CatalogModel | { name: string; tier: null; contextLength: null };
@@ -98,9 +112,7 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     // A dead device's jobs fail over at once instead of waiting for their timers. [P-3.2]
     this.stopOffline = this.directory.onDeviceOffline((deviceId) => {
       this.balancer.forgetDevice(deviceId);
-      for (const requestId of this.dispatcher.requestsOn(deviceId)) {
-        this.dispatcher.fail(requestId, { code: ErrorCode.DEVICE_OFFLINE, message: `device ${deviceId} went offline`, retryable: true }, deviceId);
-      }
+      this.dispatcher.abandonDevice(deviceId, { code: ErrorCode.DEVICE_OFFLINE, message: `device ${deviceId} went offline`, retryable: true });
     });
   }
 
@@ -123,7 +135,7 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     // One policy for the whole request, even if the fleet file changes meanwhile.
     const policy = this.routing.current;
     const deadline = started + policy.timeoutMs;
-    let record: { model: string | null; tier: Tier | null; deviceId: string | null; cloud: boolean; ttftMs: number | null; usage: Usage; retries: number } = {
+    let record: Noted = {
       model: null,
       tier: null,
       deviceId: null,
@@ -131,6 +143,7 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
       ttftMs: null,
       usage: { promptTokens: 0, completionTokens: 0 },
       retries: 0,
+      attempts: [],
     };
     let outcome: RequestOutcome = 'failed';
     let errorCode: string | null = null;
@@ -162,6 +175,7 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
         retries: record.retries,
         stream: chat.stream,
         apiKeyId: ctx.key.id,
+        attempts: record.attempts,
       });
     }
   }
@@ -172,7 +186,7 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     policy: RoutingPolicy,
     deadline: number,
     sink: ChatSink | undefined,
-    note: (r: Partial<{ model: string | null; tier: Tier | null; deviceId: string | null; cloud: boolean; ttftMs: number | null; usage: Usage; retries: number }>) => void,
+    note: (r: Partial<Noted>) => void,
   ): Promise<ChatOutcome> {
     const started = Date.now();
     const cloud = this.routing.cloud();
@@ -184,19 +198,30 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     checkContext(chat, current.model);
     const affinityKey = policy.sessionAffinity ? (chat.user ? `u:${chat.user}` : conversationKey(chat)) : undefined;
     const tried = new Set<string>();
-    let sent = ''; // assistant text the client has received
+    let sent = ''; // assistant text received from devices (and streamed to the client): a failover continues after it
     let toolCallsSent = false;
     let begun = false;
-    let extraTokens = 0; // chunks streamed by attempts that then died
+    let deliveredTokens = 0; // completion tokens of `sent` that attempts delivered before they died
     let ttftMs: number | null = null;
     let lastFailure: AttemptFailure | undefined;
     let attempts = 0; // across models, for the `attempt` field and the retry count
+    const log: RequestAttempt[] = [];
+    note({ attempts: log });
+    /** Devices whose text is in the answer, in order. */
+    const answered = (): string[] => [...new Set(log.filter((a) => a.deviceId !== null && (a.end === 'ok' || a.tokens > 0)).map((a) => a.deviceId as string))];
 
     for (;;) {
       const model = current.model.name;
       let busyRetries = 0;
       for (let attempt = 1; attempt <= policy.maxAttempts; attempt++) {
         if (Date.now() >= deadline) break;
+        if (sent.length > 0 && chat.maxTokens !== undefined && deliveredTokens >= chat.maxTokens) {
+          // The attempts that died already delivered max_tokens: the answer is complete, cut at the length limit.
+          if (sink && !begun) sink.begin({ model, deviceId: null, cloud: false });
+          const usage = { promptTokens: estimatePromptTokens(chat), completionTokens: deliveredTokens };
+          note({ usage });
+          return { model, deviceId: log.at(-1)?.deviceId ?? null, devices: answered(), cloud: false, content: sent, toolCalls: undefined, finishReason: 'length', usage, retries: attempts - 1, route: routeReason };
+        }
         const candidates = this.directory.devicesFor(model);
         let lease: Lease;
         try {
@@ -215,29 +240,36 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
         attempts++;
         note({ deviceId: lease.deviceId, retries: attempts - 1 });
         const continuation = sent.length > 0 ? sent : undefined;
-        let chunks = 0;
-        const outcome = await this.attempt(ctx, lease.deviceId, attempts, model, chat, deadline, continuation, started, (chunk) => {
-          chunks++;
+        // A continuation gets only what is left of the client's budget. [P-3.6 continuation]
+        const maxTokens = chat.maxTokens === undefined ? undefined : chat.maxTokens - (continuation ? deliveredTokens : 0);
+        let attemptTokens = 0;
+        let toolCallsSeen = false;
+        const startedAt = Date.now();
+        const outcome = await this.attempt(ctx, lease.deviceId, attempts, model, chat, maxTokens, deadline, continuation, started, (chunk, tokens) => {
+          attemptTokens += tokens;
+          if (chunk.content) sent += chunk.content;
+          if (chunk.toolCalls) toolCallsSeen = true;
           if (!sink) return;
           if (!begun) {
             begun = true;
             sink.begin({ model, deviceId: lease.deviceId, cloud: false });
           }
-          if (chunk.content) {
-            sent += chunk.content;
-            sink.content(chunk.content);
-          }
+          if (chunk.content) sink.content(chunk.content);
           if (chunk.toolCalls) {
             toolCallsSent = true;
             sink.toolCalls(chunk.toolCalls);
           }
         });
+        const logAttempt = (end: AttemptEnd, tokens: number, code?: string): void => {
+          log.push({ attempt: attempts, deviceId: lease.deviceId, startedAt, endedAt: Date.now(), end, ...(code ? { code } : {}), tokens, continuationChars: continuation?.length ?? 0 });
+        };
         ttftMs ??= outcome.ttftMs;
         note({ ttftMs });
         if (outcome.ok) {
           const r = outcome.result;
           const genMs = Math.max(1, r.timings.totalMs - r.timings.ttftMs);
           lease.release('success', { tokens: r.usage.completionTokens, genMs });
+          logAttempt('ok', r.usage.completionTokens);
           const content = r.message.content;
           if (sink && content !== null && content.length > sent.length && content.startsWith(sent) && !toolCallsSent) {
             // chunks lost on the way: the result carries the whole text [P-3.7]
@@ -248,11 +280,13 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
             sink.content(content.slice(sent.length));
           }
           if (sink && !begun) sink.begin({ model, deviceId: lease.deviceId, cloud: false });
-          const usage = { promptTokens: r.usage.promptTokens, completionTokens: r.usage.completionTokens + extraTokens };
+          // Usage is what the client got: this attempt's tokens plus those the dead attempts delivered before it.
+          const usage = { promptTokens: r.usage.promptTokens, completionTokens: r.usage.completionTokens + (continuation ? deliveredTokens : 0) };
           note({ usage });
           return {
             model,
             deviceId: lease.deviceId,
+            devices: answered(),
             cloud: false,
             content,
             toolCalls: r.message.tool_calls,
@@ -272,14 +306,22 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
           busyRetries++;
           attempt--;
           attempts--;
-          if (sent.length === 0) tried.delete(lease.deviceId);
+          // A busy device never started this attempt, so it may take it (or its continuation) after the pause.
+          tried.delete(lease.deviceId);
           await new Promise((r) => setTimeout(r, Math.min(200, 10 * busyRetries) + Math.random() * 10));
           continue;
         }
+        if (!sink && toolCallsSeen) {
+          // Nothing reached the client yet: a tool call cannot be continued, so the next attempt starts over.
+          sent = '';
+          deliveredTokens = 0;
+          attemptTokens = 0;
+        }
+        logAttempt(attemptEnd(failure), attemptTokens, failure.code);
         if (toolCallsSent) {
           throw this.wrap(new GatewayError(502, 'device_failed', 'the device serving this stream failed during a tool call; the answer cannot be continued'), begun);
         }
-        extraTokens += sent.length > 0 ? chunks : 0;
+        deliveredTokens += attemptTokens;
       }
       // Every try on this model failed. Before anything reached the client, a tier route may move up a tier.
       const canEscalate = route.byTier && policy.escalateOnFailure && !begun && current.tier !== null && !ctx.signal.aborted && Date.now() < deadline;
@@ -325,10 +367,11 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     attempt: number,
     model: string,
     chat: NormalizedChat,
+    maxTokens: number | undefined,
     deadline: number,
     continuation: string | undefined,
     started: number,
-    onChunk: (delta: { content?: string; toolCalls?: ToolCallDelta[] }) => void,
+    onChunk: (delta: { content?: string; toolCalls?: ToolCallDelta[] }, tokens: number) => void,
   ): Promise<AttemptOutcome> {
     return new Promise<AttemptOutcome>((resolve) => {
       let ttftMs: number | null = null;
@@ -371,7 +414,7 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
           ...(chat.tools ? { tools: chat.tools } : {}),
           ...(chat.toolChoice ? { toolChoice: chat.toolChoice } : {}),
           ...(chat.responseFormat ? { responseFormat: chat.responseFormat } : {}),
-          ...(chat.maxTokens !== undefined ? { maxTokens: chat.maxTokens } : {}),
+          ...(maxTokens !== undefined ? { maxTokens } : {}),
           ...(chat.temperature !== undefined ? { temperature: chat.temperature } : {}),
           ...(chat.topP !== undefined ? { topP: chat.topP } : {}),
           ...(chat.seed !== undefined ? { seed: chat.seed } : {}),
@@ -388,7 +431,8 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
             if (settled) return;
             ttftMs ??= Date.now() - started;
             armStall();
-            onChunk(chunk.delta);
+            // An agent that does not count tokens per chunk sends about one per chunk.
+            onChunk(chunk.delta, chunk.tokens ?? 1);
           },
           onResult: (result) => {
             ttftMs ??= Date.now() - started;
@@ -512,6 +556,20 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
       this.logger.warn({ err: error, requestId: ctx.requestId }, 'cloud fallback failed');
       throw this.wrap(new GatewayError(502, 'cloud_fallback_failed', `no device could serve and the cloud fallback failed: ${error instanceof Error ? error.message : String(error)}`), begun);
     }
+  }
+}
+
+/** How an attempt ended, for the request record. */
+function attemptEnd(failure: AttemptFailure): AttemptEnd {
+  switch (failure.code) {
+    case ErrorCode.DEVICE_OFFLINE:
+      return 'offline';
+    case ErrorCode.CANCELLED:
+      return 'cancelled';
+    case ErrorCode.DEADLINE_EXCEEDED:
+      return 'timeout';
+    default:
+      return failure.message === FIRST_TOKEN_MISSED ? 'timeout' : 'error';
   }
 }
 

@@ -110,7 +110,7 @@ export class DeviceLivenessService implements OnApplicationBootstrap, OnModuleDe
     this.logger.info({ deviceId, sessionId: hello.sessionId, agentVersion: hello.agentVersion }, 'device hello');
     this.emitStatus(deviceId, outcome.previous, outcome.next, receivedAt);
     if (outcome.fields.length > 0) this.events.emit('device.updated', { deviceId, fields: outcome.fields });
-    await this.outbox.onHello(deviceId, hello.outbox.lastSeq);
+    await this.outbox.onHello(deviceId, hello.outbox.lastSeq, hello.sessionId);
   }
 
   /** [P-3.2] online/draining adopt the message's session; an offline counts only for the current session. */

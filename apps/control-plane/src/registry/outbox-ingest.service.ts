@@ -133,7 +133,7 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
    * [P-1.6][P-4.2][P-4.4] After a hello: load the device's cursor, reset it when the agent's lastSeq is below it (the
    * agent lost its outbox), and always publish an ack with the current value so an agent whose ack was lost learns it.
    */
-  onHello(deviceId: string, lastSeq: number): Promise<number> {
+  onHello(deviceId: string, lastSeq: number, sessionId?: string): Promise<number> {
     return this.exclusive(async () => {
       const cursor = await this.db.prisma.deviceOutboxCursor.findUnique({ where: { deviceId } });
       let acked = Number(cursor?.lastAckedSeq ?? 0n);
@@ -162,7 +162,8 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
         acked = lastSeq;
       }
       this.acked.set(deviceId, acked);
-      this.publishAck(deviceId);
+      // Names the hello it answers: the agent takes the CP's clock from it [P-3.6].
+      this.publishAck(deviceId, sessionId);
       return acked;
     });
   }
@@ -371,7 +372,7 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
     this.ackTimers.set(deviceId, timer);
   }
 
-  private publishAck(deviceId: string): void {
+  private publishAck(deviceId: string, sessionId?: string): void {
     const upToSeq = this.acked.get(deviceId);
     if (upToSeq === undefined || this.broker.closed) return;
     const ts = Date.now();
@@ -379,7 +380,7 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
     this.stats.acksPublished += 1;
     const resend = this.resendWanted.delete(deviceId);
     this.broker
-      .publish(topics.outboxAck(deviceId), encode('outboxAck', { v: 1, upToSeq, ts, ...(resend ? { resend } : {}) }), { qos: 1 })
+      .publish(topics.outboxAck(deviceId), encode('outboxAck', { v: 1, upToSeq, ts, ...(resend ? { resend } : {}), ...(sessionId ? { sessionId } : {}) }), { qos: 1 })
       .catch((error: unknown) => this.logger.warn({ err: error, deviceId }, 'outbox ack not published'));
   }
 }

@@ -44,7 +44,7 @@ describeBackends('shutdown', (backend) => {
         const job = decode('inferenceRequest', m.payload);
         if (!job.ok) return;
         jobs.push(job.value.requestId);
-        const chunk = encode('inferenceResponse', { v: PROTOCOL_VERSION, type: 'chunk', requestId: job.value.requestId, seq: 0, delta: { content: 'Hel' } });
+        const chunk = encode('inferenceResponse', { v: PROTOCOL_VERSION, type: 'chunk', requestId: job.value.requestId, attempt: job.value.attempt, seq: 0, delta: { content: 'Hel' } });
         void t.cp.broker.publish(topics.inferenceResponse(deviceId), chunk, { qos: 1 });
       });
       const state = makeModelState({ ts: Date.now(), models: [makeModelStatus('ready', { name: 'stuck-s', sha256, since: Date.now() })] });

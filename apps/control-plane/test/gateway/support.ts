@@ -142,7 +142,7 @@ export async function startFailingDevice(
     const job = decode('inferenceRequest', m.payload);
     if (!job.ok) return;
     jobs.push(job.value.requestId);
-    const answer = encode('inferenceResponse', { v: PROTOCOL_VERSION, type: 'error', requestId: job.value.requestId, ...failure });
+    const answer = encode('inferenceResponse', { v: PROTOCOL_VERSION, type: 'error', requestId: job.value.requestId, attempt: job.value.attempt, ...failure });
     void cp.broker.publish(topics.inferenceResponse(deviceId), answer, { qos: 1 });
   });
   const state = makeModelState({ ts: Date.now(), models: models.map((name) => makeModelStatus('ready', { name, sha256: 'a'.repeat(64), since: Date.now() })) });

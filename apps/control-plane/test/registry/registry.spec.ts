@@ -152,6 +152,8 @@ describeBackends('device registry, liveness and ingest', (backend) => {
     // [P-4.2] an ack with the current value follows every hello
     await pollUntil(() => agent.acks.length > 0);
     expect(agent.acks[0]?.upToSeq).toBe(0);
+    // [P-3.6] and names the hello it answers: the agent's clock sync
+    expect(agent.acks[0]?.sessionId).toBe(agent.sessionId);
 
     // What the database holds at the moment each ack arrives: the commit must come first.
     const atAck: Promise<{ upToSeq: number; stored: number }>[] = [];

@@ -78,7 +78,7 @@ export class TestAgent {
   readonly outbox = new Map<number, { kind: OutboxKind; payload: string }>();
   lastSeq = 0;
   ackedUpTo = -1;
-  readonly acks: { upToSeq: number; at: number }[] = [];
+  readonly acks: { upToSeq: number; at: number; sessionId?: string | undefined }[] = [];
 
   constructor(readonly creds: DeviceCredentials) {}
 
@@ -105,7 +105,7 @@ export class TestAgent {
       if (topic !== topics.outboxAck(this.deviceId)) return;
       const ack = decode('outboxAck', payload);
       if (!ack.ok) return;
-      this.acks.push({ upToSeq: ack.value.upToSeq, at: Date.now() });
+      this.acks.push({ upToSeq: ack.value.upToSeq, at: Date.now(), sessionId: ack.value.sessionId });
       this.ackedUpTo = Math.max(this.ackedUpTo, ack.value.upToSeq);
       for (const seq of this.outbox.keys()) if (seq <= ack.value.upToSeq) this.outbox.delete(seq);
     });

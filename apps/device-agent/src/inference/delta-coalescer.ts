@@ -9,8 +9,8 @@ export type StreamingSettings = {
 };
 
 export type DeltaCoalescerOptions = StreamingSettings & {
-  /** Sends one chunk's text; called in order, never with an empty string. */
-  emit: (text: string) => void;
+  /** Sends one chunk's text and the tokens it came from; called in order, never with an empty string. */
+  emit: (text: string, tokens: number) => void;
   /** Longest text of one chunk in UTF-16 code units (the protocol's delta bound, [P-1.4]). */
   maxChunkLength?: number;
 };
@@ -24,6 +24,7 @@ export type DeltaCoalescerOptions = StreamingSettings & {
 export class DeltaCoalescer {
   private readonly buffer: string[] = [];
   private bufferedLength = 0;
+  private bufferedTokens = 0;
   private timer: NodeJS.Timeout | undefined;
   private sentFirst = false;
   private closed = false;
@@ -40,16 +41,18 @@ export class DeltaCoalescer {
     return this.buffer.length;
   }
 
-  push(text: string): void {
+  /** `tokens`: how many tokens the text came from (about one per delta). */
+  push(text: string, tokens = 1): void {
     if (this.closed || text === '') return;
     if (!this.sentFirst || this.passthrough) {
       this.sentFirst = true;
-      this.send(text);
+      this.send(text, tokens);
       return;
     }
     if (this.bufferedLength + text.length > this.maxChunkLength) this.flush();
     this.buffer.push(text);
     this.bufferedLength += text.length;
+    this.bufferedTokens += tokens;
     if (this.buffer.length >= this.options.maxTokensPerChunk) {
       this.flush();
       return;
@@ -67,9 +70,11 @@ export class DeltaCoalescer {
     this.timer = undefined;
     if (this.buffer.length === 0) return;
     const text = this.buffer.join('');
+    const tokens = this.bufferedTokens;
     this.buffer.length = 0;
     this.bufferedLength = 0;
-    this.send(text);
+    this.bufferedTokens = 0;
+    this.send(text, tokens);
   }
 
   /** Flushes and ignores anything pushed afterwards (nothing may follow the terminal message). */
@@ -78,16 +83,17 @@ export class DeltaCoalescer {
     this.closed = true;
   }
 
-  private send(text: string): void {
+  /** Text longer than a chunk is split; its tokens go with the last piece. */
+  private send(text: string, tokens: number): void {
     let rest = text;
     while (rest.length > this.maxChunkLength) {
       let cut = this.maxChunkLength;
       // Never split a surrogate pair across chunks.
       const code = rest.charCodeAt(cut - 1);
       if (code >= 0xd800 && code <= 0xdbff) cut--;
-      this.options.emit(rest.slice(0, cut));
+      this.options.emit(rest.slice(0, cut), 0);
       rest = rest.slice(cut);
     }
-    this.options.emit(rest);
+    this.options.emit(rest, tokens);
   }
 }

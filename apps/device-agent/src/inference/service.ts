@@ -29,8 +29,9 @@ export class InferenceService {
     return this.runtime.modelNames();
   }
 
-  cancel(requestId: string): boolean {
-    return this.runtime.cancel(requestId);
+  /** `jobId`: the spec's jobId, or its requestId when it has none. */
+  cancel(jobId: string): boolean {
+    return this.runtime.cancel(jobId);
   }
 
   async complete(spec: JobSpec, origin: UsageOrigin): Promise<JobResult> {

@@ -17,8 +17,8 @@ export type GenerateRequest = {
 
 export type GenerateHooks = {
   signal: AbortSignal;
-  /** Called with each piece of visible text as it is generated. */
-  onTextDelta?: (text: string) => void;
+  /** Called with each piece of visible text as it is generated and the number of tokens it came from. */
+  onTextDelta?: (text: string, tokens: number) => void;
 };
 
 export type GeneratedToolCall = { name: string; arguments: string };
@@ -28,6 +28,7 @@ export type GenerateOutput = {
   content: string | null;
   toolCalls: GeneratedToolCall[];
   finishReason: FinishReason;
+  /** The request's prompt, without the continuation's tokens: a continued answer counts its prompt once. */
   promptTokens: number;
   completionTokens: number;
 };

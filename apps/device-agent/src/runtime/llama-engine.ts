@@ -13,6 +13,7 @@ import {
   type GbnfJsonSchema,
   type Llama,
   type LlamaChatResponse,
+  type LlamaChatResponseChunk,
   type LlamaContext,
   type LlamaContextSequence,
   type LlamaGrammar,
@@ -41,6 +42,8 @@ export type LlamaEngineOptions = {
 const LLAMA_LOG_LINES = 20;
 /** Template tokens per message that tokenizing the contents alone does not count. */
 const TEMPLATE_TOKENS_PER_MESSAGE = 8;
+/** Tokens of the continuation's end that the first new token is detokenized against. */
+const CONTINUATION_CONTEXT_TOKENS = 8;
 /** How long a generation waits for a sequence that is still being returned to the pool before giving up. */
 const SEQUENCE_WAIT_MS = 5000;
 /** Re-check interval while waiting, in case a sequence comes back through node-llama-cpp's GC path. */
@@ -154,6 +157,17 @@ class LlamaEngineModel implements EngineModel {
     const plan = await this.planOutput(request);
 
     const sequence = await this.acquireSequence(hooks.signal);
+    const onTextDelta = hooks.onTextDelta;
+    // node-llama-cpp detokenizes the first new token without the continuation before it, so a SentencePiece word
+    // token loses its leading space ("key now" continued after "key" came back as "keynow"). Detokenizing that first
+    // text against the continuation's last tokens gives the text the uninterrupted generation had.
+    const continuationTail = request.continuation ? this.model.tokenize(request.continuation).slice(-CONTINUATION_CONTEXT_TOKENS) : undefined;
+    let firstText: { original: string; fixed: string } | undefined;
+    const textOf = (chunk: LlamaChatResponseChunk): string => {
+      if (!continuationTail || firstText || chunk.text === '') return chunk.text;
+      firstText = { original: chunk.text, fixed: this.model.detokenize(chunk.tokens, false, continuationTail) };
+      return firstText.fixed;
+    };
     let chat: LlamaChat | undefined;
     try {
       chat = new LlamaChat({ contextSequence: sequence });
@@ -167,15 +181,29 @@ class LlamaEngineModel implements EngineModel {
         ...(request.topP === undefined ? {} : { topP: request.topP }),
         ...(request.seed === undefined ? {} : { seed: request.seed }),
         ...(request.stop && request.stop.length > 0 ? { customStopTriggers: [...request.stop] } : {}),
-        // Forced tool calls are JSON meant for the tool_calls field, not text to stream.
-        ...(hooks.onTextDelta && plan.kind !== 'forced-tool' ? { onTextChunk: hooks.onTextDelta } : {}),
+        // Forced tool calls are JSON meant for the tool_calls field, not text to stream. Text goes with the number of
+        // tokens it came from, so the gateway can count what a stream delivered before a failover.
+        ...((onTextDelta || continuationTail) && plan.kind !== 'forced-tool'
+          ? {
+              onResponseChunk: (chunk: LlamaChatResponseChunk) => {
+                if (chunk.type !== undefined || chunk.text === '') return;
+                const text = textOf(chunk);
+                if (text !== '') onTextDelta?.(text, chunk.tokens.length);
+              },
+            }
+          : {}),
       };
       let response: LlamaChatResponse<ChatModelFunctions>;
       if (plan.kind === 'functions') response = await chat.generateResponse(history, { ...common, functions: plan.functions });
       else response = await chat.generateResponse(history, { ...common, ...(plan.grammar ? { grammar: plan.grammar } : {}) });
 
       const meter = sequence.tokenMeter.getState();
-      const usage = { promptTokens: meter.usedInputTokens, completionTokens: meter.usedOutputTokens };
+      // The continuation was evaluated as input, but the client's prompt is what the request is billed for.
+      const continuationTokens = request.continuation ? this.model.tokenize(request.continuation).length : 0;
+      const usage = { promptTokens: Math.max(0, meter.usedInputTokens - continuationTokens), completionTokens: meter.usedOutputTokens };
+      if (firstText && response.response.startsWith(firstText.original)) {
+        response = { ...response, response: firstText.fixed + response.response.slice(firstText.original.length) };
+      }
       const stopReason = response.metadata.stopReason;
       const truncated = stopReason === 'maxTokens';
 

@@ -369,3 +369,25 @@ describe('Runtime on the generated tiny model', () => {
     expect(runtime.counts()).toEqual({ active: 0, queued: 0 });
   });
 });
+
+describe('[P-3.6] continuation after a failover', () => {
+  it('continues the answer with the text it would have had, counts the tokens behind every delta, and bills the prompt once', async () => {
+    const runtime = newRuntime();
+    const messages: ChatMessage[] = [{ role: 'user', content: 'Tell me a long story.' }];
+    const deltas: { text: string; tokens: number }[] = [];
+    const base = { model: 'tiny', priority: 5 } as const;
+    const full = await runtime.submit({ ...base, requestId: 'whole', request: { messages, maxTokens: 60, temperature: 0, seed: 7 }, onTextDelta: (text, tokens) => deltas.push({ text, tokens }) });
+    expect(deltas.map((d) => d.text).join('')).toBe(full.content);
+    expect(deltas.reduce((n, d) => n + d.tokens, 0)).toBe(full.completionTokens);
+    // The device died after k deltas: the next one continues after the text the client already has, on what is left
+    // of the budget. These k end on a word boundary, where the next token carries a leading space.
+    for (const k of [1, 5, 13]) {
+      const continuation = deltas.slice(0, k).map((d) => d.text).join('');
+      const delivered = deltas.slice(0, k).reduce((n, d) => n + d.tokens, 0);
+      const rest = await runtime.submit({ ...base, requestId: `rest-${k}`, request: { messages, maxTokens: 60 - delivered, temperature: 0, seed: 7, continuation } });
+      expect(continuation + (rest.content ?? ''), `continued after ${k} deltas`).toBe(full.content);
+      expect(delivered + rest.completionTokens).toBe(full.completionTokens);
+      expect(rest.promptTokens).toBe(full.promptTokens);
+    }
+  });
+});

@@ -40,6 +40,9 @@ export type ModelRegistration = {
 
 export type JobSpec = {
   requestId: string;
+  /** The runtime's key for the job (cancel, duplicate check); defaults to requestId. The control plane's jobs use
+   * requestId + attempt, so a failover attempt can queue behind the same request's earlier attempt still unwinding. */
+  jobId?: string;
   model: string;
   request: GenerateRequest;
   /** 0..9, higher first; FIFO within a priority. */
@@ -47,7 +50,7 @@ export type JobSpec = {
   /** Epoch ms after which the job is useless. */
   deadline?: number;
   signal?: AbortSignal;
-  onTextDelta?: (text: string) => void;
+  onTextDelta?: (text: string, tokens: number) => void;
 };
 
 export type JobResult = GenerateOutput & {
@@ -283,8 +286,9 @@ export class Runtime {
       const fail = (code: ErrorCode, message: string): void => reject(new InferenceFailure(code, message));
       if (this.draining) return fail('DEVICE_DRAINING', 'the device is shutting down and takes no new requests');
       if (!this.entries.has(spec.model)) return fail('MODEL_NOT_FOUND', `model ${spec.model} is not on this device`);
-      if (this.running.has(spec.requestId) || this.queue.some((job) => job.requestId === spec.requestId)) {
-        return fail('INVALID_REQUEST', `request ${spec.requestId} is already running`);
+      const id = jobIdOf(spec);
+      if (this.running.has(id) || this.queue.some((job) => jobIdOf(job) === id)) {
+        return fail('INVALID_REQUEST', `request ${id} is already running`);
       }
       if (spec.deadline !== undefined && spec.deadline <= this.now()) return fail('DEADLINE_EXCEEDED', 'the deadline passed before the request arrived');
       if (this.queue.length >= this.limits.maxQueuedRequests && this.running.size >= this.limits.maxParallelRequests) {
@@ -293,7 +297,7 @@ export class Runtime {
       const job: Job = { ...spec, order: this.order++, submittedAt: this.now(), controller: new AbortController(), resolve, reject };
       if (spec.signal) {
         if (spec.signal.aborted) return fail('CANCELLED', 'cancelled before it started');
-        const onAbort = (): void => void this.cancel(spec.requestId);
+        const onAbort = (): void => void this.cancel(id);
         spec.signal.addEventListener('abort', onAbort, { once: true });
         job.removeAbortListener = () => spec.signal?.removeEventListener('abort', onAbort);
       }
@@ -308,14 +312,14 @@ export class Runtime {
     });
   }
 
-  /** Stops a queued or running job; it fails with CANCELLED. Returns false when the id is unknown. */
-  cancel(requestId: string, code: ErrorCode = 'CANCELLED'): boolean {
-    const queued = this.queue.find((job) => job.requestId === requestId);
+  /** Stops a queued or running job (by its jobId); it fails with CANCELLED. Returns false when the id is unknown. */
+  cancel(jobId: string, code: ErrorCode = 'CANCELLED'): boolean {
+    const queued = this.queue.find((job) => jobIdOf(job) === jobId);
     if (queued) {
       this.finishQueued(queued, new InferenceFailure(code, code === 'CANCELLED' ? 'cancelled while queued' : 'stopped while queued'));
       return true;
     }
-    const running = this.running.get(requestId);
+    const running = this.running.get(jobId);
     if (!running) return false;
     this.abortJob(running, code);
     return true;
@@ -455,7 +459,7 @@ export class Runtime {
   private release(job: Job, entry: Entry | undefined): void {
     clearTimeout(job.deadlineTimer);
     job.removeAbortListener?.();
-    this.running.delete(job.requestId);
+    this.running.delete(jobIdOf(job));
     if (entry) {
       entry.active = Math.max(0, entry.active - 1);
       entry.lastUsedAt = this.now();
@@ -469,7 +473,7 @@ export class Runtime {
   }
 
   private async run(job: Job, entry: Entry, model: EngineModel): Promise<void> {
-    this.running.set(job.requestId, job);
+    this.running.set(jobIdOf(job), job);
     entry.active++;
     entry.lastUsedAt = this.now();
     job.startedAt = this.now();
@@ -477,9 +481,9 @@ export class Runtime {
     try {
       const output = await model.generate(job.request, {
         signal: job.controller.signal,
-        onTextDelta: (text) => {
+        onTextDelta: (text, tokens) => {
           if (job.firstTokenAt === undefined) job.firstTokenAt = this.now();
-          job.onTextDelta?.(text);
+          job.onTextDelta?.(text, tokens);
         },
       });
       if (job.abandoned) return;
@@ -522,7 +526,7 @@ export class Runtime {
 
   private expire(job: Job): void {
     if (this.queue.includes(job)) this.finishQueued(job, new InferenceFailure('DEADLINE_EXCEEDED', 'the deadline passed while queued'));
-    else if (this.running.has(job.requestId)) this.abortJob(job, 'DEADLINE_EXCEEDED');
+    else if (this.running.get(jobIdOf(job)) === job) this.abortJob(job, 'DEADLINE_EXCEEDED');
   }
 
   private finishQueued(job: Job, failure: InferenceFailure): void {
@@ -562,6 +566,10 @@ export class Runtime {
     }
     if (changed) this.options.onModelsChanged?.();
   }
+}
+
+function jobIdOf(spec: JobSpec): string {
+  return spec.jobId ?? spec.requestId;
 }
 
 function emptyWindow(): Omit<WindowStats, 'windowMs' | 'tokensPerSecond'> {

@@ -16,6 +16,9 @@ export class FakeControlPlane {
   private client: MqttClient | undefined;
   private http: Server | undefined;
   autoAck = true;
+  /** How far this control plane's clock runs ahead of the test's (negative: behind), in every timestamp it sends. */
+  clockSkewMs = 0;
+  private ackedSeq = 0;
 
   constructor(
     private readonly deviceId: string,
@@ -56,13 +59,23 @@ export class FakeControlPlane {
         return;
       }
       this.received.push({ kind: parsed.kind, message: decoded.value, at: performance.now() });
-      const value = decoded.value as { seq?: number };
+      const value = decoded.value as { seq?: number; sessionId?: string };
+      // [P-1.6] as the real control plane: every hello is answered with an ack naming it (the agent's clock sync).
+      if (parsed.kind === 'hello' && typeof value.sessionId === 'string') {
+        this.publish('outboxAck', { v: 1, upToSeq: this.ackedSeq, ts: this.now(), sessionId: value.sessionId });
+      }
       if (this.autoAck && (parsed.kind === 'telemetry' || parsed.kind === 'event' || parsed.kind === 'usage') && typeof value.seq === 'number') {
-        this.publish('outboxAck', { v: 1, upToSeq: value.seq, ts: Date.now() });
+        this.ackedSeq = Math.max(this.ackedSeq, value.seq);
+        this.publish('outboxAck', { v: 1, upToSeq: value.seq, ts: this.now() });
       }
     });
     await new Promise<void>((resolve) => client.once('connect', () => resolve()));
     await client.subscribeAsync(`flotilla/v1/devices/${this.deviceId}/#`, { qos: 1 });
+  }
+
+  /** This control plane's clock. */
+  now(): number {
+    return Date.now() + this.clockSkewMs;
   }
 
   all<K extends TopicKind>(kind: K): MessageOf<K>[] {

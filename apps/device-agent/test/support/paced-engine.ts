@@ -71,14 +71,14 @@ class PacedModel implements EngineModel {
     if (!deliver) return this.inner.generate(request, hooks);
     const record: TokenRecord[] = [];
     this.generations.push(record);
-    const queue: string[] = [];
+    const queue: { text: string; tokens: number }[] = [];
     let wake: (() => void) | undefined;
     let done = false;
     const output = this.inner
       .generate(request, {
         signal: hooks.signal,
-        onTextDelta: (text) => {
-          queue.push(text);
+        onTextDelta: (text, tokens) => {
+          queue.push({ text, tokens });
           wake?.();
         },
       })
@@ -88,8 +88,8 @@ class PacedModel implements EngineModel {
       });
     output.catch(() => undefined); // awaited below; avoids an unhandled rejection while tokens are still paced
     while (!hooks.signal.aborted) {
-      const text = queue[0];
-      if (text === undefined) {
+      const next = queue[0];
+      if (next === undefined) {
         if (done) break;
         await new Promise<void>((resolve) => (wake = resolve));
         wake = undefined;
@@ -98,8 +98,8 @@ class PacedModel implements EngineModel {
       if (record.length > 0) await sleep(this.gapMs, hooks.signal);
       if (hooks.signal.aborted) break;
       queue.shift();
-      record.push({ text, at: performance.now() });
-      deliver(text);
+      record.push({ text: next.text, at: performance.now() });
+      deliver(next.text, next.tokens);
     }
     if (hooks.signal.aborted) {
       await output.catch(() => undefined);

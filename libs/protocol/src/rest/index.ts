@@ -1,2 +1,3 @@
 export * from './enroll.js';
 export * from './errors.js';
+export * from './requests.js';

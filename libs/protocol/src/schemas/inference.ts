@@ -97,9 +97,9 @@ export const InferenceRequestSchema = z.object({
   stop: z.array(z.string().min(1).max(LIMITS.stopLength)).max(LIMITS.stopSequences).optional(),
   /** 0 (lowest) .. 9 (highest); higher runs first, FIFO within a priority */
   priority: z.int().min(0).max(9),
-  /** epoch ms after which the result is useless; the agent answers DEADLINE_EXCEEDED and stops */
+  /** epoch ms (CP clock) after which the result is useless; the agent answers DEADLINE_EXCEEDED and stops */
   deadline: TimestampSchema,
-  /** CP clock when sent; the agent uses `deadline - sentAt` as the time budget, so clock skew does not matter [P-3.6] */
+  /** CP clock when sent; with the clock offset learnt at hello the agent drops a request sent before its connection [P-3.6] */
   sentAt: TimestampSchema,
   /** send chunks while generating (true) or only the final result (false) */
   stream: z.boolean(),
@@ -109,6 +109,9 @@ export const InferenceRequestSchema = z.object({
   sessionKey: IdSchema.optional(),
 });
 export type InferenceRequest = z.infer<typeof InferenceRequestSchema>;
+
+/** [P-3.6] Which try of a request a response or cancel belongs to: the same `requestId` runs once per attempt. */
+const attemptField = () => InferenceRequestSchema.shape.attempt;
 
 export const ToolCallDeltaSchema = z.object({
   /** position of the tool call in the final message's tool_calls */
@@ -130,7 +133,10 @@ export const InferenceChunkSchema = z
     v: versionField,
     type: z.literal('chunk'),
     requestId: IdSchema,
+    attempt: attemptField(),
     seq: NonNegativeInt,
+    /** tokens generated for this chunk's text, so the gateway can count what it delivered [P-3.7] */
+    tokens: NonNegativeInt.optional(),
     delta: z.object({
       content: z.string().max(LIMITS.deltaLength).optional(),
       toolCalls: z.array(ToolCallDeltaSchema).max(LIMITS.toolCalls).optional(),
@@ -152,6 +158,7 @@ export const InferenceResultSchema = z.object({
   v: versionField,
   type: z.literal('result'),
   requestId: IdSchema,
+  attempt: attemptField(),
   finishReason: FinishReasonSchema,
   message: AssistantMessageSchema,
   usage: UsageCountsSchema,
@@ -170,6 +177,7 @@ export const InferenceErrorSchema = z.object({
   v: versionField,
   type: z.literal('error'),
   requestId: IdSchema,
+  attempt: attemptField(),
   code: ErrorCodeSchema,
   message: messageText(),
   retryable: z.boolean(),
@@ -188,6 +196,8 @@ export type InferenceResponse = z.infer<typeof InferenceResponseSchema>;
 export const InferenceCancelSchema = z.object({
   v: versionField,
   requestId: IdSchema,
+  /** the attempt to stop; a later attempt of the same request on the same device keeps running */
+  attempt: attemptField(),
   reason: z.enum(['client-disconnected', 'deadline', 'failover', 'shutdown']).optional(),
 });
 export type InferenceCancel = z.infer<typeof InferenceCancelSchema>;

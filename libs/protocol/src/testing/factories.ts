@@ -186,7 +186,9 @@ export function makeInferenceChunk(overrides: Partial<InferenceChunk> = {}): Inf
     v: 1,
     type: 'chunk',
     requestId: 'req-0001',
+    attempt: 1,
     seq: 0,
+    tokens: 1,
     delta: {
       content: ' sunny',
       toolCalls: [{ index: 0, id: 'call-2', type: 'function', function: { name: 'get_weather', arguments: '{"ci' } }],
@@ -200,6 +202,7 @@ export function makeInferenceResult(overrides: Partial<InferenceResult> = {}): I
     v: 1,
     type: 'result',
     requestId: 'req-0001',
+    attempt: 1,
     finishReason: 'stop',
     message: { role: 'assistant', content: 'It is sunny, 21 C.' },
     usage: { promptTokens: 42, completionTokens: 9 },
@@ -210,11 +213,11 @@ export function makeInferenceResult(overrides: Partial<InferenceResult> = {}): I
 }
 
 export function makeInferenceError(overrides: Partial<InferenceError> = {}): InferenceError {
-  return { v: 1, type: 'error', requestId: 'req-0001', code: 'QUEUE_FULL', message: 'queue holds 1000 requests', retryable: true, ...overrides };
+  return { v: 1, type: 'error', requestId: 'req-0001', attempt: 1, code: 'QUEUE_FULL', message: 'queue holds 1000 requests', retryable: true, ...overrides };
 }
 
 export function makeInferenceCancel(overrides: Partial<InferenceCancel> = {}): InferenceCancel {
-  return { v: 1, requestId: 'req-0001', reason: 'client-disconnected', ...overrides };
+  return { v: 1, requestId: 'req-0001', attempt: 1, reason: 'client-disconnected', ...overrides };
 }
 
 type CommandOf<K extends CommandKind> = Extract<Command, { kind: K }>;
