@@ -2,6 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { z } from 'zod';
 import { DATABASE } from '../app/tokens.js';
 import type { Database } from '../database/index.js';
+import { DevicePresence } from '../registry/device-presence.js';
 import type { DeviceFacts, OpenAlert, TelemetryFacts, TrafficFacts } from './alert-rules.js';
 
 /** A deployment with where its replicas are and how many serve. */
@@ -28,7 +29,10 @@ const hardwareShape = z.object({
 /** Reads what the alert rules, fleet health and scaling recommendations reason about. */
 @Injectable()
 export class FleetFactsReader {
-  constructor(@Inject(DATABASE) private readonly db: Database) {}
+  constructor(
+    @Inject(DATABASE) private readonly db: Database,
+    private readonly presence: DevicePresence,
+  ) {}
 
   async devices(): Promise<DeviceFacts[]> {
     const rows = await this.db.prisma.device.findMany({
@@ -100,7 +104,7 @@ export class FleetFactsReader {
         select: { id: true, name: true, replicas: true, parallel: true, model: { select: { name: true } }, placements: { select: { deviceId: true } } },
         orderBy: { name: 'asc' },
       }),
-      readyReplicaCounts(this.db),
+      this.presence.reconnectingDevices().then((reconnecting) => readyReplicaCounts(this.db, reconnecting)),
     ]);
     return rows.map((d) => ({
       id: d.id,
@@ -123,17 +127,19 @@ export class FleetFactsReader {
 }
 
 /**
- * Ready replicas per deployment: placements on online devices whose reported state for the model is `ready`.
- * Shared with fleet health and recommendations.
+ * Ready replicas per deployment: placements on online devices whose reported state for the model is `ready`, leaving
+ * out devices still reconnecting after a restart (`DevicePresence`): their state is an
+ * earlier process's knowledge. Shared with fleet health, recommendations and metrics.
  */
-export async function readyReplicaCounts(db: Database): Promise<Map<string, number>> {
-  const rows = await db.prisma.$queryRaw<{ deployment_id: string; ready: bigint | number }[]>`
-    SELECT p.deployment_id, COUNT(*) AS ready
+export async function readyReplicaCounts(db: Database, reconnecting: { has(deviceId: string): boolean }): Promise<Map<string, number>> {
+  const rows = await db.prisma.$queryRaw<{ deployment_id: string; device_id: string }[]>`
+    SELECT p.deployment_id, p.device_id
     FROM placements p
     JOIN devices d ON d.id = p.device_id AND d.status = 'online'
     JOIN models m ON m.id = p.model_id
     JOIN model_states s ON s.device_id = p.device_id AND s.model_name = m.name AND s.state = 'ready'
-    WHERE p.deployment_id IS NOT NULL
-    GROUP BY p.deployment_id`;
-  return new Map(rows.map((r) => [r.deployment_id, Number(r.ready)]));
+    WHERE p.deployment_id IS NOT NULL`;
+  const counts = new Map<string, number>();
+  for (const r of rows) if (!reconnecting.has(r.device_id)) counts.set(r.deployment_id, (counts.get(r.deployment_id) ?? 0) + 1);
+  return counts;
 }

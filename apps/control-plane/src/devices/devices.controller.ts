@@ -1,18 +1,48 @@
-import { Body, Controller, Get, HttpCode, Inject, Param, Patch, Post, Query, Req } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Param, Patch, Post, Query, Req } from '@nestjs/common';
 import { DEVICE_ID_PATTERN } from '@flotilla/protocol';
 import { z } from 'zod';
-import { DATABASE } from '../app/tokens.js';
 import { type AuthedRequest, RequireRole } from '../auth/auth.guard.js';
 import { notFound, unauthorized } from '../common/app-error.js';
+import { pageSchema } from '../catalog/catalog.controller.js';
 import { parseInput } from '../common/parse.js';
-import type { Database } from '../database/index.js';
-import { type DeviceDetail, DevicesService, type RevokeResult, type TelemetryPoint } from './devices.service.js';
+import { ApiDoc } from '../openapi/api-doc.js';
+import { type DeviceDetail, type DeviceListItem, DevicesService, PRESENCE_STATUSES, type RevokeResult, type TelemetryPoint } from './devices.service.js';
 
 const listQuery = z.object({
   limit: z.coerce.number().int().min(1).max(500).default(100),
   cursor: z.string().max(64).optional(),
-  status: z.enum(['online', 'offline', 'draining', 'revoked']).optional(),
+  /** `online`/`draining` leave reconnecting devices out; `reconnecting` lists only them */
+  status: z.enum(PRESENCE_STATUSES).optional(),
 });
+
+const presenceStatus = z
+  .enum(PRESENCE_STATUSES)
+  .describe('the stored status, or `reconnecting`: stored as online/draining before this control plane started and not back yet (no hello, no live session)');
+
+const deviceListItemSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  labels: z.record(z.string(), z.string()),
+  hardware: z.unknown(),
+  agentVersion: z.string().nullable(),
+  status: presenceStatus,
+  lastSeenAt: z.date().nullable(),
+  createdAt: z.date(),
+});
+
+const deviceDetailSchema = deviceListItemSchema.extend({
+  connected: z.boolean().describe('a live MQTT session right now'),
+  lastSeenAt: z.string().nullable(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+  desiredVersion: z.number(),
+  reportedDesiredVersion: z.number(),
+  modelStates: z.array(z.object({ model: z.string(), state: z.string(), loaded: z.boolean() }).loose()),
+  lastTelemetry: z.object({ receivedAt: z.string() }).loose().nullable().describe('the newest sample received since this control plane started'),
+  lastRollup: z.object({ bucketStart: z.string(), bucketSeconds: z.number() }).loose().nullable().describe('the newest minute bucket'),
+});
+
+const idParams = z.object({ id: z.string().describe('device id') });
 
 /** An instant as epoch milliseconds or an ISO 8601 date. */
 const instant = z
@@ -80,38 +110,20 @@ function deviceId(id: string): string {
 
 @Controller('api/v1/devices')
 export class DevicesController {
-  constructor(
-    @Inject(DATABASE) private readonly db: Database,
-    private readonly devices: DevicesService,
-  ) {}
+  constructor(private readonly devices: DevicesService) {}
 
   @RequireRole('viewer')
   @Get()
-  async list(@Query() query: unknown) {
+  @ApiDoc({ summary: 'Devices with their status (reconnecting ones after a restart say so)', tags: ['devices'], query: listQuery, response: pageSchema(deviceListItemSchema) })
+  list(@Query() query: unknown): Promise<{ items: DeviceListItem[]; nextCursor: string | null }> {
     const { limit, cursor, status } = parseInput(listQuery, query);
-    const rows = await this.db.prisma.device.findMany({
-      take: limit + 1,
-      ...(cursor ? { cursor: { id: cursor }, skip: 0 } : {}),
-      ...(status ? { where: { status } } : {}),
-      orderBy: { id: 'asc' },
-      select: {
-        id: true,
-        name: true,
-        labels: true,
-        hardware: true,
-        agentVersion: true,
-        status: true,
-        lastSeenAt: true,
-        createdAt: true,
-      },
-    });
-    const items = rows.slice(0, limit);
-    return { items, nextCursor: rows.length > limit ? (rows[limit]?.id ?? null) : null };
+    return this.devices.list(limit, cursor, status);
   }
 
   /** Hardware, status, model states and the latest telemetry of one device. */
   @RequireRole('viewer')
   @Get(':id')
+  @ApiDoc({ summary: 'One device: hardware, status, model states, latest telemetry', tags: ['devices'], params: idParams, response: deviceDetailSchema, errors: [404] })
   detail(@Param('id') id: string): Promise<DeviceDetail> {
     return this.devices.detail(deviceId(id));
   }

@@ -7,8 +7,9 @@ import type { EmbeddedBroker } from '../broker/embedded-broker.js';
 import { notFound } from '../common/app-error.js';
 import type { Database } from '../database/index.js';
 import { FleetEvents } from '../events/fleet-events.js';
-import type { DeviceStatus, ModelState, TelemetryRollup } from '../generated/prisma/client.js';
+import type { ModelState, Prisma, TelemetryRollup } from '../generated/prisma/client.js';
 import { DeviceQueue } from '../registry/device-queue.js';
+import { DevicePresence, type PresenceStatus } from '../registry/device-presence.js';
 import { DeviceLivenessService } from '../registry/liveness.service.js';
 import { TelemetryCache } from '../registry/telemetry-cache.js';
 
@@ -50,7 +51,8 @@ export interface DeviceDetail {
   labels: Record<string, string>;
   hardware: unknown;
   agentVersion: string | null;
-  status: DeviceStatus;
+  /** the stored status, or `reconnecting` while a device stored as online/draining has not come back to this process */
+  status: PresenceStatus;
   /** a live MQTT session right now */
   connected: boolean;
   lastSeenAt: string | null;
@@ -64,6 +66,20 @@ export interface DeviceDetail {
   /** the newest minute bucket (survives restarts) */
   lastRollup: TelemetryPoint | null;
 }
+
+/** One row of the device list. */
+export interface DeviceListItem {
+  id: string;
+  name: string;
+  labels: Record<string, string>;
+  hardware: unknown;
+  agentVersion: string | null;
+  status: PresenceStatus;
+  lastSeenAt: Date | null;
+  createdAt: Date;
+}
+
+export const PRESENCE_STATUSES = ['online', 'reconnecting', 'offline', 'draining', 'revoked'] as const satisfies readonly PresenceStatus[];
 
 export interface DeviceUpdate {
   name?: string | undefined;
@@ -126,7 +142,31 @@ export class DevicesService {
     private readonly queue: DeviceQueue,
     private readonly liveness: DeviceLivenessService,
     private readonly telemetry: TelemetryCache,
+    private readonly presence: DevicePresence,
   ) {}
+
+  /**
+   * Devices by id, `status` as `presenceStatus` shows it: filtering on `online` or `draining` leaves reconnecting devices
+   * out, `reconnecting` lists only them (a small set: only during the reconnect grace after a start).
+   */
+  async list(limit: number, cursor: string | undefined, status: PresenceStatus | undefined): Promise<{ items: DeviceListItem[]; nextCursor: string | null }> {
+    const reconnecting = status === 'reconnecting' || status === 'online' || status === 'draining' ? await this.presence.reconnectingDevices() : new Map<string, unknown>();
+    const where: Prisma.DeviceWhereInput =
+      status === undefined
+        ? {}
+        : status === 'reconnecting'
+          ? { id: { in: [...reconnecting.keys()] } }
+          : { status, ...(reconnecting.size > 0 ? { id: { notIn: [...reconnecting.keys()] } } : {}) };
+    const rows = await this.db.prisma.device.findMany({
+      take: limit + 1,
+      ...(cursor ? { cursor: { id: cursor }, skip: 0 } : {}),
+      where,
+      orderBy: { id: 'asc' },
+      select: { id: true, name: true, labels: true, hardware: true, agentVersion: true, status: true, lastSeenAt: true, createdAt: true },
+    });
+    const items = rows.slice(0, limit).map((r) => ({ ...r, labels: r.labels as Record<string, string>, status: this.presence.status(r.id, r.status) }));
+    return { items, nextCursor: rows.length > limit ? (rows[limit]?.id ?? null) : null };
+  }
 
   async detail(id: string): Promise<DeviceDetail> {
     const device = await this.db.prisma.device.findUnique({
@@ -145,7 +185,7 @@ export class DevicesService {
       labels: device.labels as Record<string, string>,
       hardware: device.hardware,
       agentVersion: device.agentVersion,
-      status: device.status,
+      status: this.presence.status(id, device.status),
       connected: this.broker.isConnected(id),
       lastSeenAt: device.lastSeenAt?.toISOString() ?? null,
       createdAt: device.createdAt.toISOString(),

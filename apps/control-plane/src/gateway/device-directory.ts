@@ -5,6 +5,7 @@ import { BROKER, DATABASE, LOGGER } from '../app/tokens.js';
 import type { EmbeddedBroker } from '../broker/embedded-broker.js';
 import type { Database } from '../database/index.js';
 import { FleetEvents } from '../events/fleet-events.js';
+import { DevicePresence } from '../registry/device-presence.js';
 
 export type Tier = 'small' | 'medium' | 'large';
 export const TIERS: readonly Tier[] = ['small', 'medium', 'large'];
@@ -59,6 +60,7 @@ export class DeviceDirectory implements OnModuleInit, OnModuleDestroy {
     @Inject(BROKER) private readonly broker: EmbeddedBroker,
     @Inject(LOGGER) private readonly logger: Logger,
     private readonly events: FleetEvents,
+    private readonly presence: DevicePresence,
   ) {}
 
   async onModuleInit(): Promise<void> {
@@ -141,9 +143,10 @@ export class DeviceDirectory implements OnModuleInit, OnModuleDestroy {
 
   /**
    * The database says which devices were online and what they had ready, as an earlier process last knew it: a device
-   * may have died while no control plane was watching. So a stored `online` makes a device `reconnecting`, never
-   * routable: it becomes online when it says so to this process (its retained status, re-published on every
-   * connect) or when its MQTT session on this broker is live.
+   * may have died while no control plane was watching. The registry's DevicePresence decides which stored-online devices are
+   * reconnecting (not heard from by this process, no live session on this broker) — the same rule the REST views
+   * use; those are never routable until they say online to this process (their retained status, re-published on
+   * every connect).
    */
   private async loadFromDatabase(): Promise<void> {
     const [devices, states] = await Promise.all([
@@ -155,10 +158,11 @@ export class DeviceDirectory implements OnModuleInit, OnModuleDestroy {
       // Live messages may already have arrived; they win over the database.
       if (e.online || e.connected || e.snapshotTs !== 0) continue;
       e.sessionId = d.sessionId;
-      if (this.broker.isConnected(d.id)) {
+      if (this.presence.isReconnecting(d.id, 'online')) e.reconnecting = true;
+      else {
         e.online = true;
         e.connected = true;
-      } else e.reconnecting = true;
+      }
     }
     for (const s of states) {
       const e = this.entry(s.deviceId);

@@ -5,7 +5,9 @@ import { ALERT_SETTINGS, type AlertSettings } from '../alerts/alert.settings.js'
 import { FleetFactsReader } from '../alerts/fleet-facts.js';
 import type { Database } from '../database/index.js';
 import { FleetEvents, type FleetEventName } from '../events/fleet-events.js';
+import type { DeviceStatus } from '../generated/prisma/client.js';
 import { MetricsRegistry } from '../metrics/metrics-registry.js';
+import { DevicePresence } from '../registry/device-presence.js';
 import { assessFleetHealth, type FleetHealth, type FleetHealthStatus } from './fleet-health.js';
 import { recommendScaling, type Recommendation } from './recommendations.js';
 
@@ -39,6 +41,7 @@ export class FleetHealthService implements OnModuleInit, OnModuleDestroy {
     @Inject(ALERT_SETTINGS) private readonly settings: AlertSettings,
     private readonly facts: FleetFactsReader,
     private readonly events: FleetEvents,
+    private readonly presence: DevicePresence,
     metrics: MetricsRegistry,
   ) {
     this.gauge = metrics.gauge({ name: 'flotilla_fleet_health', help: 'Fleet health: 0 healthy, 1 degraded, 2 unhealthy.' });
@@ -57,15 +60,18 @@ export class FleetHealthService implements OnModuleInit, OnModuleDestroy {
   }
 
   async assess(): Promise<FleetHealth & { evaluatedAt: Date }> {
-    const [byStatus, deployments, openAlerts] = await Promise.all([
+    const [byStatus, reconnecting, deployments, openAlerts] = await Promise.all([
       this.db.prisma.device.groupBy({ by: ['status'], _count: { _all: true } }),
+      this.presence.reconnectingDevices(),
       this.facts.deployments(),
       this.facts.openAlerts(),
     ]);
-    const count = (status: string) => byStatus.find((r) => r.status === status)?._count._all ?? 0;
+    // Reconnecting devices are stored online or draining: counted apart from those.
+    const away = (status: DeviceStatus) => [...reconnecting.values()].filter((s) => s === status).length;
+    const count = (status: DeviceStatus) => (byStatus.find((r) => r.status === status)?._count._all ?? 0) - away(status);
     const health = assessFleetHealth(
       {
-        devices: { online: count('online'), offline: count('offline'), draining: count('draining'), revoked: count('revoked') },
+        devices: { online: count('online'), reconnecting: reconnecting.size, offline: count('offline'), draining: count('draining'), revoked: count('revoked') },
         deployments: deployments.map((d) => ({ name: d.name, desired: d.replicas, ready: d.ready })),
         openAlerts,
       },

@@ -10,12 +10,14 @@
  *   - `deployment-below-desired`: a deployment has fewer ready replicas than it wants;
  *   - `alerts-open`: any alert is open (critical or warning);
  * healthy otherwise (an empty fleet is healthy: nothing is failing).
- * Draining devices are neither up nor failing: they are left out of the offline share.
+ * Draining devices are neither up nor failing: they are left out of the offline share. Reconnecting devices (stored
+ * online by an earlier control-plane process, not back yet) are not counted online; they are enrolled, so they count
+ * in the share's whole, and their replicas are not ready.
  */
 export type FleetHealthStatus = 'healthy' | 'degraded' | 'unhealthy';
 
 export interface FleetHealthFacts {
-  devices: { online: number; offline: number; draining: number; revoked: number };
+  devices: { online: number; reconnecting: number; offline: number; draining: number; revoked: number };
   deployments: { name: string; desired: number; ready: number }[];
   openAlerts: { rule: string; subject: string; severity: 'info' | 'warning' | 'critical' }[];
 }
@@ -37,7 +39,7 @@ export interface FleetHealth {
 export function assessFleetHealth(facts: FleetHealthFacts, options: { unhealthyOfflinePercent: number }): FleetHealth {
   const reasons: FleetHealthReason[] = [];
   const d = facts.devices;
-  const counted = d.online + d.offline + d.draining;
+  const counted = d.online + d.reconnecting + d.offline + d.draining;
   if (d.offline > 0 && counted > 0) {
     const share = (d.offline / counted) * 100;
     reasons.push({
@@ -71,7 +73,7 @@ export function assessFleetHealth(facts: FleetHealthFacts, options: { unhealthyO
   return {
     status,
     reasons,
-    devices: { ...d, total: d.online + d.offline + d.draining + d.revoked },
+    devices: { ...d, total: d.online + d.reconnecting + d.offline + d.draining + d.revoked },
     deployments: { total: facts.deployments.length, belowDesired, unavailable },
     alerts: { open: facts.openAlerts.length, critical, warning },
   };

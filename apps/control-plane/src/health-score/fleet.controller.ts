@@ -10,7 +10,14 @@ const status = z.enum(['healthy', 'degraded', 'unhealthy']);
 export const fleetHealthSchema = z.object({
   status,
   reasons: z.array(z.object({ rule: z.string(), status: status.exclude(['healthy']), message: z.string() })),
-  devices: z.object({ total: z.number(), online: z.number(), offline: z.number(), draining: z.number(), revoked: z.number() }),
+  devices: z.object({
+    total: z.number(),
+    online: z.number().describe('online and back on this control plane since it started'),
+    reconnecting: z.number().describe('stored online/draining by an earlier control-plane process, not back yet (no hello, no live session)'),
+    offline: z.number(),
+    draining: z.number(),
+    revoked: z.number(),
+  }),
   deployments: z.object({ total: z.number(), belowDesired: z.number(), unavailable: z.number() }),
   alerts: z.object({ open: z.number(), critical: z.number(), warning: z.number() }),
   evaluatedAt: z.date(),

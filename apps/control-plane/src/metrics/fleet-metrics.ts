@@ -6,6 +6,7 @@ import { BROKER, DATABASE, LOGGER } from '../app/tokens.js';
 import type { EmbeddedBroker } from '../broker/embedded-broker.js';
 import type { Database } from '../database/index.js';
 import { readyReplicaCounts } from '../alerts/fleet-facts.js';
+import { DevicePresence } from '../registry/device-presence.js';
 import { MetricsRegistry } from './metrics-registry.js';
 
 const DEVICE_STATUSES = ['online', 'offline', 'draining', 'revoked'] as const;
@@ -40,6 +41,7 @@ export class FleetMetrics implements OnModuleInit, OnModuleDestroy {
     @Inject(DATABASE) private readonly db: Database,
     @Inject(BROKER) private readonly broker: EmbeddedBroker,
     @Inject(LOGGER) private readonly logger: Logger,
+    private readonly presence: DevicePresence,
   ) {
     this.messages = registry.counter({
       name: 'flotilla_broker_messages_total',
@@ -140,7 +142,7 @@ export class FleetMetrics implements OnModuleInit, OnModuleDestroy {
       prisma.placement.groupBy({ by: ['modelId'], _count: { _all: true } }),
       prisma.modelState.groupBy({ by: ['state'], _count: { _all: true } }),
       prisma.deployment.findMany({ select: { id: true, name: true, replicas: true, _count: { select: { placements: true } } } }),
-      readyReplicaCounts(this.db),
+      this.presence.reconnectingDevices().then((reconnecting) => readyReplicaCounts(this.db, reconnecting)),
     ]);
     this.devices.reset();
     for (const status of DEVICE_STATUSES) this.devices.set({ status }, byStatus.find((r) => r.status === status)?._count._all ?? 0);

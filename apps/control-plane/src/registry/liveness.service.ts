@@ -6,6 +6,7 @@ import type { EmbeddedBroker } from '../broker/embedded-broker.js';
 import type { Database } from '../database/index.js';
 import { FleetEvents } from '../events/fleet-events.js';
 import type { DeviceStatus, Prisma } from '../generated/prisma/client.js';
+import { DevicePresence, type PresenceStatus } from './device-presence.js';
 import { DeviceQueue } from './device-queue.js';
 import { IngestStats } from './ingest-stats.js';
 import { OutboxIngestService } from './outbox-ingest.service.js';
@@ -59,6 +60,7 @@ export class DeviceLivenessService implements OnApplicationBootstrap, OnModuleDe
     private readonly outbox: OutboxIngestService,
     private readonly events: FleetEvents,
     private readonly stats: IngestStats,
+    private readonly presence: DevicePresence,
   ) {}
 
   onApplicationBootstrap(): void {
@@ -78,6 +80,7 @@ export class DeviceLivenessService implements OnApplicationBootstrap, OnModuleDe
 
   /** [P-3.1] Inventory, agent version, last seen, the new session; online unless it is draining. */
   async hello(deviceId: string, hello: Hello, receivedAt: number): Promise<void> {
+    const first = this.presence.noteHeard(deviceId);
     const outcome = await this.db.prisma.$transaction(async (tx) => {
       const device = await tx.device.findUnique({ where: { id: deviceId }, select: { status: true, labels: true, hardware: true } });
       if (!device || device.status === 'revoked') return null;
@@ -108,7 +111,7 @@ export class DeviceLivenessService implements OnApplicationBootstrap, OnModuleDe
     }
     this.known.set(deviceId, { status: outcome.next, sessionId: hello.sessionId });
     this.logger.info({ deviceId, sessionId: hello.sessionId, agentVersion: hello.agentVersion }, 'device hello');
-    this.emitStatus(deviceId, outcome.previous, outcome.next, receivedAt);
+    this.emitStatus(deviceId, first ? this.returned(outcome.previous) : outcome.previous, outcome.next, receivedAt);
     if (outcome.fields.length > 0) this.events.emit('device.updated', { deviceId, fields: outcome.fields });
     await this.outbox.onHello(deviceId, hello.outbox.lastSeq, hello.sessionId);
   }
@@ -126,9 +129,16 @@ export class DeviceLivenessService implements OnApplicationBootstrap, OnModuleDe
       await this.apply(deviceId, 'offline', status.reason ?? 'shutdown', { guard: (row) => row.sessionId === current.sessionId });
       return;
     }
+    const first = this.presence.noteHeard(deviceId);
     await this.apply(deviceId, status.state, status.reason ?? (status.state === 'draining' ? 'drain' : 'startup'), {
       data: { sessionId: status.sessionId, lastSeenAt: new Date(receivedAt) },
+      ...(first ? { previous: (row: DeviceStatus) => this.returned(row) } : {}),
     });
+  }
+
+  /** The previous status of a device's first message to this process: it was reconnecting if stored as connected. */
+  private returned(stored: DeviceStatus): PresenceStatus {
+    return stored === 'online' || stored === 'draining' ? 'reconnecting' : stored;
   }
 
   /**
@@ -200,7 +210,12 @@ export class DeviceLivenessService implements OnApplicationBootstrap, OnModuleDe
     deviceId: string,
     next: DeviceStatus,
     reason: StatusReason,
-    options: { guard?: (row: DeviceRow) => boolean; data?: Prisma.DeviceUpdateInput } = {},
+    options: {
+      guard?: (row: DeviceRow) => boolean;
+      data?: Prisma.DeviceUpdateInput;
+      /** the previous status the event names (e.g. `reconnecting` rather than the stored one) */
+      previous?: (stored: DeviceStatus) => PresenceStatus;
+    } = {},
   ): Promise<boolean> {
     const outcome = await this.db.prisma.$transaction(async (tx) => {
       const row = await tx.device.findUnique({ where: { id: deviceId }, select: { status: true, sessionId: true, lastSeenAt: true } });
@@ -215,11 +230,12 @@ export class DeviceLivenessService implements OnApplicationBootstrap, OnModuleDe
     if (!outcome) return false;
     this.known.set(deviceId, { status: next, sessionId: outcome.sessionId });
     if (outcome.previous !== next) this.logger.info({ deviceId, status: next, previous: outcome.previous, reason }, 'device status changed');
-    this.emitStatus(deviceId, outcome.previous, next, Date.now());
+    this.emitStatus(deviceId, options.previous?.(outcome.previous) ?? outcome.previous, next, Date.now());
     return outcome.previous !== next;
   }
 
-  private emitStatus(deviceId: string, previous: DeviceStatus, next: DeviceStatus, at: number): void {
+  /** `device.status` when the status moved, including from `reconnecting` to what the device says after a restart. */
+  private emitStatus(deviceId: string, previous: PresenceStatus, next: DeviceStatus, at: number): void {
     if (previous === next) return;
     this.events.emit('device.status', { deviceId, status: next, previous, at: new Date(at).toISOString() });
   }

@@ -1,6 +1,7 @@
 import { Global, Module } from '@nestjs/common';
 import { CONFIG } from '../app/tokens.js';
 import type { ControlPlaneConfig } from '../config/config.js';
+import { DevicePresence } from './device-presence.js';
 import { DeviceQueue } from './device-queue.js';
 import { IngestStats } from './ingest-stats.js';
 import { DeviceLivenessService } from './liveness.service.js';
@@ -13,7 +14,7 @@ import { TelemetryCache } from './telemetry-cache.js';
 
 /**
  * Device registry, liveness and ingest: MQTT hello/status/telemetry/events/usage/model states into the database.
- * Global so metrics, alerts and the scheduler can inject IngestStats, TelemetryCache and DeviceLivenessService.
+ * Global so metrics, alerts and the scheduler can inject IngestStats, TelemetryCache, DevicePresence and DeviceLivenessService.
  */
 @Global()
 @Module({
@@ -21,6 +22,7 @@ import { TelemetryCache } from './telemetry-cache.js';
     { provide: REGISTRY_SETTINGS, useFactory: (config: ControlPlaneConfig) => config.registry, inject: [CONFIG] },
     IngestStats,
     DeviceQueue,
+    DevicePresence,
     TelemetryCache,
     OutboxIngestService,
     DeviceLivenessService,
@@ -28,6 +30,6 @@ import { TelemetryCache } from './telemetry-cache.js';
     MqttIngestService,
     RetentionService,
   ],
-  exports: [REGISTRY_SETTINGS, IngestStats, DeviceQueue, TelemetryCache, OutboxIngestService, DeviceLivenessService, ModelStateService, RetentionService],
+  exports: [REGISTRY_SETTINGS, IngestStats, DeviceQueue, DevicePresence, TelemetryCache, OutboxIngestService, DeviceLivenessService, ModelStateService, RetentionService],
 })
 export class RegistryModule {}

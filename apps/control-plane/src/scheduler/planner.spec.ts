@@ -147,6 +147,28 @@ describe('planPlacements', () => {
     expect(where(draining.placements)).toEqual(['dev-1']);
   });
 
+  it('keeps the replicas of a reconnecting device but counts them not ready and places nothing new there', () => {
+    const d = deployment('d', 'aaa', { replicas: 2 });
+    const first = plan({ models: [small], deployments: [d], devices: [device('dev-1'), device('dev-2')] });
+    const states = [ready('dev-1', small), ready('dev-2', small)];
+    expect(plan({ models: [small], deployments: [d], devices: [device('dev-1'), device('dev-2')], placements: first.placements, modelStates: states }).deployments[0])
+      .toMatchObject({ placed: 2, ready: 2 });
+    // After a control-plane restart dev-1 has not come back: its last report is an earlier process's knowledge.
+    const restarted = plan({
+      models: [small],
+      deployments: [d],
+      devices: [device('dev-1', { status: 'reconnecting' }), device('dev-2')],
+      placements: first.placements,
+      modelStates: states,
+    });
+    expect(restarted).toMatchObject({ added: [], removed: [], changedDeviceIds: [] });
+    expect(restarted.deployments[0]).toMatchObject({ placed: 2, ready: 1 });
+    // A new deployment does not go to it.
+    const more = plan({ models: [small], deployments: [deployment('e', 'aaa', { replicas: 2 })], devices: [device('dev-1', { status: 'reconnecting' }), device('dev-2')] });
+    expect(where(more.placements)).toEqual(['dev-2']);
+    expect(more.deployments[0]?.unsatisfied?.devices).toEqual({ reconnecting: 1, 'holds-model': 1 });
+  });
+
   it('is stable: the same input changes nothing and a new device does not attract existing replicas', () => {
     const input = { models: [small], deployments: [deployment('d', 'aaa', { replicas: 2 })], devices: [device('dev-2'), device('dev-3')] };
     const first = plan(input);

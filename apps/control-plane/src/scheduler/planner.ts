@@ -4,7 +4,7 @@
  * with plain data (see planner.spec.ts) and the scheduler service only loads, calls and writes.
  *
  * Rules, in order of importance:
- * - Eligibility: a replica may only be on an `online` device that carries every label of the selector, is in the pin
+ * - Eligibility: a replica may only be on an `online` device (a `reconnecting` one keeps what it has) that carries every label of the selector, is in the pin
  *   list when there is one, has an accelerator when the deployment requires one, and is not in `avoid` for the model.
  * - Stability: a placement that is still eligible and still fits stays where it is; the planner only fills gaps and
  *   trims surplus.
@@ -17,7 +17,11 @@
  *   swapped in place at a time (the only case where capacity dips by one).
  */
 
-export type DeviceStatus = 'online' | 'offline' | 'draining' | 'revoked';
+/**
+ * `reconnecting`: stored as online by an earlier control-plane process, not back on this one yet. Its replicas stay
+ * placed (the reconnect grace decides whether it is gone) but count as not ready, and it gets no new ones.
+ */
+export type DeviceStatus = 'online' | 'reconnecting' | 'offline' | 'draining' | 'revoked';
 export type AcceleratorNeed = 'any' | 'preferred' | 'required';
 
 export interface PlannerModel {
@@ -109,6 +113,7 @@ export interface PlanInput {
 /** Why a replica could not be placed on a device (counted per deployment for the status). */
 export type UnplacedReason =
   | 'offline'
+  | 'reconnecting'
   | 'labels'
   | 'not-pinned'
   | 'no-accelerator'
@@ -196,9 +201,9 @@ class Allocation {
     return undefined;
   }
 
-  /** Why `model` cannot go on `budget`'s device for `deployment` now, or undefined when it can. */
-  problem(budget: DeviceBudget, deployment: PlannerDeployment, model: PlannerModel, avoid: Set<string>): UnplacedReason | undefined {
-    return eligibility(budget.device, deployment, model, avoid) ?? (budget.models.has(model.id) ? 'holds-model' : this.fitProblem(budget, model));
+  /** Why `model` cannot go (or, `keeping`, stay) on `budget`'s device for `deployment` now, or undefined when it can. */
+  problem(budget: DeviceBudget, deployment: PlannerDeployment, model: PlannerModel, avoid: Set<string>, keeping = false): UnplacedReason | undefined {
+    return eligibility(budget.device, deployment, model, avoid, keeping) ?? (budget.models.has(model.id) ? 'holds-model' : this.fitProblem(budget, model));
   }
 
   add(placement: PlannerPlacement): void {
@@ -229,7 +234,7 @@ export function planPlacements(input: PlanInput): PlanResult {
   const avoid = new Set((input.avoid ?? []).map((a) => pairKey(a.deviceId, a.modelId)));
   const devices = [...input.devices].sort((a, b) => compare(a.id, b.id));
   const alloc = new Allocation(devices, options, models);
-  const ready = readySet(input.modelStates, input.models);
+  const ready = readySet(input.modelStates, input.models, devices);
   const isReady = (p: PlannerPlacement) => ready.has(pairKey(p.deviceId, p.modelId));
   const keepFirst = (a: PlannerPlacement, b: PlannerPlacement) => Number(isReady(b)) - Number(isReady(a)) || compare(a.deviceId, b.deviceId);
   const byDeployment = new Map<string, PlannerPlacement[]>();
@@ -256,21 +261,21 @@ export function planPlacements(input: PlanInput): PlanResult {
     const existing = (byDeployment.get(deployment.id) ?? []).filter((p) => p.modelId === model.id).sort(keepFirst);
     for (const p of existing) {
       const budget = alloc.budgets.get(p.deviceId);
-      if (w.current.length >= deployment.replicas || !budget || alloc.problem(budget, deployment, model, avoid)) continue;
+      if (w.current.length >= deployment.replicas || !budget || alloc.problem(budget, deployment, model, avoid, true)) continue;
       const placement = replicaOn(p.deviceId, deployment, model);
       alloc.add(placement);
       w.current.push(placement);
     }
   }
 
-  // 3. Rollout: replicas of a previous model stay, on online devices, until enough current ones are ready.
+  // 3. Rollout: replicas of a previous model stay, on online (or reconnecting) devices, until enough current ones are ready.
   for (const w of work) {
     let keep = Math.max(0, w.deployment.replicas - w.current.filter(isReady).length);
     const previous = (byDeployment.get(w.deployment.id) ?? []).filter((p) => p.modelId !== w.deployment.modelId).sort(keepFirst);
     for (const p of previous) {
       const budget = alloc.budgets.get(p.deviceId);
       const model = models.get(p.modelId);
-      if (keep === 0 || !budget || !model || budget.device.status !== 'online') continue;
+      if (keep === 0 || !budget || !model || (budget.device.status !== 'online' && budget.device.status !== 'reconnecting')) continue;
       if (budget.models.has(model.id) || alloc.fitProblem(budget, model)) continue;
       const placement = { ...p };
       alloc.add(placement);
@@ -366,6 +371,7 @@ function deploymentStatus(
 
 const REASON_TEXT: Record<UnplacedReason, string> = {
   offline: 'not online',
+  reconnecting: 'not back since the control plane started',
   labels: 'labels do not match the selector',
   'not-pinned': 'not in the pin list',
   'no-accelerator': 'no accelerator',
@@ -402,8 +408,17 @@ function budgetOf(device: PlannerDevice, options: PlannerOptions): DeviceBudget 
   };
 }
 
-function eligibility(device: PlannerDevice, deployment: PlannerDeployment, model: PlannerModel, avoid: Set<string>): UnplacedReason | undefined {
-  if (device.status !== 'online') return 'offline';
+function eligibility(
+  device: PlannerDevice,
+  deployment: PlannerDeployment,
+  model: PlannerModel,
+  avoid: Set<string>,
+  keeping = false,
+): UnplacedReason | undefined {
+  // A reconnecting device may be dead: it keeps its replicas through the reconnect grace but gets no new ones.
+  if (device.status === 'reconnecting') {
+    if (!keeping) return 'reconnecting';
+  } else if (device.status !== 'online') return 'offline';
   if (deployment.pinnedDeviceIds.length > 0 && !deployment.pinnedDeviceIds.includes(device.id)) return 'not-pinned';
   for (const k in deployment.labelSelector) {
     if (device.labels[k] !== deployment.labelSelector[k]) return 'labels';
@@ -439,13 +454,15 @@ function replicaOn(deviceId: string, deployment: PlannerDeployment, model: Plann
   };
 }
 
-/** (device, model) pairs reported ready and in memory, with the catalog's file (same sha256). */
-function readySet(states: readonly PlannerModelState[], models: readonly PlannerModel[]): Set<string> {
+/** (device, model) pairs reported ready and in memory, with the catalog's file (same sha256), on online devices. */
+function readySet(states: readonly PlannerModelState[], models: readonly PlannerModel[], devices: readonly PlannerDevice[]): Set<string> {
   const byName = new Map(models.map((m) => [m.name, m]));
+  // A reconnecting device's last report is an earlier process's knowledge: not a replica that serves now.
+  const notServing = new Set(devices.filter((d) => d.status === 'reconnecting').map((d) => d.id));
   const ready = new Set<string>();
   for (const s of states) {
     const model = byName.get(s.modelName);
-    if (!model || s.state !== 'ready' || !s.loaded || (s.sha256 !== null && s.sha256 !== model.sha256)) continue;
+    if (!model || notServing.has(s.deviceId) || s.state !== 'ready' || !s.loaded || (s.sha256 !== null && s.sha256 !== model.sha256)) continue;
     ready.add(pairKey(s.deviceId, model.id));
   }
   return ready;

@@ -8,6 +8,7 @@ import { PageQuerySchema, toPage, type Page } from '../catalog/inputs.js';
 import { parseInput } from '../common/parse.js';
 import type { Database } from '../database/index.js';
 import { ApiDoc } from '../openapi/api-doc.js';
+import { DevicePresence } from '../registry/device-presence.js';
 import { SchedulerService, type ScheduleRun } from './scheduler.service.js';
 
 const placementsQuery = PageQuerySchema.extend({
@@ -19,7 +20,7 @@ const placementSchema = z.object({
   id: z.string(),
   deviceId: z.string(),
   deviceName: z.string(),
-  deviceStatus: z.string(),
+  deviceStatus: z.string().describe('the stored status, or `reconnecting` while the device has not come back since the control plane started'),
   model: z.string(),
   modelId: z.string(),
   deploymentId: z.string().nullable(),
@@ -30,7 +31,7 @@ const placementSchema = z.object({
   contextSize: z.number().nullable(),
   parallel: z.number(),
   state: z.string().nullable(),
-  ready: z.boolean(),
+  ready: z.boolean().describe('reported ready and in memory with the catalog\'s file, on a device that is not reconnecting'),
   updatedAt: z.date(),
 });
 
@@ -65,7 +66,7 @@ export interface PlacementView {
   parallel: number;
   /** the model's state as the device last reported it; null before any report */
   state: string | null;
-  /** reported ready and in memory with the catalog's file */
+  /** reported ready and in memory with the catalog's file, on a device that is not reconnecting */
   ready: boolean;
   updatedAt: Date;
 }
@@ -76,6 +77,7 @@ export class SchedulerController {
   constructor(
     @Inject(DATABASE) private readonly db: Database,
     private readonly scheduler: SchedulerService,
+    private readonly presence: DevicePresence,
   ) {}
 
   @RequireRole('viewer')
@@ -96,11 +98,12 @@ export class SchedulerController {
     });
     return toPage(rows, q.limit, (r) => {
       const state = r.device.modelStates.find((s) => s.modelName === r.model.name);
+      const deviceStatus = this.presence.status(r.deviceId, r.device.status);
       return {
         id: r.id,
         deviceId: r.deviceId,
         deviceName: r.device.name,
-        deviceStatus: r.device.status,
+        deviceStatus,
         model: r.model.name,
         modelId: r.modelId,
         deploymentId: r.deploymentId,
@@ -111,7 +114,10 @@ export class SchedulerController {
         contextSize: r.contextSize,
         parallel: r.parallel,
         state: state?.state ?? null,
-        ready: state !== undefined && state.state === 'ready' && state.loaded && (state.sha256 === null || state.sha256 === r.model.sha256),
+        ready:
+          deviceStatus !== 'reconnecting' &&
+          state !== undefined &&
+          state.state === 'ready' && state.loaded && (state.sha256 === null || state.sha256 === r.model.sha256),
         updatedAt: r.updatedAt,
       };
     });

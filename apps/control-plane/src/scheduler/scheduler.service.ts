@@ -5,6 +5,7 @@ import { BROKER, DATABASE, LOGGER } from '../app/tokens.js';
 import type { EmbeddedBroker } from '../broker/embedded-broker.js';
 import type { Database } from '../database/index.js';
 import { FleetEvents } from '../events/fleet-events.js';
+import { DevicePresence } from '../registry/device-presence.js';
 import {
   desiredContent,
   desiredMessage,
@@ -56,6 +57,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnModuleDestroy
     @Inject(LOGGER) private readonly rootLogger: Logger,
     @Inject(SCHEDULER_SETTINGS) private readonly settings: SchedulerSettings,
     private readonly events: FleetEvents,
+    private readonly presence: DevicePresence,
   ) {}
 
   private get logger(): Logger {
@@ -144,7 +146,11 @@ export class SchedulerService implements OnApplicationBootstrap, OnModuleDestroy
     const plan = planPlacements({
       deployments: deployments.map(toPlannerDeployment),
       models: models.map(toPlannerModel),
-      devices: devices.map((d) => toPlannerDevice(d, states, modelsByName)),
+      devices: devices.map((d) => {
+        const device = toPlannerDevice(d, states, modelsByName);
+        // After a restart a stored `online` is an earlier process's word: not ready until the device is back.
+        return d.status === 'online' && this.presence.isReconnecting(d.id, d.status) ? { ...device, status: 'reconnecting' as const } : device;
+      }),
       placements: before,
       modelStates: states.map(toPlannerModelState),
       avoid: this.avoidList(states, modelsByName, started),

@@ -15,8 +15,9 @@ import { addCatalogModel, publishDesired } from '../gateway/support.js';
 
 // Issue 8, point 4: after a control-plane restart the database still says "online" for a device that died while no
 // control plane was watching. The gateway must route only to devices that said hello to this process: a request made
-// in the first seconds waits for the live agent and never goes to the dead one. Real agents, real restart on the same
-// data and ports (the agents reconnect to the same mqtt:// URL).
+// in the first seconds waits for the live agent and never goes to the dead one, and the REST views say the dead device is
+// reconnecting (not online) and do not count its replica as ready; after the reconnect grace it is offline. Real
+// agents, real restart on the same data and ports (the agents reconnect to the same mqtt:// URL).
 describeBackends('routing after a control-plane restart with a dead agent', (backend) => {
   let isolated: IsolatedDatabase;
   let cp: ControlPlane | undefined;
@@ -33,6 +34,8 @@ describeBackends('routing after a control-plane restart with a dead agent', (bac
       FLOTILLA_MQTT_PORT: String(mqttPort),
       FLOTILLA_GATEWAY_QUEUE_WAIT_MS: '25000',
       FLOTILLA_GATEWAY_TIMEOUT_MS: '40000',
+      // long enough for the live agent to be back first, short enough to see the dead one expire
+      FLOTILLA_DEVICE_RECONNECT_GRACE_S: '15',
     };
     cp = await startControlPlane(testConfig(isolated, env), logger);
     base = await mkdtemp(join(tmpdir(), 'flotilla-restart-'));
@@ -44,7 +47,7 @@ describeBackends('routing after a control-plane restart with a dead agent', (bac
     if (base) await rm(base, { recursive: true, force: true });
   });
 
-  it('sends nothing to the dead device and serves early requests once the live agent is back', { timeout: 180_000 }, async () => {
+  it('sends nothing to the dead device, serves early requests once the live agent is back, and REST says reconnecting, then offline', { timeout: 180_000 }, async () => {
     if (!cp) throw new Error('no control plane');
     const { adminToken, gatewayKey } = await adminLogin(cp, isolated.dataDir);
     agents = await startAgents({
@@ -62,6 +65,12 @@ describeBackends('routing after a control-plane restart with a dead agent', (bac
     const replicas = async (c: ControlPlane) =>
       (await api<{ replicas: Record<string, string[]> }>(c, '/api/v1/gateway/stats', { token: adminToken })).body.replicas['restart-tiny'] ?? [];
     await pollUntil(async () => (await replicas(cp as ControlPlane)).length === 2, { timeoutMs: 60_000, intervalMs: 200, what: 'both replicas ready' });
+    // A deployment over both devices: the scheduler places the model on both and counts what they report ready.
+    const created = await api(cp, '/api/v1/deployments', { token: adminToken, body: { name: 'restart', model: 'restart-tiny', replicas: 2, parallel: 4 } });
+    expect(created.status).toBe(201);
+    const deployment = async (c: ControlPlane, token: string) =>
+      (await api<{ status: { placed: number; ready: number; deviceIds: string[] } | null }>(c, '/api/v1/deployments/restart', { token })).body.status;
+    await pollUntil(async () => (await deployment(cp as ControlPlane, adminToken))?.ready === 2, { timeoutMs: 30_000, what: 'the deployment 2/2 ready' });
     const ask = { model: 'auto', messages: [{ role: 'user' as const, content: 'Hi!' }], max_tokens: 8, temperature: 0, seed: 1 };
     await new OpenAI({ baseURL: `${cp.url}/v1`, apiKey: gatewayKey, maxRetries: 0 }).chat.completions.create(ask);
 
@@ -75,9 +84,16 @@ describeBackends('routing after a control-plane restart with a dead agent', (bac
     const jobsToDead: string[] = [];
     await restarted.broker.subscribe(topics.inferenceRequest(dead.deviceId), (m) => jobsToDead.push(m.topic));
     const { adminToken: token } = await adminLogin(restarted, isolated.dataDir);
-    const stored = await api<{ status: string; connected: boolean }>(restarted, `/api/v1/devices/${dead.deviceId}`, { token });
     // the precondition this test is about: a dead device stored as online
-    expect(stored.body).toMatchObject({ status: 'online', connected: false });
+    expect((await restarted.database.prisma.device.findUniqueOrThrow({ where: { id: dead.deviceId } })).status).toBe('online');
+    const device = async (id: string) => (await api<{ status: string; connected: boolean }>(restarted, `/api/v1/devices/${id}`, { token })).body;
+    const listed = async (query = '') =>
+      (await api<{ items: { id: string; status: string }[] }>(restarted, `/api/v1/devices${query}`, { token })).body.items;
+    // REST right after the restart: the dead device is reconnecting, not online
+    expect(await device(dead.deviceId)).toMatchObject({ status: 'reconnecting', connected: false });
+    expect((await listed()).find((d) => d.id === dead.deviceId)?.status).toBe('reconnecting');
+    expect((await listed('?status=online')).map((d) => d.id)).not.toContain(dead.deviceId);
+    expect((await listed('?status=reconnecting')).map((d) => d.id)).toContain(dead.deviceId);
 
     const client = new OpenAI({ baseURL: `${restarted.url}/v1`, apiKey: gatewayKey, maxRetries: 0 });
     const send = async (i: number) => {
@@ -89,6 +105,19 @@ describeBackends('routing after a control-plane restart with a dead agent', (bac
     const early = await Promise.all([0, 1, 2, 3].map(send));
     await pollUntil(async () => (await replicas(restarted)).includes(live.deviceId), { timeoutMs: 30_000, what: 'the live agent back' });
     const backAfterMs = Date.now() - upAt;
+    // The deployment keeps its replica on the reconnecting device but counts only the live one ready; read the device
+    // after the deployment, so it was still reconnecting when the deployment was read.
+    await pollUntil(async () => (await deployment(restarted, token))?.ready === 1, { timeoutMs: 15_000, what: 'the live replica counted ready' });
+    const during = await deployment(restarted, token);
+    const placements = await api<{ items: { deviceId: string; deviceStatus: string; ready: boolean }[] }>(restarted, '/api/v1/placements', { token });
+    const health = await api<{ devices: { online: number; reconnecting: number } }>(restarted, '/api/v1/fleet/health', { token });
+    expect(await device(dead.deviceId)).toMatchObject({ status: 'reconnecting' });
+    expect(during).toMatchObject({ placed: 2, ready: 1 });
+    expect(placements.body.items.find((p) => p.deviceId === dead.deviceId)).toMatchObject({ deviceStatus: 'reconnecting', ready: false });
+    expect(placements.body.items.find((p) => p.deviceId === live.deviceId)).toMatchObject({ deviceStatus: 'online', ready: true });
+    expect(health.body.devices).toMatchObject({ online: 1, reconnecting: 1 });
+    expect(await device(live.deviceId)).toMatchObject({ status: 'online', connected: true });
+
     const later = await Promise.all([4, 5, 6, 7].map(send));
     console.log(`[${backend}] early requests took ${early.map((r) => r.ms).join(', ')} ms; live agent listed ready ${backAfterMs} ms after the restart`);
 
@@ -101,5 +130,10 @@ describeBackends('routing after a control-plane restart with a dead agent', (bac
     expect(jobsToDead).toEqual([]);
     // REST: the dead device is no ready replica while it has not said hello to this process
     expect(await replicas(restarted)).toEqual([live.deviceId]);
+    // After the reconnect grace the dead device is offline and its replica no longer placed there.
+    await pollUntil(async () => (await device(dead.deviceId)).status === 'offline', { timeoutMs: 40_000, intervalMs: 250, what: 'the dead device offline' });
+    await pollUntil(async () => !(await deployment(restarted, token))?.deviceIds.includes(dead.deviceId), { timeoutMs: 15_000, what: 'the replica moved off the dead device' });
+    expect(await deployment(restarted, token)).toMatchObject({ ready: 1 });
+    expect((await listed('?status=reconnecting')).map((d) => d.id)).toEqual([]);
   });
 });

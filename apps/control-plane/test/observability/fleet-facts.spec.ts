@@ -1,5 +1,8 @@
+import { pino } from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { FleetFactsReader } from '../../src/alerts/fleet-facts.js';
+import { EmbeddedBroker } from '../../src/broker/embedded-broker.js';
+import { DevicePresence } from '../../src/registry/device-presence.js';
 import type { Prisma } from '../../src/generated/prisma/client.js';
 import { describeBackends, openTestDatabase, type TestDatabase } from '../support/databases.js';
 
@@ -7,23 +10,40 @@ import { describeBackends, openTestDatabase, type TestDatabase } from '../suppor
 describeBackends('fleet facts', (backend) => {
   let db: TestDatabase;
   let facts: FleetFactsReader;
+  let presence: DevicePresence;
+  let broker: EmbeddedBroker | undefined;
   beforeAll(async () => {
     db = await openTestDatabase(backend);
-    facts = new FleetFactsReader(db.database);
+    // No device connects: only those the test says were heard from are back on this "process".
+    broker = await EmbeddedBroker.start({
+      host: '127.0.0.1',
+      port: 0,
+      keepaliveLimitSeconds: 60,
+      maxMessageBytes: 1024,
+      security: { authenticate: () => Promise.resolve(null), canPublish: () => false, canSubscribe: () => false },
+      logger: pino({ level: 'silent' }),
+    });
+    presence = new DevicePresence(db.database, broker);
+    facts = new FleetFactsReader(db.database, presence);
   });
-  afterAll(() => db?.dispose());
+  afterAll(async () => {
+    await broker?.close();
+    await db?.dispose();
+  });
 
-  it('counts a replica ready only when placed on an online device that reports the model ready', async () => {
+  it('counts a replica ready only when placed on an online device, back since the start, that reports the model ready', async () => {
     const prisma = db.database.prisma;
     const model = await prisma.model.create({
       data: { name: 'tiny', sourceUrl: 'file:///tiny.gguf', sha256: 'a'.repeat(64), sizeBytes: 1000n, quantization: 'Q8_0', memoryBytes: 1000n, contextLength: 2048, tier: 'small' },
     });
     const deployment = await prisma.deployment.create({ data: { name: 'chat', modelId: model.id, replicas: 3, parallel: 2 } });
     const hardware = { memory: { totalBytes: 8e9, freeBytes: 1e9 }, gpus: [{ name: 'a', vramBytes: 2e9 }, { name: 'b', vramBytes: 1e9 }] } as Prisma.InputJsonValue;
-    const [ready, loading, down] = await Promise.all(
-      (['online', 'online', 'offline'] as const).map((status, i) => prisma.device.create({ data: { name: `d${i}`, status, hardware } })),
+    const [ready, loading, down, stale] = await Promise.all(
+      (['online', 'online', 'offline', 'online'] as const).map((status, i) => prisma.device.create({ data: { name: `d${i}`, status, hardware } })),
     );
-    for (const device of [ready, loading, down]) {
+    // `stale` is stored online by an earlier process and never came back: reconnecting, its ready report is old news.
+    for (const device of [ready, loading]) presence.noteHeard(device?.id ?? '');
+    for (const device of [ready, loading, down, stale]) {
       if (!device) throw new Error('device');
       await prisma.placement.create({ data: { deviceId: device.id, modelId: model.id, deploymentId: deployment.id, desiredVersion: 1 } });
     }
@@ -32,10 +52,11 @@ describeBackends('fleet facts', (backend) => {
         { deviceId: ready?.id ?? '', modelName: 'tiny', state: 'ready', loaded: true },
         { deviceId: loading?.id ?? '', modelName: 'tiny', state: 'loading' },
         { deviceId: down?.id ?? '', modelName: 'tiny', state: 'ready', loaded: true },
+        { deviceId: stale?.id ?? '', modelName: 'tiny', state: 'ready', loaded: true },
       ],
     });
     expect(await facts.deployments()).toEqual([
-      { id: deployment.id, name: 'chat', model: 'tiny', replicas: 3, parallel: 2, placedDeviceIds: expect.arrayContaining([ready?.id, loading?.id, down?.id]), ready: 1 },
+      { id: deployment.id, name: 'chat', model: 'tiny', replicas: 3, parallel: 2, placedDeviceIds: expect.arrayContaining([ready?.id, loading?.id, down?.id, stale?.id]), ready: 1 },
     ]);
     const devices = await facts.devices();
     expect(devices.find((d) => d.id === ready?.id)).toMatchObject({ memoryTotalBytes: 8e9, vramTotalBytes: 3e9, status: 'online' });

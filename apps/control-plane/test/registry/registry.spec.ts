@@ -339,8 +339,9 @@ describeBackends('device registry, liveness and ingest', (backend) => {
     await gone.close();
     await back.connect(t.cp.mqttPort, KEEPALIVE_S);
     await back.sayHello();
-    // unchanged until the grace period ends, then offline
-    expect(await statusOf(gone.deviceId)).toBe('online');
+    // stored as online, shown as reconnecting (not back on this process) until the grace period ends, then offline
+    expect((await t.cp.database.prisma.device.findUniqueOrThrow({ where: { id: gone.deviceId } })).status).toBe('online');
+    expect(await statusOf(gone.deviceId)).toBe('reconnecting');
     await waitStatus(gone.deviceId, 'offline', GRACE_S * 1000 + 3000);
     expect(await statusOf(back.deviceId)).toBe('online');
     const history = await api<{ items: { status: string; reason: string }[] }>(t.cp, `/api/v1/devices/${gone.deviceId}/status-history`, {
