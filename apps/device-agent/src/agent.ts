@@ -51,7 +51,10 @@ export class Agent {
   /** Jobs of the control plane by `jobKey` (requestId + attempt) [P-3.6]. */
   private readonly activeRequests = new Set<string>();
   /** Requests that arrived before this connection's clock sync, by jobKey: judged once the hello is answered. */
-  private readonly parked = new Map<string, InferenceRequest>();
+  private readonly parked = new Map<string, { request: InferenceRequest; receivedAt: number }>();
+  /** Set when the control plane did not answer this connection's hello in time (an older one): see onHelloUnanswered. */
+  private helloUnanswered = false;
+  private helloAnswerTimer: NodeJS.Timeout | undefined;
   private readonly clock = new ControlPlaneClock();
   /** Text buffered for streamed requests, by jobKey: flushed on cancel and before the terminal message. */
   private readonly streams = new Map<string, DeltaCoalescer>();
@@ -199,6 +202,7 @@ export class Agent {
    */
   private onDisconnected(): void {
     this.helloSent = false;
+    clearTimeout(this.helloAnswerTimer);
     this.resendFromAck();
   }
 
@@ -222,7 +226,11 @@ export class Agent {
 
   private async onConnected(sessionId: string): Promise<void> {
     this.clock.connected(sessionId);
+    this.helloUnanswered = false;
+    clearTimeout(this.helloAnswerTimer);
     await this.sendHello(sessionId);
+    this.helloAnswerTimer = setTimeout(() => this.onHelloUnanswered(), this.options.config.mqtt.helloAnswerTimeoutSeconds * 1000);
+    this.helloAnswerTimer.unref();
     await this.publishStatus(this.draining ? 'draining' : 'online', 'startup');
     this.helloSent = true;
     const statuses = this.reconciler.statuses();
@@ -290,19 +298,37 @@ export class Agent {
     const key = jobKey(request.requestId, request.attempt);
     // [P-3.6] a QoS 1 redelivery of an attempt already running; a new attempt of the same request is a new job.
     if (this.activeRequests.has(key) || this.parked.has(key)) return;
-    if (this.clock.synced) return this.runRequest(request);
+    const receivedAt = Date.now();
+    if (this.clock.synced || this.helloUnanswered) return this.runRequest(request, receivedAt);
     // Until the control plane answered this connection's hello, neither its clock nor whether the broker queued this
     // request for an earlier connection is known: hold it for that one round trip.
     if (this.parked.size >= PARKED_LIMIT) return this.respondError(request, 'QUEUE_FULL', `${PARKED_LIMIT} requests wait for the control plane's hello answer`);
-    this.parked.set(key, request);
+    this.parked.set(key, { request, receivedAt });
+  }
+
+  /**
+   * A control plane that never answers the hello with its sessionId (one older than this agent) must not leave jobs
+   * parked forever: past the timeout they run as before the clock sync existed, with the budget deadline - sentAt
+   * counted from their arrival.
+   */
+  private onHelloUnanswered(): void {
+    if (this.clock.synced || !this.link.connected) return;
+    this.helloUnanswered = true;
+    this.options.logger.warn({ timeoutSeconds: this.options.config.mqtt.helloAnswerTimeoutSeconds, parked: this.parked.size }, 'the control plane did not answer the hello; running requests without its clock');
+    this.runParked();
+  }
+
+  private runParked(): void {
+    const waiting = [...this.parked.values()];
+    this.parked.clear();
+    for (const { request, receivedAt } of waiting) this.runRequest(request, receivedAt);
   }
 
   /** [P-3.6] The ack that answers this connection's hello: the clock is known, parked requests are judged now. */
   private onClockAck(ack: OutboxAck): void {
     if (!this.clock.ack(ack)) return;
-    const waiting = [...this.parked.values()];
-    this.parked.clear();
-    for (const request of waiting) this.runRequest(request);
+    clearTimeout(this.helloAnswerTimer);
+    this.runParked();
   }
 
   private respondError(request: InferenceRequest, code: ErrorCode, message: string): void {
@@ -312,7 +338,7 @@ export class Agent {
       .catch((error: unknown) => this.options.logger.warn({ err: error, requestId, attempt }, 'response not sent'));
   }
 
-  private runRequest(request: InferenceRequest): void {
+  private runRequest(request: InferenceRequest, receivedAt: number): void {
     const { requestId, attempt } = request;
     const key = jobKey(requestId, attempt);
     const respond = (message: MessageOf<'inferenceResponse'>): void => {
@@ -320,7 +346,7 @@ export class Agent {
     };
     const fail = (code: ErrorCode, message: string): void => this.respondError(request, code, message);
     if (this.draining) return fail('DEVICE_DRAINING', 'the device is shutting down');
-    const localDeadline = this.clock.toLocal(request.deadline) ?? Date.now();
+    const localDeadline = this.clock.toLocal(request.deadline) ?? receivedAt + Math.max(0, request.deadline - request.sentAt);
     if (localDeadline <= Date.now()) return fail('DEADLINE_EXCEEDED', 'the deadline passed before the request arrived');
     if (this.clock.sentBeforeConnection(request.sentAt)) {
       // The persistent session held it while the link was down; the gateway failed it over when the device went
@@ -408,7 +434,7 @@ export class Agent {
     const parked = this.parked.get(key);
     if (parked) {
       this.parked.delete(key);
-      return this.respondError(parked, 'CANCELLED', 'cancelled before it started');
+      return this.respondError(parked.request, 'CANCELLED', 'cancelled before it started');
     }
     this.streams.get(key)?.flush();
     this.service.cancel(key);

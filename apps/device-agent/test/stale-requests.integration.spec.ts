@@ -17,6 +17,7 @@ const DEVICE = 'dev-stale-01';
 const CP = 'cp-stale';
 const accounts = { [DEVICE]: 'device-secret', [CP]: 'cp-secret' };
 const SKEW_MS = 3_600_000;
+const HELLO_ANSWER_TIMEOUT_S = 1.5;
 
 let broker: TestBroker;
 let cp: FakeControlPlane;
@@ -49,6 +50,7 @@ beforeAll(async () => {
   });
   config.mqtt.reconnectMinMs = 100;
   config.mqtt.reconnectMaxMs = 300;
+  config.mqtt.helloAnswerTimeoutSeconds = HELLO_ANSWER_TIMEOUT_S;
   agent = await Agent.create({ config, credentials: { deviceId: DEVICE, username: DEVICE, password: accounts[DEVICE], urls: [broker.url] }, logger: testLogger() });
   await agent.start();
   await eventually(() => cp.all('status').find((s) => s.state === 'online'), 20_000, 'online');
@@ -107,5 +109,28 @@ describe('[P-3.6] stale requests are never run', () => {
     expect(await eventually(() => terminalFor('after-1'), 20_000, 'the new request to finish')).toMatchObject({ type: 'result' });
     await eventually(() => usageFor('after-1').length > 0, 10_000, 'usage of the new request');
     expect(usageFor('queued-1')).toEqual([]);
+  });
+
+  it('runs jobs with a budget from their arrival when the control plane never answers the hello (an older one)', async () => {
+    cp.answerHello = false;
+    try {
+      const hellos = cp.all('hello').length;
+      await broker.down();
+      await broker.up();
+      await eventually(() => cp.all('hello').length > hellos, 20_000, 'a new hello');
+      const helloAt = Date.now();
+      // Its clock is unknown now: the job waits for the hello answer, then runs on its relative budget.
+      cp.publish('inferenceRequest', job('unsynced-1', 0, 30_000));
+      const answer = await eventually(() => terminalFor('unsynced-1'), 20_000, 'the job to run after the hello answer timeout');
+      expect(answer).toMatchObject({ type: 'result', attempt: 1 });
+      expect(Date.now() - helloAt).toBeGreaterThanOrEqual(HELLO_ANSWER_TIMEOUT_S * 1000 - 200);
+      // Later jobs on this connection run at once.
+      const sentAt = Date.now();
+      cp.publish('inferenceRequest', job('unsynced-2', 0, 30_000));
+      expect(await eventually(() => terminalFor('unsynced-2'), 20_000, 'the next job')).toMatchObject({ type: 'result' });
+      expect(Date.now() - sentAt).toBeLessThan(HELLO_ANSWER_TIMEOUT_S * 1000);
+    } finally {
+      cp.answerHello = true;
+    }
   });
 });

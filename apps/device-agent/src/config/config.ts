@@ -70,9 +70,14 @@ export const agentConfigSchema = z
         reconnectMaxMs: z.number().int().min(100).default(30_000),
         /** Failed attempts in a row on one broker URL before the next enrolled URL is tried. */
         failoverAfterAttempts: z.number().int().min(1).max(100).default(3),
+        /**
+         * [P-3.6] Jobs wait this long for the control plane's answer to the hello (its clock); past it, a control
+         * plane that never answers (an older one) gets them run with a budget counted from their arrival.
+         */
+        helloAnswerTimeoutSeconds: z.number().positive().max(600).default(10),
       })
       .strict()
-      .default({ keepaliveSeconds: 5, reconnectMinMs: 500, reconnectMaxMs: 30_000, failoverAfterAttempts: 3 }),
+      .default({ keepaliveSeconds: 5, reconnectMinMs: 500, reconnectMaxMs: 30_000, failoverAfterAttempts: 3, helloAnswerTimeoutSeconds: 10 }),
     telemetryIntervalSeconds: z.number().positive().max(3600).default(5),
     shutdownGraceSeconds: z.number().positive().max(600).default(10),
     outbox: z.object({ maxBytes: byteSize.default(64 * 1024 ** 2) }).strict().default({ maxBytes: 64 * 1024 ** 2 }),
@@ -141,6 +146,7 @@ export const ENV_OVERRIDES: Readonly<Record<string, { path: readonly string[]; k
   FLOTILLA_AGENT_MQTT_URL: { path: ['mqtt', 'url'], kind: 'string' },
   FLOTILLA_AGENT_MQTT_KEEPALIVE_SECONDS: { path: ['mqtt', 'keepaliveSeconds'], kind: 'number' },
   FLOTILLA_AGENT_MQTT_FAILOVER_AFTER_ATTEMPTS: { path: ['mqtt', 'failoverAfterAttempts'], kind: 'number' },
+  FLOTILLA_AGENT_MQTT_HELLO_ANSWER_TIMEOUT_SECONDS: { path: ['mqtt', 'helloAnswerTimeoutSeconds'], kind: 'number' },
   FLOTILLA_AGENT_MQTT_TLS_CA_FILE: { path: ['mqtt', 'tls', 'caFile'], kind: 'string' },
   FLOTILLA_AGENT_MQTT_TLS_CERT_FILE: { path: ['mqtt', 'tls', 'certFile'], kind: 'string' },
   FLOTILLA_AGENT_MQTT_TLS_KEY_FILE: { path: ['mqtt', 'tls', 'keyFile'], kind: 'string' },

@@ -16,6 +16,8 @@ export class FakeControlPlane {
   private client: MqttClient | undefined;
   private http: Server | undefined;
   autoAck = true;
+  /** false plays a control plane older than the clock sync: its acks never name the hello [P-3.6] */
+  answerHello = true;
   /** How far this control plane's clock runs ahead of the test's (negative: behind), in every timestamp it sends. */
   clockSkewMs = 0;
   private ackedSeq = 0;
@@ -61,7 +63,7 @@ export class FakeControlPlane {
       this.received.push({ kind: parsed.kind, message: decoded.value, at: performance.now() });
       const value = decoded.value as { seq?: number; sessionId?: string };
       // [P-1.6] as the real control plane: every hello is answered with an ack naming it (the agent's clock sync).
-      if (parsed.kind === 'hello' && typeof value.sessionId === 'string') {
+      if (this.answerHello && parsed.kind === 'hello' && typeof value.sessionId === 'string') {
         this.publish('outboxAck', { v: 1, upToSeq: this.ackedSeq, ts: this.now(), sessionId: value.sessionId });
       }
       if (this.autoAck && (parsed.kind === 'telemetry' || parsed.kind === 'event' || parsed.kind === 'usage') && typeof value.seq === 'number') {
