@@ -98,7 +98,7 @@ describe.each(['q8_0', 'f16'] as const satisfies readonly ModelFormat[])('tiny %
     expect(model.tokenize(first).length).toBeGreaterThanOrEqual(10);
     expect(second).toBe(first);
     completion.dispose();
-    sequence.dispose();
+    await sequence.dispose();
   });
 
   it('answers a chat turn through the ChatML template', async () => {
@@ -111,7 +111,7 @@ describe.each(['q8_0', 'f16'] as const satisfies readonly ModelFormat[])('tiny %
     const followUp = await session.prompt('And tomorrow?', { maxTokens: 8 });
     expectReadable(followUp);
     session.dispose();
-    sequence.dispose();
+    await sequence.dispose();
   });
 
   it('gives a JSON-schema-constrained answer that parses and validates', async () => {
@@ -123,7 +123,7 @@ describe.each(['q8_0', 'f16'] as const satisfies readonly ModelFormat[])('tiny %
     const parsed = parseSchemaAnswer(grammar, output);
     expect(answerValidator.parse(parsed)).toEqual(JSON.parse(output));
     session.dispose();
-    sequence.dispose();
+    await sequence.dispose();
   });
 });
 

@@ -27,8 +27,8 @@ const USAGE = `Usage:
 `;
 
 export interface CliIo {
-  out(text: string): void;
-  err(text: string): void;
+  out: (text: string) => void;
+  err: (text: string) => void;
   /** `-` reads standard input */
   readFile(path: string): Promise<string>;
   writeFile(path: string, text: string): Promise<void>;

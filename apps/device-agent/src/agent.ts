@@ -140,7 +140,7 @@ export class Agent {
         desired: (message) => ref.current?.onDesired(message),
         inferenceRequest: (message) => ref.current?.onInferenceRequest(message),
         inferenceCancel: (message) => ref.current?.onInferenceCancel(message),
-        command: (message) => void ref.current?.onCommand(message),
+        command: (message) => ref.current?.handleCommand(message),
         outboxAck: (message) => {
           ref.current?.onClockAck(message);
           ref.current?.onOutboxAck(message);
@@ -166,7 +166,10 @@ export class Agent {
   async start(): Promise<void> {
     if (this.localApi) this.localAddress = await this.localApi.start();
     this.reconcilerRun = this.reconciler.run(this.reconcilerAbort.signal);
-    this.telemetryTimer = setInterval(() => void this.sampleTelemetry(), this.options.config.telemetryIntervalSeconds * 1000);
+    this.telemetryTimer = setInterval(() => {
+      // A failed sample (e.g. the disk cannot be read) skips one tick; the next one tries again.
+      this.sampleTelemetry().catch((error: unknown) => this.options.logger.warn({ err: error }, 'telemetry sample failed'));
+    }, this.options.config.telemetryIntervalSeconds * 1000);
     this.link.start();
     this.options.logger.info({ version: AGENT_VERSION, localApi: this.localAddress }, 'agent started');
   }
@@ -440,6 +443,10 @@ export class Agent {
     this.service.cancel(key);
   }
 
+  private handleCommand(command: Command): void {
+    this.onCommand(command).catch((error: unknown) => this.options.logger.error({ err: error, commandId: command.commandId }, 'command failed'));
+  }
+
   private async onCommand(command: Command): Promise<void> {
     if (this.seenCommands.has(command.commandId)) return;
     this.seenCommands.add(command.commandId);
@@ -534,11 +541,11 @@ export class Agent {
 
   private event(level: 'debug' | 'info' | 'warn' | 'error', code: string, message: string, extra: { model?: string; details?: Record<string, unknown> } = {}): void {
     const safeCode = /^[A-Z][A-Z0-9_]{1,63}$/.test(code) ? code : 'INTERNAL';
-    void this.enqueue('event', (seq) => ({ v: PROTOCOL_VERSION, seq, ts: Date.now(), level, code: safeCode, message: message.slice(0, 2048), ...extra }));
+    this.enqueueInBackground('event', (seq) => ({ v: PROTOCOL_VERSION, seq, ts: Date.now(), level, code: safeCode, message: message.slice(0, 2048), ...extra }));
   }
 
   private recordUsage(usage: UsageFields): void {
-    void this.enqueue('usage', (seq) => ({ v: PROTOCOL_VERSION, seq, ts: Date.now(), ...usage }));
+    this.enqueueInBackground('usage', (seq) => ({ v: PROTOCOL_VERSION, seq, ts: Date.now(), ...usage }));
   }
 
   private async sampleTelemetry(): Promise<void> {
@@ -579,6 +586,10 @@ export class Agent {
   }
 
   /** Validates with the protocol schema, stores on disk, then sends when connected. */
+  private enqueueInBackground(kind: OutboxKind, build: (seq: number) => Record<string, unknown>): void {
+    this.enqueue(kind, build).catch((error: unknown) => this.options.logger.error({ err: error, kind }, 'outbox entry not stored'));
+  }
+
   private async enqueue(kind: OutboxKind, build: (seq: number) => Record<string, unknown>): Promise<void> {
     try {
       await this.outbox.append(kind, (seq) => JSON.parse(encode(kind, build(seq) as MessageOf<typeof kind>)) as Record<string, unknown>);

@@ -53,7 +53,7 @@ afterAll(async () => {
 
 describe('device agent against a real aedes broker, HTTP model source and the tiny GGUF', () => {
   it('enrolls with a one-time token and stores the credentials with mode 0600', async () => {
-    const server = await cp.startEnrollServer('tok-123', accounts[DEVICE] as string);
+    const server = await cp.startEnrollServer('tok-123', accounts[DEVICE]);
     const lines: string[] = [];
     const io = { out: (line: string) => lines.push(line), err: (line: string) => lines.push(line) };
     expect(await runCli(['enroll', '--server', server, '--token', 'wrong'], io, { FLOTILLA_AGENT_DATA_DIR: dataDir })).toBe(1);

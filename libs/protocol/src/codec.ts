@@ -58,7 +58,7 @@ function utf8Length(text: string, limit = MAX_PAYLOAD_BYTES): number {
  */
 export function validate<S extends z.ZodType>(schema: S, value: unknown, label: string): DecodeResult<z.output<S>> {
   if (typeof value === 'object' && value !== null && !Array.isArray(value) && 'v' in value) {
-    const v = (value as { v: unknown }).v;
+    const v = (value).v;
     if (typeof v === 'number' && v !== PROTOCOL_VERSION) {
       return fail(ErrorCode.UNSUPPORTED_VERSION, formatPath(label, ['v']), `unsupported protocol version ${v} (expected ${PROTOCOL_VERSION})`);
     }

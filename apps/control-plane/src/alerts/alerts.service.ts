@@ -62,7 +62,7 @@ export class AlertsService implements OnModuleInit, OnModuleDestroy {
   onModuleInit(): void {
     const every = this.settings.evaluateEverySeconds;
     if (every > 0) {
-      this.timer = setInterval(() => void this.evaluateSafely(), every * 1000);
+      this.timer = setInterval(() => this.evaluateInBackground(), every * 1000);
       this.timer.unref();
     }
     this.offStatus = this.events.on('device.status', () => this.soon());
@@ -93,11 +93,15 @@ export class AlertsService implements OnModuleInit, OnModuleDestroy {
     return run;
   }
 
+  private evaluateInBackground(): void {
+    this.evaluateSafely().catch((error: unknown) => this.logger.error({ err: error }, 'alert evaluation failed'));
+  }
+
   private soon(): void {
     if (this.stopped || this.debounce) return;
     this.debounce = setTimeout(() => {
       this.debounce = undefined;
-      void this.evaluateSafely();
+      this.evaluateInBackground();
     }, STATUS_DEBOUNCE_MS);
     this.debounce.unref();
   }

@@ -52,9 +52,7 @@ export class AppModule {
       },
       {
         name: 'broker',
-        check: async () => {
-          if (parts.broker.closed) throw new Error('broker closed');
-        },
+        check: () => (parts.broker.closed ? Promise.reject(new Error('broker closed')) : Promise.resolve()),
       },
     ];
     return {

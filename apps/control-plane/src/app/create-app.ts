@@ -1,6 +1,5 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
-import type { Server } from 'node:http';
 // Brings reply.sendFile into Fastify's types (the plugin itself is registered by useStaticAssets).
 import type {} from '@fastify/static';
 import { dirname, join, resolve } from 'node:path';
@@ -114,7 +113,7 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
       }
       throw error;
     }
-    const server = app.getHttpServer() as Server;
+    const server = app.getHttpServer();
     broker.attachWebSocket(server, '/mqtt');
     const address = server.address();
     const httpPort = typeof address === 'object' && address ? address.port : config.http.port;

@@ -56,7 +56,8 @@ export const PUBLISH_HEADER_ALLOWANCE_BYTES = 4096;
 export const MAX_UNAUTHENTICATED_BYTES = 16 * 1024;
 
 function authError(message: string, returnCode: number): AuthenticateError {
-  return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
+  const error: AuthenticateError = Object.assign(new Error(message), { returnCode });
+  return error;
 }
 
 /**

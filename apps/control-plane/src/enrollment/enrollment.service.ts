@@ -73,7 +73,7 @@ export class EnrollmentService {
         data: {
           name: request.name ?? 'device',
           labels: token.labels as Prisma.InputJsonValue,
-          hardware: (request.hardware ?? {}) as Prisma.InputJsonValue,
+          hardware: (request.hardware ?? {}),
           agentVersion: request.agentVersion ?? null,
         },
       });

@@ -52,7 +52,7 @@ export class FleetEvents {
 
   emit<K extends FleetEventName>(type: K, data: FleetEventMap[K]): void {
     this.emitter.emit(type, data);
-    this.emitter.emit('*', { type, data } as FleetEvent);
+    this.emitter.emit('*', { type, data });
   }
 
   on<K extends FleetEventName>(type: K, listener: (data: FleetEventMap[K]) => void): () => void {

@@ -151,7 +151,7 @@ export function formatIssue(i: FleetFileIssue): string {
 /** A parsed fleet file and a way to point at any of its parts (for errors found later, e.g. unknown models). */
 export interface ParsedFleetFile {
   file: FleetFile;
-  locate(path: (string | number)[], message: string): FleetFileIssue;
+  locate: (path: (string | number)[], message: string) => FleetFileIssue;
 }
 
 /** Parses and validates YAML (JSON is YAML too); throws FleetFileError listing every problem with its line. */
@@ -183,7 +183,7 @@ export function parseFleetFile(text: string): ParsedFleetFile {
     ...duplicateIssues(data),
   ];
   if (!parsed.success || problems.length > 0) throw new FleetFileError(problems.map((p) => locate(p.path, p.message)));
-  return { file: parsed.data as FleetFile, locate };
+  return { file: parsed.data, locate };
 }
 
 function locateIn(doc: Document, lines: LineCounter, path: (string | number)[], message: string): FleetFileIssue {

@@ -81,7 +81,7 @@ export class GatewayAccounting implements OnModuleDestroy {
     });
     this.timer ??= setTimeout(() => {
       this.timer = undefined;
-      void this.flush();
+      this.flush().catch((error: unknown) => this.logger.error({ err: error }, 'writing request records failed'));
     }, FLUSH_MS);
   }
 

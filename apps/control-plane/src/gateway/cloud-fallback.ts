@@ -58,7 +58,7 @@ export class CloudFallback {
     }
     const res = await this.client.chat.completions.create({ ...params, stream: false }, { signal });
     const choice = res.choices[0];
-    const toolCalls = choice?.message.tool_calls?.filter((c) => c.type === 'function') as ToolCall[] | undefined;
+    const toolCalls = choice?.message.tool_calls?.filter((c) => c.type === 'function');
     return {
       model: `cloud:${res.model || model}`,
       content: choice?.message.content ?? null,

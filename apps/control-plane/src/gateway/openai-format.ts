@@ -109,7 +109,7 @@ export function parseChatBody(body: unknown): NormalizedChat {
       case 'user':
         return m.name ? { role: 'user', content: m.content, name: m.name } : { role: 'user', content: m.content };
       case 'assistant':
-        return m.tool_calls?.length ? { role: 'assistant', content: m.content ?? null, tool_calls: m.tool_calls as ToolCall[] } : { role: 'assistant', content: m.content ?? null };
+        return m.tool_calls?.length ? { role: 'assistant', content: m.content ?? null, tool_calls: m.tool_calls } : { role: 'assistant', content: m.content ?? null };
       case 'tool':
         return { role: 'tool', tool_call_id: m.tool_call_id, content: m.content };
     }

@@ -135,8 +135,8 @@ export class GatewayRouting implements OnModuleInit, OnModuleDestroy {
   }
 
   async onModuleInit(): Promise<void> {
-    this.stop = this.events.on('routing.changed', () => void this.reload());
-    this.timer = setInterval(() => void this.reload(), RELOAD_MS);
+    this.stop = this.events.on('routing.changed', () => this.reloadInBackground());
+    this.timer = setInterval(() => this.reloadInBackground(), RELOAD_MS);
     this.timer.unref();
     await this.reload();
   }
@@ -178,10 +178,15 @@ export class GatewayRouting implements OnModuleInit, OnModuleDestroy {
         this.loading = undefined;
         if (this.again) {
           this.again = false;
-          void this.reload();
+          this.reloadInBackground();
         }
       });
     return this.loading;
+  }
+
+  private reloadInBackground(): void {
+    // reload() catches its own failures; this only satisfies the promise's owner.
+    this.reload().catch((error: unknown) => this.logger.warn({ err: error }, 'gateway: routing reload failed'));
   }
 
   private async read(): Promise<RoutingPolicy> {

@@ -39,7 +39,7 @@ export class HealthController {
     );
     const report: ReadinessReport = {
       status: entries.every(([, r]) => r.ok) ? 'ready' : 'not-ready',
-      checks: Object.fromEntries(entries),
+      checks: Object.fromEntries<{ ok: boolean; error?: string }>(entries),
     };
     if (report.status !== 'ready') throw new HttpException(report, HttpStatus.SERVICE_UNAVAILABLE);
     return report;

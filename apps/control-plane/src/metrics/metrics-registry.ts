@@ -166,7 +166,7 @@ export class Histogram<L extends string = string> extends Metric<L> {
     const start = process.hrtime.bigint();
     return (more) => {
       const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-      this.observe({ ...labels, ...more } as Partial<Record<L, string | number>>, seconds);
+      this.observe({ ...labels, ...more }, seconds);
       return seconds;
     };
   }
@@ -242,7 +242,7 @@ export class MetricsRegistry {
       return existing as unknown as M;
     }
     const metric = create();
-    this.metrics.set(options.name, metric as unknown as Metric<string>);
+    this.metrics.set(options.name, metric);
     return metric;
   }
 }

@@ -60,7 +60,7 @@ export function buildOpenApiDocument(routes: readonly DocumentedRoute[], info: O
     const operation = buildOperation(route, pathParameters);
     for (const tag of (operation.tags as string[] | undefined) ?? []) tags.add(tag);
     paths[path] ??= {};
-    (paths[path] as Record<string, JsonSchema>)[route.method.toLowerCase()] = operation;
+    (paths[path])[route.method.toLowerCase()] = operation;
   }
   return {
     openapi: '3.1.0',
@@ -157,7 +157,7 @@ function queryParameters(query: z.ZodType | undefined): JsonSchema[] {
   const schema = toJsonSchema(query, 'input');
   const required = new Set((schema.required as string[] | undefined) ?? []);
   return Object.entries(objectProperties(schema)).map(([name, property]) => {
-    const { description, ...rest } = property as JsonSchema;
+    const { description, ...rest } = property;
     return {
       name,
       in: 'query',

@@ -20,9 +20,12 @@ export class DeviceQueue {
       () => undefined,
     );
     this.tails.set(deviceId, tail);
-    void tail.then(() => {
-      if (this.tails.get(deviceId) === tail) this.tails.delete(deviceId);
-    });
+    // `tail` never rejects (both branches above resolve), so this chain cannot either.
+    tail
+      .then(() => {
+        if (this.tails.get(deviceId) === tail) this.tails.delete(deviceId);
+      })
+      .catch(() => undefined);
     return result;
   }
 

@@ -91,7 +91,7 @@ export class DeviceLivenessService implements OnApplicationBootstrap, OnModuleDe
       await tx.device.update({
         where: { id: deviceId },
         data: {
-          hardware: hardware as Prisma.InputJsonObject,
+          hardware: hardware,
           agentVersion: hello.agentVersion,
           lastSeenAt: new Date(receivedAt),
           sessionId: hello.sessionId,

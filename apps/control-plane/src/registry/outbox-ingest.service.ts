@@ -72,7 +72,7 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
 
   onModuleInit(): void {
     this.timer = setInterval(() => {
-      if (this.buffered > 0) void this.flush();
+      if (this.buffered > 0) this.flushInBackground();
     }, this.settings.flushIntervalMs);
     this.timer.unref();
   }
@@ -126,7 +126,11 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
     entries.set(entry.seq, { ...entry, prev });
     this.buffered += 1;
     this.stats.buffered = this.buffered + this.heldCount;
-    if (this.buffered >= this.settings.flushEntries) void this.flush();
+    if (this.buffered >= this.settings.flushEntries) this.flushInBackground();
+  }
+
+  private flushInBackground(): void {
+    this.flush().catch((error: unknown) => this.logger.error({ err: error }, 'outbox flush failed'));
   }
 
   /**

@@ -74,7 +74,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnModuleDestroy
       this.events.on('model-state.changed', trigger),
       this.events.on('device.status', (e) => {
         // The retained message covers reconnects; republishing on online also covers a broker that lost it.
-        if (e.status === 'online') void this.republish(e.deviceId);
+        if (e.status === 'online') this.republish(e.deviceId).catch((error: unknown) => this.logger.error({ err: error, deviceId: e.deviceId }, 'republishing a desired state failed'));
         this.trigger();
       }),
     );

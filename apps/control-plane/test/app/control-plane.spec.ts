@@ -84,7 +84,7 @@ describeBackends('control plane start-up', (backend) => {
     const anonymous = await api<{ error: { code: string } }>(t.cp, '/api/v1/devices');
     expect(anonymous.status).toBe(401);
     expect(anonymous.body.error.code).toBe('UNAUTHORIZED');
-    const gatewayKey = t.cp.initialCredentials?.apiKey ?? JSON.parse(await readFile(join(t.isolated.dataDir, 'initial-credentials.json'), 'utf8')).apiKey;
+    const gatewayKey = t.cp.initialCredentials?.apiKey ?? (JSON.parse(await readFile(join(t.isolated.dataDir, 'initial-credentials.json'), 'utf8')) as { apiKey: string }).apiKey;
     const withGatewayKey = await api<{ error: { code: string } }>(t.cp, '/api/v1/devices', { token: gatewayKey });
     expect(withGatewayKey.status).toBe(403);
     const malformed = await api<{ error: { code: string; message: string } }>(t.cp, '/api/v1/auth/login', { rawBody: '{"email":' });

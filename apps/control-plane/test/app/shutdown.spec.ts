@@ -45,7 +45,7 @@ describeBackends('shutdown', (backend) => {
         if (!job.ok) return;
         jobs.push(job.value.requestId);
         const chunk = encode('inferenceResponse', { v: PROTOCOL_VERSION, type: 'chunk', requestId: job.value.requestId, attempt: job.value.attempt, seq: 0, delta: { content: 'Hel' } });
-        void t.cp.broker.publish(topics.inferenceResponse(deviceId), chunk, { qos: 1 });
+        t.cp.broker.publish(topics.inferenceResponse(deviceId), chunk, { qos: 1 }).catch((error: unknown) => console.error('scripted device: chunk not published', error));
       });
       const state = makeModelState({ ts: Date.now(), models: [makeModelStatus('ready', { name: 'stuck-s', sha256, since: Date.now() })] });
       await t.cp.broker.publish(topics.modelState(deviceId), encode('modelState', state), { qos: 1, retain: true });

@@ -143,7 +143,7 @@ export async function startFailingDevice(
     if (!job.ok) return;
     jobs.push(job.value.requestId);
     const answer = encode('inferenceResponse', { v: PROTOCOL_VERSION, type: 'error', requestId: job.value.requestId, attempt: job.value.attempt, ...failure });
-    void cp.broker.publish(topics.inferenceResponse(deviceId), answer, { qos: 1 });
+    cp.broker.publish(topics.inferenceResponse(deviceId), answer, { qos: 1 }).catch((error: unknown) => console.error('scripted device: answer not published', error));
   });
   const state = makeModelState({ ts: Date.now(), models: models.map((name) => makeModelStatus('ready', { name, sha256: 'a'.repeat(64), since: Date.now() })) });
   await cp.broker.publish(topics.modelState(deviceId), encode('modelState', state), { qos: 1, retain: true });

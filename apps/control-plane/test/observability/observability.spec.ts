@@ -4,7 +4,6 @@ import { connectAsync } from 'mqtt';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { AlertsService } from '../../src/alerts/alerts.service.js';
 import { FleetEvents, type FleetEvent } from '../../src/events/fleet-events.js';
-import type { Prisma } from '../../src/generated/prisma/client.js';
 import { api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
 import { describeBackends } from '../support/databases.js';
 import { pollUntil } from '../support/poll.js';
@@ -71,7 +70,7 @@ describeBackends('observability', (backend) => {
         name: 'hot',
         status: 'online',
         lastSeenAt: now,
-        hardware: { memory: { totalBytes: GB, freeBytes: 0 }, gpus: [{ name: 'gpu', vramBytes: GB }] } as Prisma.InputJsonValue,
+        hardware: { memory: { totalBytes: GB, freeBytes: 0 }, gpus: [{ name: 'gpu', vramBytes: GB }] },
       },
     });
     const gone = await prisma().device.create({ data: { name: 'gone', status: 'offline', lastSeenAt: new Date(now.getTime() - 300_000) } });

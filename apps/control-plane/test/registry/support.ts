@@ -135,7 +135,7 @@ export class TestAgent {
     const payload = encode(kind, make(seq) as MessageOf<K> & OutboxMessage);
     this.outbox.set(seq, { kind, payload });
     // Not awaiting the PUBACK: a link that drops mid-publish must not stall the agent (the outbox resends it).
-    if (this.client?.connected) void this.publishRaw(topics[kind](this.deviceId), payload).catch(() => undefined);
+    if (this.client?.connected) this.publishRaw(topics[kind](this.deviceId), payload).catch(() => undefined);
     return seq;
   }
 

@@ -1,3 +1,4 @@
+import { inspect } from 'node:util';
 /** Polls `probe` until it returns a value other than undefined/false, or fails after `timeoutMs`. */
 export async function pollUntil<T>(
   probe: () => T | undefined | false | Promise<T | undefined | false>,
@@ -14,5 +15,5 @@ export async function pollUntil<T>(
     }
     await new Promise((r) => setTimeout(r, intervalMs));
   }
-  throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+  throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last instanceof Error ? last.message : inspect(last)}` : ''}`);
 }

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 /** A throwaway self-signed certificate for localhost, made with the system's openssl. */
-export async function selfSignedCertificate(): Promise<{ cert: Buffer; key: Buffer; certFile: string; keyFile: string; dispose(): Promise<void> }> {
+export async function selfSignedCertificate(): Promise<{ cert: Buffer; key: Buffer; certFile: string; keyFile: string; dispose: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), 'flotilla-tls-'));
   const certFile = join(dir, 'cert.pem');
   const keyFile = join(dir, 'key.pem');

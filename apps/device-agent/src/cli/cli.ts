@@ -63,7 +63,7 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo, env
       return 2;
     }
     try {
-      const hardware = await detectHardware(config.dataDir, async () => []);
+      const hardware = await detectHardware(config.dataDir, () => Promise.resolve([]));
       const credentials = await enroll({ server, token, dataDir: config.dataDir, request: { agentVersion: AGENT_VERSION, hardware, ...(name ? { name } : {}) } });
       io.out(`enrolled as ${credentials.deviceId}; credentials stored in ${config.dataDir}/credentials.json (mode 0600)`);
       return 0;

@@ -106,14 +106,16 @@ export class Reconciler {
         }
         this.options.event?.('info', 'MODEL_EVICTED', `evicted ${step.sha256} (${step.bytes} bytes): ${step.reason}`);
       },
-      report: async (step) => {
+      report: (step) => {
         this.options.report(step.version, step.statuses);
         this.reported = Object.fromEntries(step.statuses.map((status) => [status.name, status]));
         this.appliedVersion = Math.max(this.appliedVersion, step.version);
+        return Promise.resolve();
       },
-      fail: async (step) => {
+      fail: (step) => {
         this.failures[modelKey(step.model)] = { stage: step.stage, code: step.code, reason: step.reason, attempts: 1, retryAt: 0, permanent: true };
         this.options.event?.('error', step.code, `${step.model.name}: ${step.reason}`, step.model.name);
+        return Promise.resolve();
       },
     };
   }
