@@ -9,7 +9,7 @@ import { readyReplicaCounts } from '../alerts/fleet-facts.js';
 import { DevicePresence } from '../registry/device-presence.js';
 import { MetricsRegistry } from './metrics-registry.js';
 
-const DEVICE_STATUSES = ['online', 'offline', 'draining', 'revoked'] as const;
+const DEVICE_STATUSES = ['online', 'offline', 'draining', 'revoked', 'reconnecting'] as const;
 const MODEL_STATES = ['pending', 'downloading', 'verifying', 'loading', 'ready', 'unloading', 'failed'] as const;
 /** Store-and-forward makes lags of hours possible: buckets reach a day. */
 const LAG_BUCKETS = [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400];
@@ -137,15 +137,21 @@ export class FleetMetrics implements OnModuleInit, OnModuleDestroy {
 
   private async readDatabase(): Promise<void> {
     const prisma = this.db.prisma;
+    const reconnecting = await this.presence.reconnectingDevices();
     const [byStatus, byModel, byState, deployments, readyRows] = await Promise.all([
       prisma.device.groupBy({ by: ['status'], _count: { _all: true } }),
       prisma.placement.groupBy({ by: ['modelId'], _count: { _all: true } }),
       prisma.modelState.groupBy({ by: ['state'], _count: { _all: true } }),
       prisma.deployment.findMany({ select: { id: true, name: true, replicas: true, _count: { select: { placements: true } } } }),
-      this.presence.reconnectingDevices().then((reconnecting) => readyReplicaCounts(this.db, reconnecting)),
+      readyReplicaCounts(this.db, reconnecting),
     ]);
+    // As the REST views say it: a device stored online or draining that has not come back to this process yet is
+    // reconnecting, not online.
+    const counts = new Map<string, number>(byStatus.map((r) => [r.status, r._count._all]));
+    for (const stored of reconnecting.values()) counts.set(stored, (counts.get(stored) ?? 0) - 1);
+    counts.set('reconnecting', reconnecting.size);
     this.devices.reset();
-    for (const status of DEVICE_STATUSES) this.devices.set({ status }, byStatus.find((r) => r.status === status)?._count._all ?? 0);
+    for (const status of DEVICE_STATUSES) this.devices.set({ status }, Math.max(0, counts.get(status) ?? 0));
 
     const models = await prisma.model.findMany({ where: { id: { in: byModel.map((r) => r.modelId) } }, select: { id: true, name: true } });
     const nameOf = new Map(models.map((m) => [m.id, m.name]));

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startControlPlane, type ControlPlane } from '../../src/app/create-app.js';
 import { adminLogin, api, testConfig } from '../support/control-plane.js';
 import { createIsolatedDatabase, describeBackends, type IsolatedDatabase } from '../support/databases.js';
+import { parsePrometheusText, sampleValue } from '../observability/prometheus-text.js';
 import { pollUntil } from '../support/poll.js';
 import { addCatalogModel, publishDesired } from '../gateway/support.js';
 
@@ -111,11 +112,13 @@ describeBackends('routing after a control-plane restart with a dead agent', (bac
     const during = await deployment(restarted, token);
     const placements = await api<{ items: { deviceId: string; deviceStatus: string; ready: boolean }[] }>(restarted, '/api/v1/placements', { token });
     const health = await api<{ devices: { online: number; reconnecting: number } }>(restarted, '/api/v1/fleet/health', { token });
+    const metrics = parsePrometheusText(await (await fetch(`${restarted.url}/metrics`)).text());
     expect(await device(dead.deviceId)).toMatchObject({ status: 'reconnecting' });
     expect(during).toMatchObject({ placed: 2, ready: 1 });
     expect(placements.body.items.find((p) => p.deviceId === dead.deviceId)).toMatchObject({ deviceStatus: 'reconnecting', ready: false });
     expect(placements.body.items.find((p) => p.deviceId === live.deviceId)).toMatchObject({ deviceStatus: 'online', ready: true });
     expect(health.body.devices).toMatchObject({ online: 1, reconnecting: 1 });
+    expect(['online', 'reconnecting'].map((status) => sampleValue(metrics, 'flotilla_devices', { status }))).toEqual([1, 1]);
     expect(await device(live.deviceId)).toMatchObject({ status: 'online', connected: true });
 
     const later = await Promise.all([4, 5, 6, 7].map(send));
