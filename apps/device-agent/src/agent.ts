@@ -335,7 +335,8 @@ export class Agent {
     const stream = request.stream
       ? new DeltaCoalescer({
           ...this.options.config.streaming,
-          emit: (text, tokens) => respond({ v: PROTOCOL_VERSION, type: 'chunk', requestId, attempt, seq: seq++, tokens, delta: { content: text } }),
+          emit: (text, tokens, ids) =>
+            respond({ v: PROTOCOL_VERSION, type: 'chunk', requestId, attempt, seq: seq++, tokens, ...(ids ? { tokenIds: [...ids] } : {}), delta: { content: text } }),
         })
       : undefined;
     if (stream) this.streams.set(key, stream);
@@ -359,8 +360,9 @@ export class Agent {
             ...(request.seed === undefined ? {} : { seed: request.seed }),
             ...(request.stop ? { stop: request.stop } : {}),
             ...(continuation ? { continuation } : {}),
+            ...(continuation && request.continuation?.tokens ? { continuationTokens: request.continuation.tokens } : {}),
           },
-          ...(stream ? { onTextDelta: (text: string, tokens: number) => stream.push(text, tokens) } : {}),
+          ...(stream ? { onTextDelta: (text: string, tokens: number, ids?: readonly number[]) => stream.push(text, tokens, ids) } : {}),
         },
         'control-plane',
       )
