@@ -31,6 +31,7 @@ import { Reconciler } from './reconciler/reconciler.js';
 import type { DesiredState, ModelStatus } from './reconciler/types.js';
 import { InferenceFailure, type InferenceEngine } from './runtime/engine.js';
 import { LlamaEngine } from './runtime/llama-engine.js';
+import { PacedEngine } from './runtime/paced-engine.js';
 import { Runtime } from './runtime/runtime.js';
 import { ModelStore } from './store/model-store.js';
 
@@ -93,7 +94,11 @@ export class Agent {
     await store.init();
     const outbox = new Outbox({ dir: join(config.dataDir, 'outbox'), maxBytes: config.outbox.maxBytes, logger: logger.child({ component: 'outbox' }) });
     await outbox.open();
-    const engine = options.engine ?? (await LlamaEngine.create({ gpu: config.gpu, threads: config.threads, logger }));
+    const baseEngine = options.engine ?? (await LlamaEngine.create({ gpu: config.gpu, threads: config.threads, logger }));
+    // Test seam: paced like a slow device, so an end-to-end test can act between two chunks of a stream.
+    const gapMs = config.streaming.testTokenGapMs;
+    if (gapMs > 0) logger.warn({ gapMs }, 'test seam: streamed text is paced (streaming.testTokenGapMs)');
+    const engine = gapMs > 0 ? new PacedEngine(baseEngine, gapMs) : baseEngine;
 
     // Late-bound: the runtime and reconciler call back into each other through the agent.
     const ref: { current?: Agent } = {};
@@ -364,7 +369,8 @@ export class Agent {
     const stream = request.stream
       ? new DeltaCoalescer({
           ...this.options.config.streaming,
-          emit: (text, tokens) => respond({ v: PROTOCOL_VERSION, type: 'chunk', requestId, attempt, seq: seq++, tokens, delta: { content: text } }),
+          emit: (text, tokens, ids) =>
+            respond({ v: PROTOCOL_VERSION, type: 'chunk', requestId, attempt, seq: seq++, tokens, ...(ids ? { tokenIds: [...ids] } : {}), delta: { content: text } }),
         })
       : undefined;
     if (stream) this.streams.set(key, stream);
@@ -388,8 +394,9 @@ export class Agent {
             ...(request.seed === undefined ? {} : { seed: request.seed }),
             ...(request.stop ? { stop: request.stop } : {}),
             ...(continuation ? { continuation } : {}),
+            ...(continuation && request.continuation?.tokens ? { continuationTokens: request.continuation.tokens } : {}),
           },
-          ...(stream ? { onTextDelta: (text: string, tokens: number) => stream.push(text, tokens) } : {}),
+          ...(stream ? { onTextDelta: (text: string, tokens: number, ids?: readonly number[]) => stream.push(text, tokens, ids) } : {}),
         },
         'control-plane',
       )

@@ -209,6 +209,18 @@ describe('[P-3] message-specific rules', () => {
     expectError(decode('inferenceResponse', JSON.stringify(empty)), ErrorCode.INVALID_MESSAGE, 'inferenceResponse.delta: a chunk carries content and/or toolCalls');
   });
 
+  it('[P-3.6, P-3.7] token ids of a chunk and of a continuation are bounded ids; a continuation names its model file', () => {
+    const chunk = JSON.parse(encode('inferenceResponse', makeInferenceChunk())) as Json;
+    expectError(decode('inferenceResponse', JSON.stringify({ ...chunk, tokenIds: [-1] })), ErrorCode.INVALID_MESSAGE, /^inferenceResponse\.tokenIds\[0\]: /);
+    expectError(decode('inferenceResponse', JSON.stringify({ ...chunk, tokenIds: Array(4097).fill(1) })), ErrorCode.INVALID_MESSAGE, /^inferenceResponse\.tokenIds: /);
+    const base = JSON.parse(encode('inferenceRequest', makeInferenceRequest())) as Json;
+    const withTokens = (tokens: unknown) => JSON.stringify({ ...base, continuation: { content: 'It is', tokens } });
+    expect(decode('inferenceRequest', withTokens({ modelSha256: 'a'.repeat(64), ids: [5, 6] })).ok).toBe(true);
+    expectError(decode('inferenceRequest', withTokens({ ids: [5] })), ErrorCode.INVALID_MESSAGE, /^inferenceRequest\.continuation\.tokens\.modelSha256: /);
+    expectError(decode('inferenceRequest', withTokens({ modelSha256: 'a'.repeat(64), ids: [] })), ErrorCode.INVALID_MESSAGE, /^inferenceRequest\.continuation\.tokens\.ids: /);
+    expectError(decode('inferenceRequest', withTokens({ modelSha256: 'a'.repeat(64), ids: Array(32 * 1024 + 1).fill(1) })), ErrorCode.INVALID_MESSAGE, /^inferenceRequest\.continuation\.tokens\.ids: /);
+  });
+
   it('[P-3.7] an error code outside ErrorCode is rejected', () => {
     const bad = { ...JSON.parse(encode('inferenceResponse', makeInferenceError())), code: 'OOPS' } as Json;
     expectError(decode('inferenceResponse', JSON.stringify(bad)), ErrorCode.INVALID_MESSAGE, /^inferenceResponse\.code: /);

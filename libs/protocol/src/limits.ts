@@ -16,6 +16,10 @@ export const LIMITS = {
   contentLength: 256 * 1024,
   /** one streamed delta */
   deltaLength: 64 * 1024,
+  /** token ids of one streamed chunk */
+  chunkTokenIds: 4096,
+  /** token ids a continuation re-sends (more: the gateway sends the text only) */
+  continuationTokenIds: 32 * 1024,
   chatMessages: 512,
   tools: 128,
   toolCalls: 64,

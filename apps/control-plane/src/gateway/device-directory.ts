@@ -31,6 +31,8 @@ interface DeviceEntry {
   sessionId: string | null;
   /** model name -> ready (loaded in memory or loadable on demand) */
   ready: Set<string>;
+  /** model name -> sha256 of the ready file, from the device's own report (absent when unknown or ambiguous) */
+  files: Map<string, string>;
   /** ts of the last model-state snapshot applied (older snapshots are ignored [P-3.5]) */
   snapshotTs: number;
 }
@@ -111,6 +113,11 @@ export class DeviceDirectory implements OnModuleInit, OnModuleDestroy {
     const out: string[] = [];
     for (const [id, d] of this.devices) if (d.online && d.ready.has(model)) out.push(id);
     return out;
+  }
+
+  /** The sha256 of the file the device serves `model` from, as it last reported; undefined when not known. */
+  modelSha256(deviceId: string, model: string): string | undefined {
+    return this.devices.get(deviceId)?.files.get(model);
   }
 
   /** Whether the device may be given new work now. */
@@ -204,7 +211,12 @@ export class DeviceDirectory implements OnModuleInit, OnModuleDestroy {
       const e = this.entry(deviceId);
       if (report.ts < e.snapshotTs) return; // [P-3.5] older snapshot
       e.snapshotTs = report.ts;
-      e.ready = new Set(report.models.filter((m) => m.state === 'ready').map((m) => m.name));
+      const ready = report.models.filter((m) => m.state === 'ready');
+      e.ready = new Set(ready.map((m) => m.name));
+      // Two ready files under one name: which one answers is not known, so neither is named.
+      const shas = new Map<string, string | null>();
+      for (const m of ready) shas.set(m.name, shas.has(m.name) && shas.get(m.name) !== m.sha256 ? null : m.sha256);
+      e.files = new Map([...shas].filter((entry): entry is [string, string] => entry[1] !== null));
     }
   }
 
@@ -252,7 +264,7 @@ export class DeviceDirectory implements OnModuleInit, OnModuleDestroy {
   private entry(deviceId: string): DeviceEntry {
     let e = this.devices.get(deviceId);
     if (!e) {
-      e = { online: false, reconnecting: false, connected: false, sessionId: null, ready: new Set(), snapshotTs: 0 };
+      e = { online: false, reconnecting: false, connected: false, sessionId: null, ready: new Set(), files: new Map(), snapshotTs: 0 };
       this.devices.set(deviceId, e);
     }
     return e;

@@ -1,5 +1,5 @@
 import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
-import { ErrorCode, type AttemptEnd, type FinishReason, type InferenceResult, type RequestAttempt, type ToolCall, type ToolCallDelta } from '@flotilla/protocol';
+import { ErrorCode, type AttemptEnd, LIMITS, type FinishReason, type InferenceRequest, type InferenceResult, type RequestAttempt, type ToolCall, type ToolCallDelta } from '@flotilla/protocol';
 import type { Logger } from 'pino';
 import { LOGGER } from '../app/tokens.js';
 import { AppError } from '../common/app-error.js';
@@ -199,6 +199,9 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     const affinityKey = policy.sessionAffinity ? (chat.user ? `u:${chat.user}` : conversationKey(chat)) : undefined;
     const tried = new Set<string>();
     let sent = ''; // assistant text received from devices (and streamed to the client): a failover continues after it
+    // The token ids of `sent` and the model file they came from, while every chunk named its ids: a failover to a
+    // device with the same file continues after exactly these tokens. [P-3.6 continuation]
+    let sentIds: { modelSha256: string; ids: number[] } | undefined = { modelSha256: '', ids: [] };
     let toolCallsSent = false;
     let begun = false;
     let deliveredTokens = 0; // completion tokens of `sent` that attempts delivered before they died
@@ -240,14 +243,24 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
         attempts++;
         note({ deviceId: lease.deviceId, retries: attempts - 1 });
         const continuation = sent.length > 0 ? sent : undefined;
+        const continuationTokens = continuation && sentIds && sentIds.ids.length > 0 && sentIds.ids.length <= LIMITS.continuationTokenIds ? sentIds : undefined;
         // A continuation gets only what is left of the client's budget. [P-3.6 continuation]
         const maxTokens = chat.maxTokens === undefined ? undefined : chat.maxTokens - (continuation ? deliveredTokens : 0);
+        const fileSha = this.directory.modelSha256(lease.deviceId, model);
         let attemptTokens = 0;
         let toolCallsSeen = false;
         const startedAt = Date.now();
-        const outcome = await this.attempt(ctx, lease.deviceId, attempts, model, chat, maxTokens, deadline, continuation, started, (chunk, tokens) => {
+        const request = continuation ? { content: continuation, ...(continuationTokens ? { tokens: { modelSha256: continuationTokens.modelSha256, ids: [...continuationTokens.ids] } } : {}) } : undefined;
+        const outcome = await this.attempt(ctx, lease.deviceId, attempts, model, chat, maxTokens, deadline, request, started, (chunk, tokens, ids) => {
           attemptTokens += tokens;
-          if (chunk.content) sent += chunk.content;
+          if (chunk.content) {
+            sent += chunk.content;
+            // Ids count only if every chunk had them and they all come from one file.
+            if (sentIds && ids && ids.length === tokens && fileSha && (sentIds.ids.length === 0 || sentIds.modelSha256 === fileSha)) {
+              sentIds.modelSha256 = fileSha;
+              sentIds.ids.push(...ids);
+            } else sentIds = undefined;
+          }
           if (chunk.toolCalls) toolCallsSeen = true;
           if (!sink) return;
           if (!begun) {
@@ -314,6 +327,7 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
         if (!sink && toolCallsSeen) {
           // Nothing reached the client yet: a tool call cannot be continued, so the next attempt starts over.
           sent = '';
+          sentIds = { modelSha256: '', ids: [] };
           deliveredTokens = 0;
           attemptTokens = 0;
         }
@@ -369,9 +383,9 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     chat: NormalizedChat,
     maxTokens: number | undefined,
     deadline: number,
-    continuation: string | undefined,
+    continuation: InferenceRequest['continuation'],
     started: number,
-    onChunk: (delta: { content?: string; toolCalls?: ToolCallDelta[] }, tokens: number) => void,
+    onChunk: (delta: { content?: string; toolCalls?: ToolCallDelta[] }, tokens: number, ids: readonly number[] | undefined) => void,
   ): Promise<AttemptOutcome> {
     return new Promise<AttemptOutcome>((resolve) => {
       let ttftMs: number | null = null;
@@ -419,7 +433,7 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
           ...(chat.topP !== undefined ? { topP: chat.topP } : {}),
           ...(chat.seed !== undefined ? { seed: chat.seed } : {}),
           ...(chat.stop ? { stop: chat.stop } : {}),
-          ...(continuation ? { continuation: { content: continuation } } : {}),
+          ...(continuation ? { continuation } : {}),
           ...(chat.user ? { sessionKey: sessionKeyOf(chat.user) } : {}),
           priority: 5,
           deadline,
@@ -432,7 +446,7 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
             ttftMs ??= Date.now() - started;
             armStall();
             // An agent that does not count tokens per chunk sends about one per chunk.
-            onChunk(chunk.delta, chunk.tokens ?? 1);
+            onChunk(chunk.delta, chunk.tokens ?? 1, chunk.tokenIds);
           },
           onResult: (result) => {
             ttftMs ??= Date.now() - started;

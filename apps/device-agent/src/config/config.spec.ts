@@ -79,12 +79,14 @@ describe('loadConfig', () => {
   });
 
   it('streaming: coalescing defaults, overrides from YAML and FLOTILLA_AGENT_STREAM_*, validated', () => {
-    expect(loadConfig({ env: {} }).streaming).toEqual({ flushIntervalMs: 20, maxTokensPerChunk: 8 });
+    expect(loadConfig({ env: {} }).streaming).toEqual({ flushIntervalMs: 20, maxTokensPerChunk: 8, testTokenGapMs: 0 });
+    expect(loadConfig({ env: { FLOTILLA_AGENT_TEST_TOKEN_GAP_MS: '40' } }).streaming.testTokenGapMs).toBe(40);
     const file = writeYaml(['streaming:', '  flushIntervalMs: 50', '  maxTokensPerChunk: 4'].join('\n'));
-    expect(loadConfig({ file, env: {} }).streaming).toEqual({ flushIntervalMs: 50, maxTokensPerChunk: 4 });
+    expect(loadConfig({ file, env: {} }).streaming).toEqual({ flushIntervalMs: 50, maxTokensPerChunk: 4, testTokenGapMs: 0 });
     expect(loadConfig({ file, env: { FLOTILLA_AGENT_STREAM_FLUSH_INTERVAL_MS: '0', FLOTILLA_AGENT_STREAM_MAX_TOKENS_PER_CHUNK: '16' } }).streaming).toEqual({
       flushIntervalMs: 0,
       maxTokensPerChunk: 16,
+      testTokenGapMs: 0,
     });
     const text = issuesOf(() =>
       loadConfig({ env: { FLOTILLA_AGENT_STREAM_FLUSH_INTERVAL_MS: 'soon', FLOTILLA_AGENT_STREAM_MAX_TOKENS_PER_CHUNK: '0' } }),

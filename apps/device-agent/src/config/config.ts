@@ -87,9 +87,11 @@ export const agentConfigSchema = z
       .object({
         flushIntervalMs: z.number().int().min(0).max(10_000).default(20),
         maxTokensPerChunk: z.number().int().min(1).max(1024).default(8),
+        /** test seam, never set in production: text deltas are handed to the stream at most one per this many ms */
+        testTokenGapMs: z.number().int().min(0).max(10_000).default(0),
       })
       .strict()
-      .default({ flushIntervalMs: 20, maxTokensPerChunk: 8 }),
+      .default({ flushIntervalMs: 20, maxTokensPerChunk: 8, testTokenGapMs: 0 }),
     download: z
       .object({
         maxAttempts: z.number().int().min(1).max(100).default(5),
@@ -156,6 +158,7 @@ export const ENV_OVERRIDES: Readonly<Record<string, { path: readonly string[]; k
   FLOTILLA_AGENT_OUTBOX_MAX_BYTES: { path: ['outbox', 'maxBytes'], kind: 'string' },
   FLOTILLA_AGENT_STREAM_FLUSH_INTERVAL_MS: { path: ['streaming', 'flushIntervalMs'], kind: 'number' },
   FLOTILLA_AGENT_STREAM_MAX_TOKENS_PER_CHUNK: { path: ['streaming', 'maxTokensPerChunk'], kind: 'number' },
+  FLOTILLA_AGENT_TEST_TOKEN_GAP_MS: { path: ['streaming', 'testTokenGapMs'], kind: 'number' },
   FLOTILLA_AGENT_LOG_LEVEL: { path: ['logLevel'], kind: 'string' },
 };
 

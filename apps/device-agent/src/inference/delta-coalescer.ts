@@ -9,8 +9,11 @@ export type StreamingSettings = {
 };
 
 export type DeltaCoalescerOptions = StreamingSettings & {
-  /** Sends one chunk's text and the tokens it came from; called in order, never with an empty string. */
-  emit: (text: string, tokens: number) => void;
+  /**
+   * Sends one chunk's text, the number of tokens it came from and their ids (absent when any delta in it came without
+   * ids); called in order, never with an empty string.
+   */
+  emit: (text: string, tokens: number, ids?: readonly number[]) => void;
   /** Longest text of one chunk in UTF-16 code units (the protocol's delta bound, [P-1.4]). */
   maxChunkLength?: number;
 };
@@ -25,6 +28,8 @@ export class DeltaCoalescer {
   private readonly buffer: string[] = [];
   private bufferedLength = 0;
   private bufferedTokens = 0;
+  /** ids of the buffered deltas; undefined once a delta came without them */
+  private bufferedIds: number[] | undefined = [];
   private timer: NodeJS.Timeout | undefined;
   private sentFirst = false;
   private closed = false;
@@ -42,17 +47,19 @@ export class DeltaCoalescer {
   }
 
   /** `tokens`: how many tokens the text came from (about one per delta). */
-  push(text: string, tokens = 1): void {
+  push(text: string, tokens = 1, ids?: readonly number[]): void {
     if (this.closed || text === '') return;
     if (!this.sentFirst || this.passthrough) {
       this.sentFirst = true;
-      this.send(text, tokens);
+      this.send(text, tokens, ids);
       return;
     }
-    if (this.bufferedLength + text.length > this.maxChunkLength) this.flush();
+    if (this.bufferedLength + text.length > this.maxChunkLength || (this.bufferedIds && ids && this.bufferedIds.length + ids.length > LIMITS.chunkTokenIds)) this.flush();
     this.buffer.push(text);
     this.bufferedLength += text.length;
     this.bufferedTokens += tokens;
+    if (this.bufferedIds && ids) this.bufferedIds.push(...ids);
+    else this.bufferedIds = undefined;
     if (this.buffer.length >= this.options.maxTokensPerChunk) {
       this.flush();
       return;
@@ -71,10 +78,12 @@ export class DeltaCoalescer {
     if (this.buffer.length === 0) return;
     const text = this.buffer.join('');
     const tokens = this.bufferedTokens;
+    const ids = this.bufferedIds;
     this.buffer.length = 0;
     this.bufferedLength = 0;
     this.bufferedTokens = 0;
-    this.send(text, tokens);
+    this.bufferedIds = [];
+    this.send(text, tokens, ids);
   }
 
   /** Flushes and ignores anything pushed afterwards (nothing may follow the terminal message). */
@@ -83,17 +92,19 @@ export class DeltaCoalescer {
     this.closed = true;
   }
 
-  /** Text longer than a chunk is split; its tokens go with the last piece. */
-  private send(text: string, tokens: number): void {
+  /** Text longer than a chunk is split; its tokens (and their ids) go with the last piece. */
+  private send(text: string, tokens: number, ids?: readonly number[]): void {
     let rest = text;
     while (rest.length > this.maxChunkLength) {
       let cut = this.maxChunkLength;
       // Never split a surrogate pair across chunks.
       const code = rest.charCodeAt(cut - 1);
       if (code >= 0xd800 && code <= 0xdbff) cut--;
-      this.options.emit(rest.slice(0, cut), 0);
+      this.options.emit(rest.slice(0, cut), 0, ids ? [] : undefined);
       rest = rest.slice(cut);
     }
-    this.options.emit(rest, tokens);
+    // More ids than one chunk may carry (a delta of thousands of tokens): the chunk goes without, the gateway then
+    // continues after the text.
+    this.options.emit(rest, tokens, ids && ids.length <= LIMITS.chunkTokenIds ? ids : undefined);
   }
 }

@@ -13,12 +13,17 @@ export type GenerateRequest = {
   stop?: readonly string[];
   /** Assistant text already delivered elsewhere: generation continues after it. */
   continuation?: string;
+  /**
+   * The token ids `continuation` was generated as, by the model file `modelSha256`. The runtime passes them on only
+   * to the model loaded from that file; the engine then continues after exactly these tokens instead of the text.
+   */
+  continuationTokens?: { modelSha256: string; ids: readonly number[] };
 };
 
 export type GenerateHooks = {
   signal: AbortSignal;
-  /** Called with each piece of visible text as it is generated and the number of tokens it came from. */
-  onTextDelta?: (text: string, tokens: number) => void;
+  /** Called with each piece of visible text as it is generated, the number of tokens it came from and their ids. */
+  onTextDelta?: (text: string, tokens: number, ids?: readonly number[]) => void;
 };
 
 export type GeneratedToolCall = { name: string; arguments: string };

@@ -18,6 +18,8 @@ import {
   type LlamaContextSequence,
   type LlamaGrammar,
   type LlamaModel,
+  TokenBias,
+  type Token,
 } from 'node-llama-cpp';
 import type { Logger } from '../logger.js';
 import {
@@ -44,6 +46,8 @@ const LLAMA_LOG_LINES = 20;
 const TEMPLATE_TOKENS_PER_MESSAGE = 8;
 /** Tokens of the continuation's end that the first new token is detokenized against. */
 const CONTINUATION_CONTEXT_TOKENS = 8;
+/** Logit bias that makes a forced token the only choice of any sampler (finite: +Infinity turns softmax into NaN). */
+const FORCED_TOKEN_LOGIT = 1e5;
 /** How long a generation waits for a sequence that is still being returned to the pool before giving up. */
 const SEQUENCE_WAIT_MS = 5000;
 /** Re-check interval while waiting, in case a sequence comes back through node-llama-cpp's GC path. */
@@ -156,27 +160,37 @@ class LlamaEngineModel implements EngineModel {
     const maxTokens = Math.max(1, Math.min(request.maxTokens ?? room, room));
     const plan = await this.planOutput(request);
 
+    const forced = this.forcedTokens(request);
     const sequence = await this.acquireSequence(hooks.signal);
     const onTextDelta = hooks.onTextDelta;
     // node-llama-cpp detokenizes the first new token without the continuation before it, so a SentencePiece word
     // token loses its leading space ("key now" continued after "key" came back as "keynow"). Detokenizing that first
     // text against the continuation's last tokens gives the text the uninterrupted generation had.
-    const continuationTail = request.continuation ? this.model.tokenize(request.continuation).slice(-CONTINUATION_CONTEXT_TOKENS) : undefined;
+    const continuationTail = request.continuation && !forced ? this.model.tokenize(request.continuation).slice(-CONTINUATION_CONTEXT_TOKENS) : undefined;
     let firstText: { original: string; fixed: string } | undefined;
     const textOf = (chunk: LlamaChatResponseChunk): string => {
       if (!continuationTail || firstText || chunk.text === '') return chunk.text;
       firstText = { original: chunk.text, fixed: this.model.detokenize(chunk.tokens, false, continuationTail) };
       return firstText.fixed;
     };
+    const pendingTokens: Token[] = [];
     let chat: LlamaChat | undefined;
     try {
       chat = new LlamaChat({ contextSequence: sequence });
       const extraSystem = plan.kind === 'forced-tool' ? plan.extraSystem : undefined;
-      const history = toHistory(extraSystem ? [{ role: 'system', content: extraSystem }, ...request.messages] : request.messages, request.continuation);
+      // With the continuation's token ids, the answer is generated from the start again, its first tokens forced (below):
+      // the prompt, the tokens and the one-at-a-time evaluation are those of the uninterrupted answer. Re-sent text
+      // tokenizes differently ("▁is" generated, "is" re-tokenized) and a prefix evaluated as one batch gives slightly
+      // different logits, and either made the continuation diverge.
+      const history = toHistory(
+        extraSystem ? [{ role: 'system', content: extraSystem }, ...request.messages] : request.messages,
+        forced ? undefined : request.continuation,
+      );
       const common = {
         signal: hooks.signal,
         stopOnAbortSignal: false,
-        maxTokens,
+        maxTokens: maxTokens + (forced?.ids.length ?? 0),
+        ...(forced ? { tokenBias: forced.bias } : {}),
         ...(request.temperature === undefined ? {} : { temperature: request.temperature }),
         ...(request.topP === undefined ? {} : { topP: request.topP }),
         ...(request.seed === undefined ? {} : { seed: request.seed }),
@@ -186,9 +200,18 @@ class LlamaEngineModel implements EngineModel {
         ...((onTextDelta || continuationTail) && plan.kind !== 'forced-tool'
           ? {
               onResponseChunk: (chunk: LlamaChatResponseChunk) => {
-                if (chunk.type !== undefined || chunk.text === '') return;
+                if (chunk.type !== undefined) return;
+                // A token without text of its own goes with the next text, so the ids sent cover every token.
+                pendingTokens.push(...chunk.tokens);
+                if (chunk.text === '') return;
+                const tokens = pendingTokens.splice(0);
+                if (forced && !forced.done) {
+                  const fresh = forced.take(tokens, chunk.text);
+                  if (fresh) onTextDelta?.(fresh.text, fresh.tokens.length, fresh.tokens);
+                  return;
+                }
                 const text = textOf(chunk);
-                if (text !== '') onTextDelta?.(text, chunk.tokens.length);
+                if (text !== '') onTextDelta?.(text, tokens.length, tokens);
               },
             }
           : {}),
@@ -198,9 +221,16 @@ class LlamaEngineModel implements EngineModel {
       else response = await chat.generateResponse(history, { ...common, ...(plan.grammar ? { grammar: plan.grammar } : {}) });
 
       const meter = sequence.tokenMeter.getState();
-      // The continuation was evaluated as input, but the client's prompt is what the request is billed for.
-      const continuationTokens = request.continuation ? this.model.tokenize(request.continuation).length : 0;
-      const usage = { promptTokens: Math.max(0, meter.usedInputTokens - continuationTokens), completionTokens: meter.usedOutputTokens };
+      // The continuation was evaluated as input (text) or regenerated (forced tokens count as output), but the client's
+      // prompt and the new tokens are what the request is billed for.
+      const continuationTokens = request.continuation && !forced ? this.model.tokenize(request.continuation).length : 0;
+      const forcedCount = forced?.ids.length ?? 0;
+      const usage = { promptTokens: Math.max(0, meter.usedInputTokens - continuationTokens), completionTokens: Math.max(0, meter.usedOutputTokens - forcedCount) };
+      if (forced) {
+        // The forced tokens must have come back as the text the client has; the rest is this attempt's answer.
+        if (!forced.done && forced.ids.length > 0) forced.finish(response.response);
+        response = { ...response, response: response.response.slice(forced.text.length) };
+      }
       if (firstText && response.response.startsWith(firstText.original)) {
         response = { ...response, response: firstText.fixed + response.response.slice(firstText.original.length) };
       }
@@ -233,6 +263,25 @@ class LlamaEngineModel implements EngineModel {
       chat?.dispose({ disposeSequence: false });
       await this.releaseSequence(sequence);
     }
+  }
+
+  /**
+   * The continuation's token ids as forced first tokens: each sampling step before they are used up gets a logit bias
+   * that leaves only the next of them, so they go through the same one-token-at-a-time path (same kernels, same
+   * repeat-penalty window, same random draws) as when they were generated. Costs one decode step per forced token,
+   * about the time the first device took to generate them, instead of one batched prompt evaluation. Undefined (text
+   * continuation) when there are no ids or one is outside this model's vocabulary.
+   */
+  private forcedTokens(request: GenerateRequest): ForcedPrefix | undefined {
+    const ids = request.continuationTokens?.ids;
+    if (!ids || ids.length === 0 || request.continuation === undefined) return undefined;
+    // Same sha256, same vocabulary; still, an id from a faulty peer must not reach llama.cpp.
+    const vocabulary = this.model.fileInfo.metadata.tokenizer?.ggml?.tokens?.length ?? 0;
+    if (ids.some((id) => id >= vocabulary || this.model.isEogToken(id as Token))) {
+      this.logger.warn({ tokens: ids.length }, 'continuation token ids do not fit this model; continuing after the text');
+      return undefined;
+    }
+    return new ForcedPrefix(this.model, ids as readonly Token[], request.continuation);
   }
 
   /** node-llama-cpp's own count, which only grows back once a sequence's dispose has settled. */
@@ -347,6 +396,69 @@ class LlamaEngineModel implements EngineModel {
       return await this.llama.createGrammarForJsonSchema(schema as Parameters<Llama['createGrammarForJsonSchema']>[0]);
     } catch (error) {
       throw new InferenceFailure('INVALID_REQUEST', `${where}: unsupported JSON schema: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+}
+
+/** The forced first tokens of a token-level continuation and the text they come back as. */
+class ForcedPrefix {
+  /** text of the forced tokens as generated again */
+  text = '';
+  done = false;
+  private sampled = 0;
+  private taken = 0;
+  private readonly biases: TokenBias[] = [];
+  private readonly none: TokenBias;
+
+  constructor(
+    private readonly model: LlamaModel,
+    readonly ids: readonly Token[],
+    private readonly expected: string,
+  ) {
+    this.none = new TokenBias(model.tokenizer);
+  }
+
+  /** node-llama-cpp resolves the token bias once per sampled token. */
+  readonly bias = (): TokenBias => {
+    const index = this.sampled++;
+    if (index >= this.ids.length) return this.none;
+    this.biases[index] ??= new TokenBias(this.model.tokenizer).set(this.ids[index] as Token, { logit: FORCED_TOKEN_LOGIT });
+    return this.biases[index];
+  };
+
+  /** Consumes a generated piece; returns the part after the forced tokens, if any. */
+  take(tokens: Token[], text: string): { text: string; tokens: Token[] } | undefined {
+    const left = this.ids.length - this.taken;
+    if (tokens.length <= left) {
+      this.check(tokens, this.taken);
+      this.taken += tokens.length;
+      this.text += text;
+      if (this.taken === this.ids.length) this.finish(this.text);
+      return undefined;
+    }
+    // A piece across the boundary: its new tokens are detokenized against the forced ones before them.
+    const mine = tokens.slice(0, left);
+    const fresh = tokens.slice(left);
+    this.check(mine, this.taken);
+    this.taken += left;
+    this.text += this.model.detokenize(mine, false, this.ids.slice(0, this.taken - left) as Token[]);
+    this.finish(this.text);
+    const freshText = this.model.detokenize(fresh, false, this.ids.slice(-CONTINUATION_CONTEXT_TOKENS) as Token[]);
+    return freshText === '' ? undefined : { text: freshText, tokens: fresh };
+  }
+
+  /** The forced tokens are all out: they must read as the text the client already has. */
+  finish(text: string): void {
+    this.done = true;
+    if (!text.startsWith(this.expected) || text.length < this.expected.length) {
+      throw new InferenceFailure('GENERATION_FAILED', 'the continuation tokens did not reproduce the text already delivered');
+    }
+    this.text = this.expected;
+  }
+
+  private check(tokens: readonly Token[], from: number): void {
+    for (let i = 0; i < tokens.length; i++) {
+      if (tokens[i] !== this.ids[from + i]) throw new InferenceFailure('GENERATION_FAILED', `continuation token ${from + i} was not reproduced`);
     }
   }
 }

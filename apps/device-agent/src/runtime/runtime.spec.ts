@@ -390,4 +390,38 @@ describe('[P-3.6] continuation after a failover', () => {
       expect(rest.promptTokens).toBe(full.promptTokens);
     }
   });
+
+  it('continued after the token ids it was generated as, the answer is the uninterrupted one at every cut', async () => {
+    const runtime = newRuntime();
+    const messages: ChatMessage[] = [{ role: 'user', content: 'Tell a long story.' }];
+    const deltas: { text: string; ids: readonly number[] }[] = [];
+    const base = { model: 'tiny', priority: 5 } as const;
+    const request = { messages, maxTokens: 120, temperature: 0, seed: 7 };
+    const full = await runtime.submit({ ...base, requestId: 'whole-ids', request, onTextDelta: (text, tokens, ids) => deltas.push({ text, ids: ids ?? [] }) });
+    const ids = deltas.flatMap((d) => d.ids);
+    expect(ids).toHaveLength(full.completionTokens);
+    expect(full.completionTokens).toBe(120);
+    // Re-sent text diverged at most of these cuts: "▁is" re-tokenizes as "is", and a prefix evaluated as one batch
+    // gets slightly different logits than one token at a time.
+    for (let k = 1; k < deltas.length; k += 6) {
+      const continuation = deltas.slice(0, k).map((d) => d.text).join('');
+      const delivered = deltas.slice(0, k).flatMap((d) => d.ids);
+      const rest = await runtime.submit({
+        ...base,
+        requestId: `ids-${k}`,
+        request: { ...request, maxTokens: 120 - delivered.length, continuation, continuationTokens: { modelSha256: tiny.sha256, ids: delivered } },
+      });
+      expect(continuation + (rest.content ?? ''), `continued after ${k} tokens`).toBe(full.content);
+      expect(delivered.length + rest.completionTokens).toBe(full.completionTokens);
+      expect(rest.promptTokens).toBe(full.promptTokens);
+    }
+    // Ids of another file are never used: the text is (these would not even fit the vocabulary).
+    const other = await runtime.submit({
+      ...base,
+      requestId: 'other-file',
+      request: { ...request, maxTokens: 10, continuation: deltas[0]?.text ?? '', continuationTokens: { modelSha256: 'f'.repeat(64), ids: [10_000_000] } },
+    });
+    expect(other.completionTokens).toBeGreaterThan(0);
+    expect(other.promptTokens).toBe(full.promptTokens);
+  });
 });

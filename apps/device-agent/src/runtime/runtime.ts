@@ -50,7 +50,7 @@ export type JobSpec = {
   /** Epoch ms after which the job is useless. */
   deadline?: number;
   signal?: AbortSignal;
-  onTextDelta?: (text: string, tokens: number) => void;
+  onTextDelta?: (text: string, tokens: number, ids?: readonly number[]) => void;
 };
 
 export type JobResult = GenerateOutput & {
@@ -479,11 +479,14 @@ export class Runtime {
     job.startedAt = this.now();
     this.options.onModelUsed?.(entry.sha256);
     try {
-      const output = await model.generate(job.request, {
+      // Token ids of a continuation are valid only for the file they came from; another file gets the text. [P-3.6]
+      const { continuationTokens, ...rest } = job.request;
+      const request = continuationTokens?.modelSha256 === entry.sha256 ? job.request : rest;
+      const output = await model.generate(request, {
         signal: job.controller.signal,
-        onTextDelta: (text, tokens) => {
+        onTextDelta: (text, tokens, ids) => {
           if (job.firstTokenAt === undefined) job.firstTokenAt = this.now();
-          job.onTextDelta?.(text, tokens);
+          job.onTextDelta?.(text, tokens, ids);
         },
       });
       if (job.abandoned) return;

@@ -5,6 +5,7 @@ import {
   IdSchema,
   ModelNameSchema,
   NonNegativeInt,
+  Sha256Schema,
   TimestampSchema,
   messageText,
   shortText,
@@ -15,6 +16,8 @@ import {
 // gateway passes them through unchanged; the protocol's own fields are camelCase. [P-3.6]
 
 const content = () => z.string().max(LIMITS.contentLength);
+/** A token id of the model's vocabulary. */
+const TokenId = z.int().min(0).max(2 ** 31 - 1);
 const FunctionName = z
   .string()
   .min(1)
@@ -103,8 +106,17 @@ export const InferenceRequestSchema = z.object({
   sentAt: TimestampSchema,
   /** send chunks while generating (true) or only the final result (false) */
   stream: z.boolean(),
-  /** failover: assistant text the client has already received; the agent continues after it and never resends it */
-  continuation: z.object({ content: content() }).optional(),
+  /**
+   * failover: assistant text the client has already received; the agent continues after it and never resends it.
+   * `tokens`: the token ids that text was generated as, by the model file `modelSha256`: an agent holding that file
+   * continues after exactly those tokens (identical to the uninterrupted answer); any other agent uses the text. [P-3.6]
+   */
+  continuation: z
+    .object({
+      content: content(),
+      tokens: z.object({ modelSha256: Sha256Schema, ids: z.array(TokenId).min(1).max(LIMITS.continuationTokenIds) }).optional(),
+    })
+    .optional(),
   /** session affinity key (multi-turn chats), lets the agent reuse a cached context */
   sessionKey: IdSchema.optional(),
 });
@@ -137,6 +149,8 @@ export const InferenceChunkSchema = z
     seq: NonNegativeInt,
     /** tokens generated for this chunk's text, so the gateway can count what it delivered [P-3.7] */
     tokens: NonNegativeInt.optional(),
+    /** the ids of those tokens, in order, so a failover can continue after exactly them [P-3.6, P-3.7] */
+    tokenIds: z.array(TokenId).max(LIMITS.chunkTokenIds).optional(),
     delta: z.object({
       content: z.string().max(LIMITS.deltaLength).optional(),
       toolCalls: z.array(ToolCallDeltaSchema).max(LIMITS.toolCalls).optional(),

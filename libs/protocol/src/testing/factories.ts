@@ -175,7 +175,7 @@ export function makeInferenceRequest(overrides: Partial<InferenceRequest> = {}):
     deadline: FIXTURE_TS + 30_000,
     sentAt: FIXTURE_TS,
     stream: true,
-    continuation: { content: 'It is' },
+    continuation: { content: 'It is', tokens: { modelSha256: 'c'.repeat(64), ids: [1026, 475] } },
     sessionKey: 'chat-77',
     ...overrides,
   };
@@ -189,6 +189,7 @@ export function makeInferenceChunk(overrides: Partial<InferenceChunk> = {}): Inf
     attempt: 1,
     seq: 0,
     tokens: 1,
+    tokenIds: [2087],
     delta: {
       content: ' sunny',
       toolCalls: [{ index: 0, id: 'call-2', type: 'function', function: { name: 'get_weather', arguments: '{"ci' } }],
