@@ -441,9 +441,9 @@ class ForcedPrefix {
     const fresh = tokens.slice(left);
     this.check(mine, this.taken);
     this.taken += left;
-    this.text += this.model.detokenize(mine, false, this.ids.slice(0, this.taken - left) as Token[]);
+    this.text += this.model.detokenize(mine, false, this.ids.slice(0, this.taken - left));
     this.finish(this.text);
-    const freshText = this.model.detokenize(fresh, false, this.ids.slice(-CONTINUATION_CONTEXT_TOKENS) as Token[]);
+    const freshText = this.model.detokenize(fresh, false, this.ids.slice(-CONTINUATION_CONTEXT_TOKENS));
     return freshText === '' ? undefined : { text: freshText, tokens: fresh };
   }
 
