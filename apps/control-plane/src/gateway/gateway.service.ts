@@ -191,7 +191,7 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     const started = Date.now();
     const cloud = this.routing.cloud();
     const route = await this.route(chat, ctx.key, policy, cloud !== undefined);
-    if (!route) return this.viaCloud(cloud, chat, ctx, sink, note, 'no device serves this model', started);
+    if (!route) return this.viaCloud(cloud, chat, ctx, sink, note, 'no device serves this model', started, []);
     let current: { model: RoutedModel; tier: Tier | null } = route;
     let routeReason = route.reason;
     note({ model: current.model.name, tier: current.tier });
@@ -231,7 +231,7 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
           lease = await this.acquire(model, candidates, tried, affinityKey, ctx.signal, deadline);
         } catch (error) {
           if (attempt === 1 && cloud && !begun && error instanceof AppError && error.code === ErrorCode.NO_DEVICE_AVAILABLE) {
-            return this.viaCloud(cloud, chat, ctx, sink, note, error.message, started);
+            return this.viaCloud(cloud, chat, ctx, sink, note, error.message, started, log);
           }
           if (attempt > 1 && error instanceof AppError && error.code === ErrorCode.NO_DEVICE_AVAILABLE && tried.size > 0) {
             // every replica was tried: fall through to the failure below
@@ -538,15 +538,18 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     chat: NormalizedChat,
     ctx: ChatContext,
     sink: ChatSink | undefined,
-    note: (r: Partial<{ model: string | null; cloud: boolean; usage: Usage; ttftMs: number | null }>) => void,
+    note: (r: Partial<Noted>) => void,
     why: string,
     started: number,
+    log: RequestAttempt[],
   ): Promise<ChatOutcome> {
     if (!cloud) throw new GatewayError(503, 'no_device_available', why, { 'retry-after': '5' });
     if (!this.cloudAllowed(ctx.key, chat)) {
       throw new GatewayError(503, 'no_device_available', `${why}; this API key may not use the cloud fallback`, { 'retry-after': '5' });
     }
-    note({ cloud: true });
+    note({ cloud: true, attempts: log });
+    // The cloud is one more attempt in the request record, with no device. [request record]
+    const attempt = { attempt: (log.at(-1)?.attempt ?? 0) + 1, deviceId: null, startedAt: Date.now(), continuationChars: 0 };
     let begun = false;
     try {
       const answer = await cloud.complete(
@@ -564,9 +567,11 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
           : undefined,
       );
       if (sink && !begun) sink.begin({ model: answer.model, deviceId: null, cloud: true });
+      log.push({ ...attempt, endedAt: Date.now(), end: 'ok', tokens: answer.usage.completionTokens });
       note({ model: answer.model, usage: answer.usage });
       return { ...answer, deviceId: null, cloud: true, retries: 0, route: `cloud fallback: ${why}` };
     } catch (error) {
+      log.push({ ...attempt, endedAt: Date.now(), end: ctx.signal.aborted ? 'cancelled' : 'error', code: 'CLOUD_FALLBACK_FAILED', tokens: 0 });
       this.logger.warn({ err: error, requestId: ctx.requestId }, 'cloud fallback failed');
       throw this.wrap(new GatewayError(502, 'cloud_fallback_failed', `no device could serve and the cloud fallback failed: ${error instanceof Error ? error.message : String(error)}`), begun);
     }

@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { decodeTopic, topics, type InferenceCancel, type InferenceRequest, type InferenceResponse } from '@flotilla/protocol';
+import { decodeTopic, topics, type InferenceCancel, type InferenceRequest, type InferenceResponse, type RequestRecordView } from '@flotilla/protocol';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ensureModel } from '@flotilla/tools/models';
@@ -229,6 +229,9 @@ describeBackends('gateway (issue 5)', (backend) => {
     const { data, response } = await client.chat.completions.create({ ...ask, model: 'large' }).withResponse();
     expect(data.choices[0]?.message.content).toBe('cloud answer');
     expect(response.headers.get('x-flotilla-device')).toBe('cloud');
+    // The request record lists the cloud as the one attempt, with no device.
+    const record = await api<RequestRecordView>(t.cp, `/api/v1/requests/${response.headers.get('x-request-id') ?? ''}`, { token: adminToken });
+    expect(record.body).toMatchObject({ cloud: true, deviceId: null, attempts: [{ attempt: 1, deviceId: null, end: 'ok', tokens: data.usage?.completion_tokens }] });
     const stream = await client.chat.completions.create({ ...ask, model: 'tiny-l', stream: true });
     let text = '';
     for await (const c of stream) text += c.choices[0]?.delta.content ?? '';
