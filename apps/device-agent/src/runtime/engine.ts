@@ -74,3 +74,59 @@ export class InferenceFailure extends Error {
     this.name = 'InferenceFailure';
   }
 }
+
+/** An engine that hands every call to another one and wraps the models it loads: a base for decorators. */
+export abstract class ForwardingEngine implements InferenceEngine {
+  constructor(protected readonly inner: InferenceEngine) {}
+
+  get runtimeInfo(): RuntimeInfo {
+    return this.inner.runtimeInfo;
+  }
+
+  estimateMemory(options: LoadModelOptions): Promise<number> {
+    return this.inner.estimateMemory(options);
+  }
+
+  async loadModel(options: LoadModelOptions): Promise<EngineModel> {
+    return this.wrap(await this.inner.loadModel(options));
+  }
+
+  gpus(): Promise<GpuInfo[]> {
+    return this.inner.gpus();
+  }
+
+  dispose(): Promise<void> {
+    return this.inner.dispose();
+  }
+
+  protected abstract wrap(model: EngineModel): EngineModel;
+}
+
+/** A model that hands every call to another one; decorators override what they change. */
+export class ForwardingModel implements EngineModel {
+  constructor(protected readonly inner: EngineModel) {}
+
+  get memoryBytes(): number {
+    return this.inner.memoryBytes;
+  }
+
+  get contextSize(): number {
+    return this.inner.contextSize;
+  }
+
+  get parallel(): number {
+    return this.inner.parallel;
+  }
+
+  get freeSequences(): number {
+    return this.inner.freeSequences;
+  }
+
+  generate(request: GenerateRequest, hooks: GenerateHooks): Promise<GenerateOutput> {
+    return this.inner.generate(request, hooks);
+  }
+
+  dispose(): Promise<void> {
+    return this.inner.dispose();
+  }
+}

@@ -1,5 +1,4 @@
-import type { GpuInfo, RuntimeInfo } from '@flotilla/protocol';
-import { InferenceFailure, type EngineModel, type GenerateHooks, type GenerateOutput, type GenerateRequest, type InferenceEngine, type LoadModelOptions } from './engine.js';
+import { ForwardingEngine, ForwardingModel, InferenceFailure, type EngineModel, type GenerateHooks, type GenerateOutput, type GenerateRequest, type InferenceEngine } from './engine.js';
 
 /** One text delta handed to the agent, with performance.now() at that moment. */
 export type TokenRecord = { text: string; at: number };
@@ -12,62 +11,34 @@ export type TokenRecord = { text: string; at: number };
  * evaluation step); no delta is handed over meanwhile. The agent uses it only as a test seam
  * (`streaming.testTokenGapMs`), so an end-to-end test can act between two chunks of a real agent's stream.
  */
-export class PacedEngine implements InferenceEngine {
+export class PacedEngine extends ForwardingEngine {
   /** Every streamed generation's deltas, in start order. */
   readonly generations: TokenRecord[][] = [];
 
   constructor(
-    private readonly inner: InferenceEngine,
+    inner: InferenceEngine,
     private readonly gapMs: number,
     private readonly abortDelayMs = 0,
-  ) {}
-
-  get runtimeInfo(): RuntimeInfo {
-    return this.inner.runtimeInfo;
+  ) {
+    super(inner);
   }
 
-  estimateMemory(options: LoadModelOptions): Promise<number> {
-    return this.inner.estimateMemory(options);
-  }
-
-  async loadModel(options: LoadModelOptions): Promise<EngineModel> {
-    return new PacedModel(await this.inner.loadModel(options), this.gapMs, this.abortDelayMs, this.generations);
-  }
-
-  gpus(): Promise<GpuInfo[]> {
-    return this.inner.gpus();
-  }
-
-  dispose(): Promise<void> {
-    return this.inner.dispose();
+  protected wrap(model: EngineModel): EngineModel {
+    return new PacedModel(model, this.gapMs, this.abortDelayMs, this.generations);
   }
 }
 
-class PacedModel implements EngineModel {
+class PacedModel extends ForwardingModel {
   constructor(
-    private readonly inner: EngineModel,
+    inner: EngineModel,
     private readonly gapMs: number,
     private readonly abortDelayMs: number,
     private readonly generations: TokenRecord[][],
-  ) {}
-
-  get memoryBytes(): number {
-    return this.inner.memoryBytes;
+  ) {
+    super(inner);
   }
 
-  get contextSize(): number {
-    return this.inner.contextSize;
-  }
-
-  get parallel(): number {
-    return this.inner.parallel;
-  }
-
-  get freeSequences(): number {
-    return this.inner.freeSequences;
-  }
-
-  async generate(request: GenerateRequest, hooks: GenerateHooks): Promise<GenerateOutput> {
+  override async generate(request: GenerateRequest, hooks: GenerateHooks): Promise<GenerateOutput> {
     const deliver = hooks.onTextDelta;
     if (!deliver) return this.inner.generate(request, hooks);
     const record: TokenRecord[] = [];
@@ -108,10 +79,6 @@ class PacedModel implements EngineModel {
       throw new InferenceFailure('CANCELLED', 'generation stopped');
     }
     return output;
-  }
-
-  dispose(): Promise<void> {
-    return this.inner.dispose();
   }
 }
 
