@@ -2,6 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { DATABASE } from '../app/tokens.js';
 import { SECRET_PREFIX, hashSecret, secretMatches, secretPrefix } from '../auth/secrets.js';
 import type { Database } from '../database/index.js';
+import { RateLimitService, retryAfterSeconds } from '../rate-limit/rate-limit.service.js';
 import { GatewayError } from './openai-format.js';
 
 export interface GatewayKey {
@@ -22,15 +23,18 @@ const LAST_USED_EVERY_MS = 60_000;
 
 /**
  * Gateway API keys (scope `gateway`, Bearer): looked up by hash with a 10 s cache, so a request costs no database
- * round trip and a revoked key stops working within 10 s. Per-key token buckets (`rateLimitPerMinute`).
+ * round trip and a revoked key stops working within 10 s. Per-key request limits (`rateLimitPerMinute`) through
+ * the control plane's one RateLimitService.
  */
 @Injectable()
 export class GatewayKeys {
   private readonly cache = new Map<string, Cached>();
-  private readonly buckets = new Map<string, { tokens: number; updatedAt: number }>();
   private readonly lastUsedWritten = new Map<string, number>();
 
-  constructor(@Inject(DATABASE) private readonly db: Database) {}
+  constructor(
+    @Inject(DATABASE) private readonly db: Database,
+    private readonly rateLimits: RateLimitService,
+  ) {}
 
   async authenticate(authorization: string | undefined): Promise<GatewayKey> {
     const bearer = /^Bearer\s+(.+)$/i.exec(authorization ?? '')?.[1]?.trim();
@@ -57,22 +61,16 @@ export class GatewayKeys {
     return entry.key;
   }
 
-  /** Takes one request from the key's bucket; 429 with Retry-After when empty. */
-  takeRate(key: GatewayKey, now = Date.now()): void {
+  /** Takes one request from the key's per-minute limit; 429 with Retry-After when it is spent. */
+  async takeRate(key: GatewayKey): Promise<void> {
     if (!key.ratePerMinute) return;
     const capacity = key.ratePerMinute;
-    const perMs = capacity / 60_000;
-    const b = this.buckets.get(key.id) ?? { tokens: capacity, updatedAt: now };
-    b.tokens = Math.min(capacity, b.tokens + (now - b.updatedAt) * perMs);
-    b.updatedAt = now;
-    this.buckets.set(key.id, b);
-    if (b.tokens < 1) {
-      const retryAfter = Math.max(1, Math.ceil((1 - b.tokens) / perMs / 1000));
+    const decision = await this.rateLimits.take('gateway-key', key.id, { capacity, refillPerSecond: capacity / 60 });
+    if (!decision.allowed) {
       throw new GatewayError(429, 'rate_limit_exceeded', `rate limit of ${capacity} requests per minute reached for this API key`, {
-        'retry-after': String(retryAfter),
+        'retry-after': String(retryAfterSeconds(decision.retryAfterMs)),
       });
     }
-    b.tokens -= 1;
   }
 
   /** An empty allow-list allows every model. */

@@ -69,7 +69,7 @@ export class GatewayController {
     let streaming = false;
     try {
       const key = await this.keys.authenticate(request.headers.authorization);
-      this.keys.takeRate(key);
+      await this.keys.takeRate(key);
       const chat = parseChatBody(request.body);
       if (chat.messages.length > this.settings.maxMessages) {
         throw new GatewayError(400, 'invalid_request_error', `at most ${this.settings.maxMessages} messages per request, got ${chat.messages.length}`, {}, 'messages');

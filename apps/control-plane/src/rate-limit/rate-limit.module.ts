@@ -4,15 +4,12 @@ import type { ControlPlaneConfig } from '../config/config.js';
 import { LoginThrottle } from './login-throttle.js';
 import { RateLimitService } from './rate-limit.service.js';
 import { RATE_LIMIT_SETTINGS } from './rate-limit.settings.js';
-import { RATE_LIMIT_STORE } from './rate-limit.tokens.js';
-import { InMemoryTokenBucketStore } from './token-bucket.js';
 
 @Global()
 @Module({
   providers: [
     RateLimitService,
     LoginThrottle,
-    { provide: RATE_LIMIT_STORE, useFactory: () => new InMemoryTokenBucketStore() },
     { provide: RATE_LIMIT_SETTINGS, useFactory: (config: ControlPlaneConfig) => config.rateLimit, inject: [CONFIG] },
   ],
   exports: [RateLimitService, LoginThrottle],

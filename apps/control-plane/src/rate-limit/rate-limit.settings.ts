@@ -1,8 +1,13 @@
 import { z } from 'zod';
 import { blankAsUnset } from '../config/env-helpers.js';
-import type { RateLimitPolicy } from './token-bucket.js';
 
 export const RATE_LIMIT_SETTINGS = Symbol('flotilla.rate-limit-settings');
+
+/** A limit's shape: `capacity` requests at once, then one more every 1/`refillPerSecond` seconds. */
+export interface RateLimitPolicy {
+  capacity: number;
+  refillPerSecond: number;
+}
 
 /** The limited actions and the key each bucket is per. */
 export type RateLimitScope = 'login-ip' | 'login-pair' | 'login-account' | 'enroll-ip' | 'enroll-token';
@@ -16,7 +21,7 @@ const perMinute = (variable: string, fallback: number) => {
 };
 
 /**
- * Requests per minute, as a token bucket of that capacity refilled evenly over the minute; 0 turns a limit off.
+ * Requests per minute: that many at once, then one more every 60/N seconds (see RateLimitService); 0 turns a limit off.
  * Login is the brute-force target (and argon2 costs CPU), so it is tight: attempts per address, failures per
  * (address, account) pair refused, failures per account only slowed (so nobody elsewhere can lock the owner out).
  * Enrollment tokens are 256-bit random, so its limits only stop floods, and stay wide enough for a site enrolling
