@@ -10,6 +10,7 @@
  */
 import { readFile, realpath, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
+import { parseArgs as parseCommandLine, type ParseArgsConfig } from 'node:util';
 
 export const DEFAULT_SERVER = 'http://127.0.0.1:8080';
 
@@ -34,61 +35,30 @@ export interface CliIo {
   writeFile(path: string, text: string): Promise<void>;
 }
 
-interface Args {
-  command: string | undefined;
-  file?: string;
-  output?: string;
-  server?: string;
-  token?: string;
-  dryRun: boolean;
-  prune: boolean;
-  help: boolean;
-}
-
 class UsageError extends Error {}
 
-function parseArgs(argv: string[]): Args {
-  const args: Args = { command: undefined, dryRun: false, prune: false, help: false };
-  const value = (i: number, flag: string) => {
-    const v = argv[i + 1];
-    if (v === undefined || (v.startsWith('-') && v !== '-')) throw new UsageError(`${flag} needs a value`);
-    return v;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i] ?? '';
-    const [flag, inline] = a.startsWith('--') && a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
-    const take = () => inline ?? value(i++, flag);
-    switch (flag) {
-      case '-f':
-      case '--file':
-        args.file = take();
-        break;
-      case '-o':
-      case '--output':
-        args.output = take();
-        break;
-      case '--server':
-        args.server = take();
-        break;
-      case '--token':
-        args.token = take();
-        break;
-      case '--dry-run':
-        args.dryRun = true;
-        break;
-      case '--prune':
-        args.prune = true;
-        break;
-      case '-h':
-      case '--help':
-        args.help = true;
-        break;
-      default:
-        if (flag.startsWith('-') || args.command !== undefined) throw new UsageError(`unknown argument ${a}`);
-        args.command = flag;
-    }
+const OPTIONS = {
+  file: { type: 'string', short: 'f' },
+  output: { type: 'string', short: 'o' },
+  server: { type: 'string' },
+  token: { type: 'string' },
+  'dry-run': { type: 'boolean' },
+  prune: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const satisfies ParseArgsConfig['options'];
+
+/** Node's own parser, as the agent's CLI uses: unknown flags, missing values and `--prune=false` are usage errors. */
+function parseArgs(argv: string[]) {
+  let parsed;
+  try {
+    parsed = parseCommandLine({ args: argv, options: OPTIONS, allowPositionals: true });
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
   }
-  return args;
+  const [command, extra] = parsed.positionals;
+  if (extra !== undefined) throw new UsageError(`unknown argument ${extra}`);
+  const { file, output, server, token, prune = false, help = false } = parsed.values;
+  return { command, file, output, server, token, dryRun: parsed.values['dry-run'] ?? false, prune, help };
 }
 
 interface ApplyResponse {
@@ -105,7 +75,7 @@ const MARK: Record<string, string> = { create: '+', update: '~', delete: '-', un
 
 /** Runs one command; returns the exit code (0 done, 1 refused or failed, 2 usage). */
 export async function runCli(argv: string[], env: NodeJS.ProcessEnv, io: CliIo): Promise<number> {
-  let args: Args;
+  let args: ReturnType<typeof parseArgs>;
   try {
     args = parseArgs(argv);
   } catch (error) {

@@ -7,7 +7,7 @@ import { INITIAL_CREDENTIALS_FILE } from './bootstrap/initial-credentials.js';
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env);
-  const logger = createLogger(config.logLevel);
+  const logger = createLogger(config.logLevel, { prettyWhenTty: true });
   const cp = await startControlPlane(config, logger);
   if (cp.initialCredentials) {
     // Printed once, on purpose, outside the (redacting) log: the operator needs these to sign in.

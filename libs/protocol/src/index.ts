@@ -5,6 +5,7 @@ export * from './messages.js';
 export * from './topics.js';
 export * from './codec.js';
 export * from './json-schema.js';
+export * from './logging.js';
 export {
   DEVICE_ID_PATTERN,
   DeviceIdSchema,

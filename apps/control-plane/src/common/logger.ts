@@ -1,23 +1,28 @@
-import { pino, type Logger, type LevelWithSilent } from 'pino';
+import { REDACTED_LOG_PATHS, REDACTION_CENSOR, prettyLogOptions } from '@flotilla/protocol';
+import { pino, type DestinationStream, type Logger, type LevelWithSilent } from 'pino';
+import { build as prettyStream } from 'pino-pretty';
 
-/** Paths pino must never print: credentials in any shape they travel in. */
-export const REDACT_PATHS = [
-  'password',
-  '*.password',
-  'adminPassword',
-  'apiKey',
-  '*.apiKey',
-  'token',
-  '*.token',
-  'secret',
-  '*.secret',
-  'authorization',
-  '*.authorization',
-  'headers.authorization',
-  'req.headers.authorization',
-  'mqtt.password',
-];
+export interface LoggerOptions {
+  name?: string;
+  /** where lines go; default standard output */
+  destination?: DestinationStream;
+  /** readable lines instead of JSON when the output is a terminal (`npm start`) */
+  prettyWhenTty?: boolean;
+  /** default: whether standard output is a terminal */
+  isTty?: boolean;
+}
 
-export function createLogger(level: LevelWithSilent, name = 'control-plane'): Logger {
-  return pino({ name, level, redact: { paths: REDACT_PATHS, censor: '[redacted]' } });
+/** JSON lines with ISO 8601 times (readable ones on a terminal with `prettyWhenTty`); secrets become "[redacted]". */
+export function createLogger(level: LevelWithSilent, options: LoggerOptions = {}): Logger {
+  const pretty = prettyLogOptions({ prettyWhenTty: options.prettyWhenTty, isTty: options.isTty ?? process.stdout.isTTY, destination: options.destination });
+  const destination = pretty ? prettyStream(pretty) : options.destination;
+  return pino(
+    {
+      name: options.name ?? 'control-plane',
+      level,
+      redact: { paths: [...REDACTED_LOG_PATHS], censor: REDACTION_CENSOR },
+      timestamp: pino.stdTimeFunctions.isoTime,
+    },
+    destination,
+  );
 }

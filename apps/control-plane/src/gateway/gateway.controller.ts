@@ -9,6 +9,7 @@ import { Public, RequireRole } from '../auth/auth.guard.js';
 import { notFound } from '../common/app-error.js';
 import { parseInput } from '../common/parse.js';
 import { ApiDoc } from '../openapi/api-doc.js';
+import { SseConnection } from '../stream/sse-connection.js';
 import { GatewayAccounting } from './accounting.js';
 import { DeviceDirectory } from './device-directory.js';
 import { Dispatcher } from './dispatcher.js';
@@ -66,7 +67,8 @@ export class GatewayController {
     reply.raw.on('close', () => {
       if (!reply.raw.writableFinished) aborter.abort();
     });
-    let streaming = false;
+    // The streamed answer, once a device answered: the error path below ends it.
+    let sse: SseConnection | undefined;
     try {
       const key = await this.keys.authenticate(request.headers.authorization);
       await this.keys.takeRate(key);
@@ -89,13 +91,13 @@ export class GatewayController {
       }
       let model = chat.requestedModel;
       const raw = reply.raw;
-      const write = (data: unknown) => raw.write(`data: ${JSON.stringify(data)}\n\n`);
+      let answered = false;
+      const send = (data: unknown) => sse?.send({ data });
       const out = await this.gateway.chat(
         chat,
         { requestId, key, signal: aborter.signal },
         {
           begin: (info) => {
-            streaming = true;
             model = info.model;
             reply.hijack();
             raw.writeHead(200, {
@@ -106,22 +108,29 @@ export class GatewayController {
               'x-request-id': requestId,
               ...this.headerValues(info),
             });
-            write(chunkBody(id, created, model, { role: 'assistant', content: '' }));
+            // OpenAI's data-only stream: heartbeats as comments, which its clients skip.
+            sse = new SseConnection(raw, this.settings.streamHeartbeatMs, 'comment');
+            // Cut for not reading (the writer's size cap) is gone too, like a closed socket: cancel the device job.
+            sse.onClose(() => {
+              if (!answered) aborter.abort();
+            });
+            send(chunkBody(id, created, model, { role: 'assistant', content: '' }));
           },
-          content: (delta) => write(chunkBody(id, created, model, { content: delta })),
-          toolCalls: (deltas) => write(chunkBody(id, created, model, { tool_calls: deltas })),
+          content: (delta) => send(chunkBody(id, created, model, { content: delta })),
+          toolCalls: (deltas) => send(chunkBody(id, created, model, { tool_calls: deltas })),
         },
       );
-      write(chunkBody(id, created, model, {}, out.finishReason));
-      if (chat.includeUsage) write(usageChunkBody(id, created, model, out.usage));
-      raw.end('data: [DONE]\n\n');
+      answered = true;
+      send(chunkBody(id, created, model, {}, out.finishReason));
+      if (chat.includeUsage) send(usageChunkBody(id, created, model, out.usage));
+      sse?.sendLiteral('[DONE]');
+      sse?.close();
     } catch (error) {
-      if (streaming || error instanceof StreamFailure) {
+      if (sse || error instanceof StreamFailure) {
         const e = error instanceof StreamFailure ? error.error : toGatewayError(error);
-        if (!reply.raw.writableEnded && !reply.raw.destroyed) {
-          // One error event ends the stream; OpenAI clients raise it as an APIError. [issue 5: failover]
-          reply.raw.end(`data: ${JSON.stringify(e.body)}\n\n`);
-        }
+        // One error event ends the stream; OpenAI clients raise it as an APIError. [issue 5: failover]
+        sse?.send({ data: e.body });
+        sse?.close();
         return;
       }
       await this.sendError(reply, error);

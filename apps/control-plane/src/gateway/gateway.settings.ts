@@ -27,6 +27,7 @@ export const gatewayEnvSchema = z.object({
   FLOTILLA_GATEWAY_FIRST_TOKEN_TIMEOUT_MS: int(100, 600_000, 10_000),
   FLOTILLA_GATEWAY_MAX_ATTEMPTS: int(1, 10, 3),
   FLOTILLA_GATEWAY_MAX_MESSAGES: int(1, 512, 256),
+  FLOTILLA_GATEWAY_STREAM_HEARTBEAT_S: z.coerce.number().min(0.1).max(300).default(15),
   FLOTILLA_GATEWAY_COOLDOWN_FAILURES: int(1, 100, 3),
   FLOTILLA_GATEWAY_COOLDOWN_MS: int(0, 3_600_000, 15_000),
   FLOTILLA_GATEWAY_MEDIUM_PROMPT_CHARS: int(1, 10_000_000, 1500),
@@ -62,6 +63,8 @@ export interface GatewaySettings {
   firstTokenTimeoutMs: number;
   maxAttempts: number;
   maxMessages: number;
+  /** a `: heartbeat` comment this often on a streamed answer, so a proxy or client sees the link alive between tokens */
+  streamHeartbeatMs: number;
   cooldownFailures: number;
   cooldownMs: number;
   mediumPromptChars: number;
@@ -91,6 +94,7 @@ export function gatewaySettingsFromEnv(e: z.infer<typeof gatewayEnvSchema>, read
     firstTokenTimeoutMs: e.FLOTILLA_GATEWAY_FIRST_TOKEN_TIMEOUT_MS,
     maxAttempts: e.FLOTILLA_GATEWAY_MAX_ATTEMPTS,
     maxMessages: e.FLOTILLA_GATEWAY_MAX_MESSAGES,
+    streamHeartbeatMs: e.FLOTILLA_GATEWAY_STREAM_HEARTBEAT_S * 1000,
     cooldownFailures: e.FLOTILLA_GATEWAY_COOLDOWN_FAILURES,
     cooldownMs: e.FLOTILLA_GATEWAY_COOLDOWN_MS,
     mediumPromptChars: e.FLOTILLA_GATEWAY_MEDIUM_PROMPT_CHARS,

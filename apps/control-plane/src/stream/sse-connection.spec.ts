@@ -50,4 +50,31 @@ describe('SseConnection', () => {
     for (let i = 0; i * big.length <= MAX_BUFFERED_BYTES + big.length && !sse.isClosed; i++) sse.send({ data: big });
     expect(sse.isClosed).toBe(true);
   });
+
+  it("frames OpenAI's data-only stream: comment heartbeats, JSON data lines, data: [DONE]", async () => {
+    const out = new PassThrough();
+    const text = collect(out);
+    const sse = new SseConnection(out, 20, 'comment');
+    sse.send({ data: { choices: [{ delta: { content: 'hi\n' } }] } });
+    await new Promise((r) => setTimeout(r, 70));
+    sse.sendLiteral('[DONE]');
+    sse.close();
+    await new Promise((r) => setImmediate(r));
+    const frames = text().split('\n\n');
+    expect(frames[0]).toBe('data: {"choices":[{"delta":{"content":"hi\\n"}}]}');
+    expect(frames.slice(1, -2).length).toBeGreaterThanOrEqual(2);
+    expect(new Set(frames.slice(1, -2))).toEqual(new Set([': heartbeat']));
+    expect(frames.slice(-2)).toEqual(['data: [DONE]', '']);
+  });
+
+  it('stops writing to a response someone else destroyed', () => {
+    const out = new PassThrough();
+    const sse = new SseConnection(out, 0);
+    let closed = 0;
+    sse.onClose(() => closed++);
+    out.destroy();
+    sse.send({ data: 'after' });
+    expect(sse.isClosed).toBe(true);
+    expect(closed).toBe(1);
+  });
 });

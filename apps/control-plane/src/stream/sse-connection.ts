@@ -12,8 +12,16 @@ export interface SseMessage {
 export const MAX_BUFFERED_BYTES = 1024 * 1024;
 
 /**
- * One Server-Sent Events response: frames messages (data as one JSON line, so no payload can inject fields), sends a
- * `heartbeat` event on an interval so both sides notice a dead link, and ends cleanly once.
+ * How a heartbeat is framed: `event`, a `heartbeat` event with the time (the event stream's clients listen for it);
+ * `comment`, a `: heartbeat` comment line, which SSE clients skip, for data-only streams (the OpenAI-compatible
+ * gateway's, whose clients would take any `data:` line for a chunk).
+ */
+export type SseHeartbeat = 'event' | 'comment';
+
+/**
+ * One Server-Sent Events response, the one writer of every SSE stream (event stream, gateway): frames messages (data
+ * as one JSON line, so no payload can inject fields), sends a heartbeat on an interval so both sides and proxies
+ * notice a dead link, cuts a reader whose socket buffer passed MAX_BUFFERED_BYTES, and ends cleanly once.
  */
 export class SseConnection {
   private timer: NodeJS.Timeout | undefined;
@@ -23,11 +31,13 @@ export class SseConnection {
   constructor(
     private readonly out: Writable,
     private readonly heartbeatMs: number,
+    heartbeat: SseHeartbeat = 'event',
   ) {
     out.on('close', () => this.close());
     out.on('error', () => this.close());
     if (heartbeatMs > 0) {
-      this.timer = setInterval(() => this.send({ event: 'heartbeat', data: { at: new Date().toISOString() } }), heartbeatMs);
+      const beat = heartbeat === 'event' ? () => this.send({ event: 'heartbeat', data: { at: new Date().toISOString() } }) : () => this.write(': heartbeat\n\n');
+      this.timer = setInterval(beat, heartbeatMs);
       this.timer.unref();
     }
   }
@@ -49,6 +59,11 @@ export class SseConnection {
     this.write(frame);
   }
 
+  /** A `data:` line as it is, for a sentinel that is not JSON (OpenAI's `data: [DONE]`). */
+  sendLiteral(data: string): void {
+    this.write(`data: ${singleLine(data)}\n\n`);
+  }
+
   onClose(listener: () => void): void {
     if (this.closed) listener();
     else this.closeListeners.push(listener);
@@ -64,7 +79,8 @@ export class SseConnection {
 
   private write(text: string): void {
     if (this.closed) return;
-    if (this.out.writableLength > MAX_BUFFERED_BYTES) {
+    // A response destroyed or ended by someone else (the client went away) takes no more writes.
+    if (this.out.writableLength > MAX_BUFFERED_BYTES || this.out.destroyed || this.out.writableEnded) {
       this.close();
       return;
     }

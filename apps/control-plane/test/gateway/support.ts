@@ -74,8 +74,8 @@ export async function publishDesired(cp: ControlPlane, deviceId: string, models:
   await cp.broker.publish(topics.desired(deviceId), payload, { qos: 1, retain: true });
 }
 
-/** An OpenAI-compatible stand-in for the cloud fallback: always answers "cloud answer". */
-export async function startCloudStandIn(): Promise<{ url: string; calls: number; close(): Promise<void> }> {
+/** An OpenAI-compatible stand-in for the cloud fallback: always answers "cloud answer" (streamed: `pauseMs` between pieces). */
+export async function startCloudStandIn(options: { pauseMs?: number } = {}): Promise<{ url: string; calls: number; close(): Promise<void> }> {
   const state = { calls: 0 };
   const server: Server = createServer((req, res) => {
     let body = '';
@@ -86,12 +86,18 @@ export async function startCloudStandIn(): Promise<{ url: string; calls: number;
       const base = { id: 'chatcmpl-cloud', created: 1, model: parsed.model };
       if (parsed.stream) {
         res.writeHead(200, { 'content-type': 'text/event-stream' });
-        for (const piece of ['cloud ', 'answer']) {
-          res.write(`data: ${JSON.stringify({ ...base, object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content: piece }, finish_reason: null }] })}\n\n`);
-        }
-        res.write(`data: ${JSON.stringify({ ...base, object: 'chat.completion.chunk', choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] })}\n\n`);
-        res.write(`data: ${JSON.stringify({ ...base, object: 'chat.completion.chunk', choices: [], usage: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 } })}\n\n`);
-        res.end('data: [DONE]\n\n');
+        const frames = [
+          ...['cloud ', 'answer'].map((piece) => ({ ...base, object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content: piece }, finish_reason: null }] })),
+          { ...base, object: 'chat.completion.chunk', choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] },
+          { ...base, object: 'chat.completion.chunk', choices: [], usage: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 } },
+        ];
+        (async () => {
+          for (const [i, frame] of frames.entries()) {
+            if (options.pauseMs && i < 2) await new Promise((done) => setTimeout(done, options.pauseMs));
+            res.write(`data: ${JSON.stringify(frame)}\n\n`);
+          }
+          res.end('data: [DONE]\n\n');
+        })().catch((error: unknown) => res.destroy(error instanceof Error ? error : new Error(String(error))));
         return;
       }
       res.writeHead(200, { 'content-type': 'application/json' });

@@ -81,7 +81,7 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo, env
       io.err(error instanceof Error ? error.message : String(error));
       return 1;
     }
-    const logger = createLogger({ level: config.logLevel, deviceId: credentials.deviceId });
+    const logger = createLogger({ level: config.logLevel, deviceId: credentials.deviceId, prettyWhenTty: true });
     installCrashHandlers(logger);
     const agent = await Agent.create({ config, credentials, logger });
     await agent.start();
