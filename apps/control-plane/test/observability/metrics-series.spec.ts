@@ -1,12 +1,15 @@
 import { readFileSync } from 'node:fs';
-import { encode, topics } from '@flotilla/protocol';
+import { ErrorCode, encode, topics } from '@flotilla/protocol';
 import { makeTelemetry } from '@flotilla/protocol/testing';
 import { connectAsync } from 'mqtt';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { MetricsRegistry } from '../../src/metrics/metrics-registry.js';
-import { api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
+import { GatewayAccounting } from '../../src/gateway/accounting.js';
+import { modelBody } from '../scheduler/support.js';
+import { adminLogin, api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
 import { describeBackends } from '../support/databases.js';
 import { pollUntil } from '../support/poll.js';
+import { startFailingDevice } from '../gateway/support.js';
 import { enrollDevice, loginAdmin } from './helpers.js';
 import { parsePrometheusText, sampleValue, type Family } from './prometheus-text.js';
 
@@ -110,6 +113,57 @@ describeBackends('metrics series', (backend) => {
       const metric = registry.get(spec.name);
       expect(metric, spec.name).toBeDefined();
       expect({ name: spec.name, type: metric?.type, labelNames: [...(metric?.labelNames ?? [])] }).toEqual({ name: spec.name, type: spec.type, labelNames: spec.labelNames });
+    }
+  });
+
+  it('removes every series of a revoked device and of a model deleted from the catalog', async () => {
+    const { gatewayKey } = await adminLogin(t.cp, t.isolated.dataDir);
+    const model = 'm-retired';
+    expect((await api(t.cp, '/api/v1/models', { token: admin, body: modelBody(model) })).status).toBe(201);
+    const { deviceId } = await enrollDevice(t.cp, admin, 'retired-box');
+    // A device (broker messages only) that holds the model ready and fails every job: the gateway leases it, sends
+    // the job over MQTT and records the request, which makes the per-model and per-device series.
+    const device = await startFailingDevice(t.cp, deviceId, [model], { code: ErrorCode.GENERATION_FAILED, message: 'scripted failure', retryable: false });
+    try {
+      const ask = () =>
+        fetch(`${t.cp.url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${gatewayKey}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }] }),
+        });
+      await pollUntil(
+        async () => {
+          await ask();
+          return device.jobs.length > 0;
+        },
+        { what: 'a job sent to the scripted device', timeoutMs: 20_000 },
+      );
+      await t.cp.app.get(GatewayAccounting).flush();
+      const labelled = (families: Map<string, Family>) =>
+        [...families.values()].flatMap((f) => f.samples.filter((s) => s.labels.device === deviceId || s.labels.model === model).map((s) => s.name));
+      const before = new Set(labelled(await scrape()));
+      for (const name of [
+        'flotilla_gateway_requests_total',
+        'flotilla_gateway_request_duration_seconds_count',
+        'flotilla_gateway_device_outstanding_requests',
+        'flotilla_gateway_device_cooldown',
+      ]) {
+        expect(before, name).toContain(name);
+      }
+
+      expect((await api(t.cp, `/api/v1/devices/${deviceId}/revoke`, { token: admin, body: {} })).status).toBe(200);
+      expect((await api(t.cp, `/api/v1/models/${model}`, { method: 'DELETE', token: admin })).status).toBe(200);
+      // Removal follows the events asynchronously: the next scrapes must lose every such series.
+      const after = await pollUntil(
+        async () => {
+          const left = labelled(await scrape());
+          return left.length === 0 ? left : undefined;
+        },
+        { what: 'the series of the revoked device and the deleted model to go', timeoutMs: 10_000 },
+      ).catch(async () => labelled(await scrape()));
+      expect(after).toEqual([]);
+    } finally {
+      await device.stop();
     }
   });
 });
