@@ -92,7 +92,7 @@ export class CatalogService {
       return row;
     };
     const row = tx ? await run(tx) : await this.db.prisma.$transaction(run);
-    if (!tx) this.events.emit('catalog.changed', { modelId: row.id, action: 'created' });
+    if (!tx) this.events.emit('catalog.changed', { modelId: row.id, name: row.name, action: 'created' });
     return modelView(row);
   }
 
@@ -106,7 +106,7 @@ export class CatalogService {
       return row;
     };
     const row = tx ? await run(tx) : await this.db.prisma.$transaction(run);
-    if (!tx) this.events.emit('catalog.changed', { modelId: row.id, action: 'updated' });
+    if (!tx) this.events.emit('catalog.changed', { modelId: row.id, name: row.name, action: 'updated' });
     return modelView(row);
   }
 
@@ -124,7 +124,7 @@ export class CatalogService {
       return current;
     };
     const row = tx ? await run(tx) : await this.db.prisma.$transaction(run);
-    if (!tx) this.events.emit('catalog.changed', { modelId: row.id, action: 'deleted' });
+    if (!tx) this.events.emit('catalog.changed', { modelId: row.id, name: row.name, action: 'deleted' });
     return modelView(row);
   }
 

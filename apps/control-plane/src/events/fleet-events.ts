@@ -15,7 +15,8 @@ export interface FleetEventMap {
   /** a device acknowledged a command [P-3.9] */
   'command.ack': { deviceId: string; commandId: string; status: 'accepted' | 'completed' | 'rejected' | 'failed'; code: string | null; message: string | null };
   'model-state.changed': { deviceId: string; modelId: string; state: string; at: string };
-  'catalog.changed': { modelId: string; action: 'created' | 'updated' | 'deleted' };
+  /** `name` as it is now, or was when deleted (listeners can no longer read a deleted row) */
+  'catalog.changed': { modelId: string; name: string; action: 'created' | 'updated' | 'deleted' };
   'deployment.changed': { deploymentId: string; action: 'created' | 'updated' | 'deleted' };
   /** the fleet file's routing block changed (the gateway reloads it with FleetService.routing()) */
   'routing.changed': { at: string };

@@ -108,7 +108,7 @@ export class FleetService {
         changes.push({ kind: 'model', name: m.name, action, ...(action === 'update' ? { fields } : {}) });
         if (options.dryRun || action === 'unchanged') continue;
         const row = current ? await this.catalog.update(current.id, pick(m, fields), actor, tx) : await this.catalog.create(m, actor, tx);
-        emitted.push(() => this.events.emit('catalog.changed', { modelId: row.id, action: current ? 'updated' : 'created' }));
+        emitted.push(() => this.events.emit('catalog.changed', { modelId: row.id, name: row.name, action: current ? 'updated' : 'created' }));
       }
       for (const d of file.deployments) {
         const current = deploymentsByName.get(d.name);
@@ -134,7 +134,7 @@ export class FleetService {
           changes.push({ kind: 'model', name: m.name, action: 'delete' });
           if (options.dryRun) continue;
           await this.catalog.remove(m.id, actor, tx);
-          emitted.push(() => this.events.emit('catalog.changed', { modelId: m.id, action: 'deleted' }));
+          emitted.push(() => this.events.emit('catalog.changed', { modelId: m.id, name: m.name, action: 'deleted' }));
         }
       }
       for (const [key, value] of [

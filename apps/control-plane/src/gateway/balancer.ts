@@ -174,6 +174,15 @@ export class Balancer {
     for (const [k, d] of this.affinity) if (d === deviceId) this.affinity.delete(k);
   }
 
+  /**
+   * Forget a device for good (revoked): its affinity and its load. A lease it still holds releases into the load it
+   * captured, so nothing is recreated here.
+   */
+  removeDevice(deviceId: string): void {
+    this.forgetDevice(deviceId);
+    this.loads.delete(deviceId);
+  }
+
   private tryPick(request: PickRequest): Lease | undefined {
     const now = Date.now();
     if (request.affinityKey) {

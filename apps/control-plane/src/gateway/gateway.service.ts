@@ -3,6 +3,7 @@ import { ErrorCode, type AttemptEnd, LIMITS, type FinishReason, type InferenceRe
 import type { Logger } from 'pino';
 import { LOGGER } from '../app/tokens.js';
 import { AppError } from '../common/app-error.js';
+import { FleetEvents } from '../events/fleet-events.js';
 import { GatewayAccounting, type RequestOutcome } from './accounting.js';
 import { Balancer, type Lease } from './balancer.js';
 import type { CloudFallback } from './cloud-fallback.js';
@@ -94,6 +95,7 @@ const FIRST_TOKEN_MISSED = 'first token deadline missed';
 export class GatewayService implements OnModuleInit, OnModuleDestroy {
   private stopOffline: (() => void) | undefined;
   private stopOnline: (() => void) | undefined;
+  private stopRevoked: (() => void) | undefined;
 
   constructor(
     @Inject(GATEWAY_SETTINGS) private readonly settings: GatewaySettings,
@@ -103,6 +105,7 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
     private readonly accounting: GatewayAccounting,
     readonly balancer: Balancer,
     private readonly routing: GatewayRouting,
+    private readonly events: FleetEvents,
   ) {}
 
   onModuleInit(): void {
@@ -114,11 +117,16 @@ export class GatewayService implements OnModuleInit, OnModuleDestroy {
       this.balancer.forgetDevice(deviceId);
       this.dispatcher.abandonDevice(deviceId, { code: ErrorCode.DEVICE_OFFLINE, message: `device ${deviceId} went offline`, retryable: true });
     });
+    // Revocation is final: the device's load goes too (and with it its per-device gauges in /metrics).
+    this.stopRevoked = this.events.on('device.status', ({ deviceId, status }) => {
+      if (status === 'revoked') this.balancer.removeDevice(deviceId);
+    });
   }
 
   onModuleDestroy(): void {
     this.stopOffline?.();
     this.stopOnline?.();
+    this.stopRevoked?.();
   }
 
   /** Model names for `GET /v1/models`: the catalog, anything served outside it, and the virtual names. */

@@ -38,8 +38,8 @@ describe('MetricsRegistry', () => {
     expect(() => registry.counter({ name: 'x_total', help: 'x', labelNames: ['b'] })).toThrow(/already registered/);
     expect(() => registry.counter({ name: 'bad-name', help: 'x' })).toThrow(/invalid metric name/);
     expect(() => registry.histogram({ name: 'h', help: 'x', labelNames: ['le'] })).toThrow(/invalid label/);
-    expect(() => a.inc({ b: 1 } as never)).toThrow(/no label b/);
-    expect(() => a.inc({ a: 1 }, -1)).toThrow(/only increase/);
+    expect(() => a.inc({ b: 1 } as never)).toThrow(/label "b" is not included/);
+    expect(() => a.inc({ a: 1 }, -1)).toThrow(/not possible to decrease/);
     expect(() => registry.histogram({ name: 'h2', help: 'x', buckets: [1, 0.5] })).toThrow(/ascend/);
   });
 
@@ -51,5 +51,38 @@ describe('MetricsRegistry', () => {
     const families = parsePrometheusText(await registry.render((name) => failures.push(name)));
     expect(failures).toEqual(['broken']);
     expect(sampleValue(families, 'ok_total')).toBe(1);
+  });
+
+  it('keeps each instance apart (no global registry) and starts unset gauges without a sample', async () => {
+    const a = new MetricsRegistry();
+    const b = new MetricsRegistry();
+    a.counter({ name: 'same_total', help: 'x' }).inc();
+    b.counter({ name: 'same_total', help: 'x' }).inc(undefined, 5);
+    expect(sampleValue(parsePrometheusText(await a.render()), 'same_total')).toBe(1);
+    expect(sampleValue(parsePrometheusText(await b.render()), 'same_total')).toBe(5);
+    const health = a.gauge({ name: 'unset_gauge', help: 'x' });
+    expect(parsePrometheusText(await a.render()).get('unset_gauge')?.samples).toEqual([]);
+    health.set(undefined, 2);
+    expect(sampleValue(parsePrometheusText(await a.render()), 'unset_gauge')).toBe(2);
+  });
+
+  it('removes the series that carry a label value from every metric with that label', async () => {
+    const registry = new MetricsRegistry();
+    const requests = registry.counter({ name: 'r_total', help: 'x', labelNames: ['model', 'device'] });
+    const latency = registry.histogram({ name: 'l_seconds', help: 'x', labelNames: ['model', 'device'], buckets: [1] });
+    const other = registry.counter({ name: 'o_total', help: 'x', labelNames: ['scope'] });
+    for (const device of ['d1', 'd2']) {
+      requests.inc({ model: 'm', device });
+      latency.observe({ model: 'm', device }, 0.5);
+    }
+    other.inc({ scope: 'd1' });
+    await registry.removeSeries({ device: 'd1' });
+    const families = parsePrometheusText(await registry.render());
+    expect(families.get('r_total')?.samples.map((s) => s.labels.device)).toEqual(['d2']);
+    expect(new Set(families.get('l_seconds')?.samples.map((s) => s.labels.device))).toEqual(new Set(['d2']));
+    expect(sampleValue(families, 'o_total', { scope: 'd1' })).toBe(1);
+    // A removed series starts again from zero if it comes back.
+    requests.inc({ model: 'm', device: 'd1' });
+    expect(sampleValue(parsePrometheusText(await registry.render()), 'r_total', { device: 'd1' })).toBe(1);
   });
 });

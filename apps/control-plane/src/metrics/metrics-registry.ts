@@ -1,10 +1,16 @@
 import { Injectable } from '@nestjs/common';
+import * as prom from 'prom-client';
 
 /**
- * A small Prometheus registry (text exposition format 0.0.4): counters, gauges and histograms with labels.
- * prom-client is not a dependency; this covers what the control plane and the gateway need.
+ * The control plane's Prometheus metrics on prom-client (text exposition format 0.0.4). One prom-client `Registry` per
+ * `MetricsRegistry`, never the global default one: tests run several control planes in one process. Modules keep the
+ * small API below (counter, gauge with an optional collector, histogram); prom-client keeps the series and writes the
+ * text. The list of series served is committed in test/observability/metrics-series.json.
  */
 export type Labels = Record<string, string | number>;
+
+/** Every label of the metric, each once (a series is always addressed by its full label set). */
+export type LabelSet<L extends string> = Record<L, string | number>;
 
 export interface MetricOptions<L extends string> {
   /** `flotilla_...`, [a-zA-Z_:][a-zA-Z0-9_:]* */
@@ -46,148 +52,109 @@ abstract class Metric<L extends string> {
     this.labelNames = options.labelNames ?? [];
   }
 
-  /** A stable key for a label set; unknown or missing labels are refused so series stay consistent. */
-  protected key(labels: Partial<Record<L, string | number>> | undefined): string {
-    const given: Partial<Record<L, string | number>> = labels ?? {};
-    for (const name of Object.keys(given)) {
-      if (!this.labelNames.includes(name as L)) throw new Error(`metric ${this.name} has no label ${name}`);
-    }
-    return this.labelNames.map((name) => String(given[name] ?? '')).join('\u0000');
-  }
+  /** The prom-client metric behind this one. */
+  protected abstract readonly prom: prom.Counter<L> | prom.Gauge<L> | prom.Histogram<L>;
 
-  protected labelText(key: string, extra?: [string, string]): string {
-    const values = this.labelNames.length ? key.split('\u0000') : [];
-    const pairs = this.labelNames.map((name, i) => `${name}="${escapeLabel(values[i] ?? '')}"`);
-    if (extra) pairs.push(`${extra[0]}="${escapeLabel(extra[1])}"`);
-    return pairs.length ? `{${pairs.join(',')}}` : '';
-  }
-
-  abstract samples(): string[];
   async prepare(): Promise<void> {}
+
+  /** Removes every series whose labels include `match` (a deleted device's or model's). */
+  async removeMatching(match: Labels): Promise<void> {
+    const entries = Object.entries(match);
+    if (!entries.every(([name]) => this.labelNames.includes(name as L))) return;
+    const { values } = await this.prom.get();
+    for (const { labels } of values) {
+      if (!entries.every(([name, value]) => String(labels[name as L]) === String(value))) continue;
+      // A histogram lists each series once per bucket; its series is its labels without `le`.
+      const { le: _le, ...series } = labels as Partial<Record<L | 'le', string | number>>;
+      this.prom.remove(series as prom.LabelValues<L>);
+    }
+  }
 }
 
 export class Counter<L extends string = string> extends Metric<L> {
   readonly type = 'counter';
-  private readonly values = new Map<string, number>();
+  protected readonly prom: prom.Counter<L>;
 
-  inc(labels?: Partial<Record<L, string | number>>, value = 1): void {
-    if (value < 0 || !Number.isFinite(value)) throw new Error(`counter ${this.name} can only increase`);
-    const key = this.key(labels);
-    this.values.set(key, (this.values.get(key) ?? 0) + value);
+  constructor(options: MetricOptions<L>, registry: prom.Registry) {
+    super(options);
+    this.prom = new prom.Counter({ name: options.name, help: options.help, labelNames: options.labelNames ?? [], registers: [registry] });
   }
 
-  get(labels?: Partial<Record<L, string | number>>): number {
-    return this.values.get(this.key(labels)) ?? 0;
-  }
-
-  samples(): string[] {
-    return [...this.values].map(([key, value]) => `${this.name}${this.labelText(key)} ${formatValue(value)}`);
+  inc(labels?: LabelSet<L>, value = 1): void {
+    if (labels) this.prom.inc(labels, value);
+    else this.prom.inc(value);
   }
 }
 
 export class Gauge<L extends string = string> extends Metric<L> {
   readonly type = 'gauge';
-  private readonly values = new Map<string, number>();
+  protected readonly prom: prom.Gauge<L>;
   private readonly collector: GaugeOptions<L>['collect'];
 
-  constructor(options: GaugeOptions<L>) {
+  constructor(options: GaugeOptions<L>, registry: prom.Registry) {
     super(options);
     this.collector = options.collect;
+    this.prom = new prom.Gauge({ name: options.name, help: options.help, labelNames: options.labelNames ?? [], registers: [registry] });
+    // prom-client starts a gauge without labels at 0; a value nobody has set yet (fleet health before the first
+    // assessment) is unknown, not 0, so the series appears only once set.
+    this.reset();
   }
 
-  set(labels: Partial<Record<L, string | number>> | undefined, value: number): void {
-    this.values.set(this.key(labels), value);
+  set(labels: LabelSet<L> | undefined, value: number): void {
+    if (labels) this.prom.set(labels, value);
+    else this.prom.set(value);
   }
 
-  inc(labels?: Partial<Record<L, string | number>>, value = 1): void {
-    const key = this.key(labels);
-    this.values.set(key, (this.values.get(key) ?? 0) + value);
+  inc(labels?: LabelSet<L>, value = 1): void {
+    if (labels) this.prom.inc(labels, value);
+    else this.prom.inc(value);
   }
 
-  dec(labels?: Partial<Record<L, string | number>>, value = 1): void {
+  dec(labels?: LabelSet<L>, value = 1): void {
     this.inc(labels, -value);
-  }
-
-  get(labels?: Partial<Record<L, string | number>>): number | undefined {
-    return this.values.get(this.key(labels));
   }
 
   /** Drops every series, e.g. before a collector sets the current ones (statuses that no longer exist vanish). */
   reset(): void {
-    this.values.clear();
+    this.prom.reset();
+    if (this.labelNames.length === 0) this.prom.remove({});
   }
 
   override async prepare(): Promise<void> {
     await this.collector?.(this);
   }
-
-  samples(): string[] {
-    return [...this.values].map(([key, value]) => `${this.name}${this.labelText(key)} ${formatValue(value)}`);
-  }
-}
-
-interface HistogramSeries {
-  counts: number[];
-  sum: number;
-  count: number;
 }
 
 export class Histogram<L extends string = string> extends Metric<L> {
   readonly type = 'histogram';
   readonly buckets: readonly number[];
-  private readonly series = new Map<string, HistogramSeries>();
+  protected readonly prom: prom.Histogram<L>;
 
-  constructor(options: HistogramOptions<L>) {
+  constructor(options: HistogramOptions<L>, registry: prom.Registry) {
     super(options);
     const buckets = [...(options.buckets ?? DEFAULT_SECONDS_BUCKETS)];
     for (let i = 1; i < buckets.length; i++) {
       if ((buckets[i] as number) <= (buckets[i - 1] as number)) throw new Error(`histogram ${options.name}: buckets must ascend`);
     }
     this.buckets = buckets;
+    this.prom = new prom.Histogram({ name: options.name, help: options.help, labelNames: options.labelNames ?? [], buckets, registers: [registry] });
   }
 
-  observe(labels: Partial<Record<L, string | number>> | undefined, value: number): void {
+  observe(labels: LabelSet<L> | undefined, value: number): void {
     if (!Number.isFinite(value)) return;
-    const key = this.key(labels);
-    let s = this.series.get(key);
-    if (!s) {
-      s = { counts: new Array<number>(this.buckets.length).fill(0), sum: 0, count: 0 };
-      this.series.set(key, s);
-    }
-    // Buckets are cumulative in the exposition; store per-bucket counts and sum them when printing.
-    const index = this.buckets.findIndex((upper) => value <= upper);
-    if (index >= 0) s.counts[index] = (s.counts[index] ?? 0) + 1;
-    s.sum += value;
-    s.count += 1;
+    if (labels) this.prom.observe(labels, value);
+    else this.prom.observe(value);
   }
 
   /** Starts a timer; calling the result observes the elapsed seconds. */
-  startTimer(labels?: Partial<Record<L, string | number>>): (more?: Partial<Record<L, string | number>>) => number {
+  startTimer(labels?: Partial<LabelSet<L>>): (more?: Partial<LabelSet<L>>) => number {
     const start = process.hrtime.bigint();
     return (more) => {
       const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-      this.observe({ ...labels, ...more }, seconds);
+      const all = labels || more ? ({ ...labels, ...more } as LabelSet<L>) : undefined;
+      this.observe(all, seconds);
       return seconds;
     };
-  }
-
-  count(labels?: Partial<Record<L, string | number>>): number {
-    return this.series.get(this.key(labels))?.count ?? 0;
-  }
-
-  samples(): string[] {
-    const lines: string[] = [];
-    for (const [key, s] of this.series) {
-      let cumulative = 0;
-      this.buckets.forEach((upper, i) => {
-        cumulative += s.counts[i] ?? 0;
-        lines.push(`${this.name}_bucket${this.labelText(key, ['le', formatValue(upper)])} ${cumulative}`);
-      });
-      lines.push(`${this.name}_bucket${this.labelText(key, ['le', '+Inf'])} ${s.count}`);
-      lines.push(`${this.name}_sum${this.labelText(key)} ${formatValue(s.sum)}`);
-      lines.push(`${this.name}_count${this.labelText(key)} ${s.count}`);
-    }
-    return lines;
   }
 }
 
@@ -200,21 +167,31 @@ export type AnyMetric = Counter | Gauge | Histogram;
 @Injectable()
 export class MetricsRegistry {
   private readonly metrics = new Map<string, Metric<string>>();
+  /** This instance's own prom-client registry (never `prom.register`, the process-wide default). */
+  private readonly registry = new prom.Registry();
 
   counter<L extends string = never>(options: MetricOptions<L>): Counter<L> {
-    return this.register(options, 'counter', () => new Counter<L>(options));
+    return this.register(options, 'counter', () => new Counter<L>(options, this.registry));
   }
 
   gauge<L extends string = never>(options: GaugeOptions<L>): Gauge<L> {
-    return this.register(options, 'gauge', () => new Gauge<L>(options));
+    return this.register(options, 'gauge', () => new Gauge<L>(options, this.registry));
   }
 
   histogram<L extends string = never>(options: HistogramOptions<L>): Histogram<L> {
-    return this.register(options, 'histogram', () => new Histogram<L>(options));
+    return this.register(options, 'histogram', () => new Histogram<L>(options, this.registry));
   }
 
   get(name: string): AnyMetric | undefined {
     return this.metrics.get(name) as AnyMetric | undefined;
+  }
+
+  /**
+   * Removes the series whose labels include `match` from every metric that has those labels, e.g. `{ device: id }`
+   * when a device is revoked: its series would otherwise stay in every scrape for the life of the process.
+   */
+  async removeSeries(match: Labels): Promise<void> {
+    await Promise.all([...this.metrics.values()].map((m) => m.removeMatching(match)));
   }
 
   /** The text exposition of every metric; gauges with collectors are refreshed first (one failing is skipped). */
@@ -227,11 +204,9 @@ export class MetricsRegistry {
         }),
       ),
     );
-    const out: string[] = [];
-    for (const m of all) {
-      out.push(`# HELP ${m.name} ${escapeHelp(m.help)}`, `# TYPE ${m.name} ${m.type}`, ...m.samples());
-    }
-    return `${out.join('\n')}\n`;
+    // One family after the other, no blank line between them (prom-client's `metrics()` adds one).
+    const families = await Promise.all(all.map((m) => this.registry.getSingleMetricAsString(m.name)));
+    return `${families.join('\n')}\n`;
   }
 
   private register<L extends string, M extends Metric<L>>(options: MetricOptions<L>, type: MetricType, create: () => M): M {
@@ -247,20 +222,5 @@ export class MetricsRegistry {
   }
 }
 
-/** The content type Prometheus expects for the text format. */
+/** The content type Prometheus expects for the text format (prom-client's `Registry.PROMETHEUS_CONTENT_TYPE`). */
 export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
-
-function escapeLabel(value: string): string {
-  return value.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
-}
-
-function escapeHelp(value: string): string {
-  return value.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
-}
-
-function formatValue(value: number): string {
-  if (Number.isNaN(value)) return 'NaN';
-  if (value === Infinity) return '+Inf';
-  if (value === -Infinity) return '-Inf';
-  return String(value);
-}

@@ -6,12 +6,13 @@ import { HttpMetrics } from './http-metrics.js';
 import { MetricsController } from './metrics.controller.js';
 import { MetricsRegistry } from './metrics-registry.js';
 import { METRICS_SETTINGS } from './metrics.settings.js';
+import { RetiredSeries } from './retired-series.js';
 
 /** `/metrics` and the registry every module registers its metrics with (global: inject `MetricsRegistry`). */
 @Global()
 @Module({
   controllers: [MetricsController],
-  providers: [MetricsRegistry, HttpMetrics, FleetMetrics, { provide: METRICS_SETTINGS, useFactory: (config: ControlPlaneConfig) => config.metrics, inject: [CONFIG] }],
+  providers: [MetricsRegistry, HttpMetrics, FleetMetrics, RetiredSeries, { provide: METRICS_SETTINGS, useFactory: (config: ControlPlaneConfig) => config.metrics, inject: [CONFIG] }],
   exports: [MetricsRegistry, FleetMetrics],
 })
 export class MetricsModule {}

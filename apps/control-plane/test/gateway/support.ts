@@ -45,7 +45,7 @@ export async function addCatalogModel(cp: ControlPlane, name: string, tier: 'sma
       tier,
     },
   });
-  cp.app.get(FleetEvents).emit('catalog.changed', { modelId: row.id, action: 'created' });
+  cp.app.get(FleetEvents).emit('catalog.changed', { modelId: row.id, name: row.name, action: 'created' });
 }
 
 /**
