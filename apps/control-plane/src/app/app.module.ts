@@ -1,27 +1,27 @@
 import { type DynamicModule, Module } from '@nestjs/common';
 import type { Logger } from 'pino';
-import { AuditModule } from '../audit/audit.module.js';
-import { AuthModule } from '../auth/auth.module.js';
-import type { EmbeddedBroker } from '../broker/embedded-broker.js';
-import type { ControlPlaneConfig } from '../config/config.js';
-import type { Database } from '../database/index.js';
-import { DevicesModule } from '../devices/devices.module.js';
-import { EnrollmentModule } from '../enrollment/enrollment.module.js';
-import { IdentityModule } from '../identity/identity.module.js';
-import { EventsModule } from '../events/events.module.js';
-import type { ReadinessCheck } from '../health/health.controller.js';
-import { HealthModule } from '../health/health.module.js';
+import { AuditModule } from '../identity/audit/audit.module.js';
+import { AuthModule } from '../identity/auth/auth.module.js';
+import type { EmbeddedBroker } from '../platform/broker/embedded-broker.js';
+import type { ControlPlaneConfig } from './config.js';
+import type { Database } from '../platform/database/index.js';
+import { DevicesModule } from '../devices/inventory/devices.module.js';
+import { EnrollmentModule } from '../identity/enrollment/enrollment.module.js';
+import { IdentityModule } from '../identity/users/users.module.js';
+import { EventsModule } from '../platform/events/events.module.js';
+import type { ReadinessCheck } from '../platform/health/health.controller.js';
+import { HealthModule } from '../platform/health/health.module.js';
 import { GatewayModule } from '../gateway/gateway.module.js';
-import { FleetModule } from '../fleet/fleet.module.js';
-import { RegistryModule } from '../registry/registry.module.js';
-import { AlertsModule } from '../alerts/alerts.module.js';
-import { AuditLogModule } from '../audit-log/audit-log.module.js';
-import { HealthScoreModule } from '../health-score/health-score.module.js';
-import { MetricsModule } from '../metrics/metrics.module.js';
-import { OpenApiModule } from '../openapi/openapi.module.js';
-import { RateLimitModule } from '../rate-limit/rate-limit.module.js';
-import { StreamModule } from '../stream/stream.module.js';
-import { BROKER, CONFIG, DATABASE, ENDPOINTS, LOGGER, READINESS_CHECKS } from './tokens.js';
+import { FleetModule } from '../models/fleet-file/fleet-file.module.js';
+import { RegistryModule } from '../devices/ingest/device-ingest.module.js';
+import { AlertsModule } from '../observability/alerts/alerts.module.js';
+import { AuditLogModule } from '../identity/audit/audit-log.module.js';
+import { HealthScoreModule } from '../observability/fleet-health/fleet-health.module.js';
+import { MetricsModule } from '../observability/metrics/metrics.module.js';
+import { OpenApiModule } from '../platform/openapi/openapi.module.js';
+import { RateLimitModule } from '../platform/rate-limit/rate-limit.module.js';
+import { StreamModule } from '../observability/stream/stream.module.js';
+import { BROKER, CONFIG, DATABASE, ENDPOINTS, LOGGER, READINESS_CHECKS } from '../platform/tokens.js';
 
 /** The external parts, started before Nest so port and database problems fail fast and clearly. */
 export interface AppParts {

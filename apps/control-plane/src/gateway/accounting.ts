@@ -1,9 +1,9 @@
 import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
 import { RequestAttemptSchema, type RequestAttempt, type RequestRecordView } from '@flotilla/protocol';
 import type { Logger } from 'pino';
-import { DATABASE, LOGGER } from '../app/tokens.js';
-import type { Database } from '../database/index.js';
-import { FleetEvents } from '../events/fleet-events.js';
+import { DATABASE, LOGGER } from '../platform/tokens.js';
+import type { Database } from '../platform/database/index.js';
+import { FleetEvents } from '../platform/events/fleet-events.js';
 import type { Tier } from './device-directory.js';
 import { GatewayMetrics, deviceLabel, modelLabel } from './gateway-metrics.js';
 

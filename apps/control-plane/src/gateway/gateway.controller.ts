@@ -4,11 +4,11 @@ import { RequestRecordSchema, type RequestRecordView } from '@flotilla/protocol'
 import { z } from 'zod';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import { LOGGER } from '../app/tokens.js';
-import { Public, RequireRole } from '../auth/auth.guard.js';
-import { notFound } from '../common/app-error.js';
-import { parseInput } from '../common/parse.js';
-import { ApiDoc } from '../openapi/api-doc.js';
+import { LOGGER } from '../platform/tokens.js';
+import { Public, RequireRole } from '../identity/auth/auth.guard.js';
+import { notFound } from '../platform/common/app-error.js';
+import { parseInput } from '../platform/common/parse.js';
+import { ApiDoc } from '../platform/openapi/api-doc.js';
 import { GatewayAccounting } from './accounting.js';
 import { DeviceDirectory } from './device-directory.js';
 import { Dispatcher } from './dispatcher.js';
@@ -18,7 +18,7 @@ import { GatewayService, StreamFailure, type AnswerInfo } from './gateway.servic
 import { GatewayError, chunkBody, completionBody, parseChatBody, usageChunkBody } from './openai-format.js';
 import { VIRTUAL_MODELS } from './router.js';
 import { GatewayRouting, policyView, type RoutingPolicyView } from './routing-policy.js';
-import { UsageService, usageQuery, usageSchema, type Usage } from './usage.service.js';
+import { UsageService, usageQuery, usageSchema, type Usage } from '../observability/usage/usage.service.js';
 
 const requestParams = z.object({ id: z.string().min(1).max(128) });
 

@@ -1,6 +1,6 @@
 import { Module } from '@nestjs/common';
-import { CONFIG } from '../app/tokens.js';
-import type { ControlPlaneConfig } from '../config/config.js';
+import { CONFIG } from '../platform/tokens.js';
+import type { ControlPlaneConfig } from '../app/config.js';
 import { GatewayAccounting } from './accounting.js';
 import { Balancer } from './balancer.js';
 import { DeviceDirectory } from './device-directory.js';
@@ -10,8 +10,8 @@ import { GatewayKeys } from './gateway-keys.js';
 import { GatewayMetrics } from './gateway-metrics.js';
 import { GatewayService } from './gateway.service.js';
 import { GatewayRouting } from './routing-policy.js';
-import { RequestRollupService } from './request-rollups.js';
-import { UsageService } from './usage.service.js';
+import { RequestRollupService } from '../observability/usage/request-rollups.js';
+import { UsageService } from '../observability/usage/usage.service.js';
 import { GATEWAY_SETTINGS, type GatewaySettings } from './gateway.settings.js';
 
 /** The OpenAI-compatible inference gateway (`/v1`): see docs/gateway.md. */

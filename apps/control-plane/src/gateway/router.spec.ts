@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { RoutingSchema } from '../fleet/fleet-file.js';
+import { RoutingSchema } from '../models/fleet-file/fleet-file.js';
 import type { CatalogModel } from './device-directory.js';
-import { loadConfig } from '../config/config.js';
+import { loadConfig } from '../app/config.js';
 import type { NormalizedChat } from './openai-format.js';
 import { classify, pickTierModel, servingTier, type ClassifierOptions, type TierCandidate } from './router.js';
 import { policyFromRouting, policyFromSettings, policyView } from './routing-policy.js';

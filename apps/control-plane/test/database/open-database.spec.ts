@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DATABASE } from '../../src/app/tokens.js';
+import { DATABASE } from '../../src/platform/tokens.js';
 import {
   DatabaseModule,
   DatabaseOpenError,
@@ -14,7 +14,7 @@ import {
   redactUrl,
   resolveMigrationsDir,
   type Database,
-} from '../../src/database/index.js';
+} from '../../src/platform/database/index.js';
 import { PrismaClient } from '../../src/generated/prisma/client.js';
 import { createIsolatedDatabase } from '../support/databases.js';
 

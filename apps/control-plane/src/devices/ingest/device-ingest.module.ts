@@ -1,0 +1,35 @@
+import { Global, Module } from '@nestjs/common';
+import { CONFIG } from '../../platform/tokens.js';
+import type { ControlPlaneConfig } from '../../app/config.js';
+import { DevicePresence } from './device-presence.js';
+import { DeviceQueue } from './device-queue.js';
+import { IngestStats } from './ingest-stats.js';
+import { DeviceLivenessService } from './liveness.service.js';
+import { ModelStateService } from './model-state.service.js';
+import { MqttIngestService } from './mqtt-ingest.service.js';
+import { OutboxIngestService } from './outbox-ingest.service.js';
+import { REGISTRY_SETTINGS } from './device-ingest.settings.js';
+import { RetentionService } from '../../observability/retention/retention.service.js';
+import { TelemetryCache } from './telemetry-cache.js';
+
+/**
+ * Device registry, liveness and ingest: MQTT hello/status/telemetry/events/usage/model states into the database.
+ * Global so metrics, alerts and the scheduler can inject IngestStats, TelemetryCache, DevicePresence and DeviceLivenessService.
+ */
+@Global()
+@Module({
+  providers: [
+    { provide: REGISTRY_SETTINGS, useFactory: (config: ControlPlaneConfig) => config.registry, inject: [CONFIG] },
+    IngestStats,
+    DeviceQueue,
+    DevicePresence,
+    TelemetryCache,
+    OutboxIngestService,
+    DeviceLivenessService,
+    ModelStateService,
+    MqttIngestService,
+    RetentionService,
+  ],
+  exports: [REGISTRY_SETTINGS, IngestStats, DeviceQueue, DevicePresence, TelemetryCache, OutboxIngestService, DeviceLivenessService, ModelStateService, RetentionService],
+})
+export class RegistryModule {}
