@@ -20,8 +20,10 @@ import { HealthScoreModule } from '../observability/fleet-health/fleet-health.mo
 import { MetricsModule } from '../observability/metrics/metrics.module.js';
 import { OpenApiModule } from '../platform/openapi/openapi.module.js';
 import { RateLimitModule } from '../platform/rate-limit/rate-limit.module.js';
+import { RetentionModule } from '../observability/retention/retention.module.js';
+import { UsageModule } from '../observability/usage/usage.module.js';
 import { StreamModule } from '../observability/stream/stream.module.js';
-import { BROKER, CONFIG, DATABASE, ENDPOINTS, LOGGER, READINESS_CHECKS } from '../platform/tokens.js';
+import { BROKER, CONFIG, DATABASE, ENDPOINTS, LOGGER, READINESS_CHECKS, type Endpoints } from '../platform/tokens.js';
 
 /** The external parts, started before Nest so port and database problems fail fast and clearly. */
 export interface AppParts {
@@ -30,14 +32,6 @@ export interface AppParts {
   database: Database;
   broker: EmbeddedBroker;
   endpoints: Endpoints;
-}
-
-/** The ports actually bound (differ from the config when it asks for port 0). */
-export interface Endpoints {
-  httpPort: number;
-  mqttPort: number;
-  /** set when MQTT over TLS is configured */
-  mqttTlsPort: number | undefined;
 }
 
 @Module({})
@@ -77,6 +71,8 @@ export class AppModule {
         AlertsModule,
         HealthScoreModule,
         AuditLogModule,
+        UsageModule,
+        RetentionModule,
       ],
       providers: [
         { provide: CONFIG, useValue: parts.config },

@@ -15,7 +15,8 @@ import { PortInUseError, assertPortFree } from '../platform/common/ports.js';
 import type { ControlPlaneConfig } from './config.js';
 import { type Database, openDatabase } from '../platform/database/index.js';
 import { DeviceBrokerSecurity } from '../devices/inventory/device-broker-security.js';
-import { AppModule, type Endpoints } from './app.module.js';
+import { AppModule } from './app.module.js';
+import type { Endpoints } from '../platform/tokens.js';
 import { PinoNestLogger } from '../platform/nest-logger.js';
 
 export interface ControlPlane {

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { DATABASE, LOGGER } from '../platform/tokens.js';
 import type { Database } from '../platform/database/index.js';
 import { FleetEvents } from '../platform/events/fleet-events.js';
+import { PendingWrites } from '../platform/events/pending-writes.js';
 import type { Tier } from './device-directory.js';
 import { GatewayMetrics, deviceLabel, modelLabel } from './gateway-metrics.js';
 
@@ -58,7 +59,10 @@ export class GatewayAccounting implements OnModuleDestroy {
     @Inject(LOGGER) private readonly logger: Logger,
     private readonly events: FleetEvents,
     private readonly metrics: GatewayMetrics,
-  ) {}
+    pendingWrites: PendingWrites,
+  ) {
+    pendingWrites.register('gateway.requests', () => this.flush());
+  }
 
   record(r: RequestRecord): void {
     this.pending.push(r);

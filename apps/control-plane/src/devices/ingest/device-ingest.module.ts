@@ -1,6 +1,5 @@
 import { Global, Module } from '@nestjs/common';
 import { CONFIG } from '../../platform/tokens.js';
-import type { ControlPlaneConfig } from '../../app/config.js';
 import { DevicePresence } from './device-presence.js';
 import { DeviceQueue } from './device-queue.js';
 import { IngestStats } from './ingest-stats.js';
@@ -8,8 +7,7 @@ import { DeviceLivenessService } from './liveness.service.js';
 import { ModelStateService } from './model-state.service.js';
 import { MqttIngestService } from './mqtt-ingest.service.js';
 import { OutboxIngestService } from './outbox-ingest.service.js';
-import { REGISTRY_SETTINGS } from './device-ingest.settings.js';
-import { RetentionService } from '../../observability/retention/retention.service.js';
+import { REGISTRY_SETTINGS, type RegistrySettings } from './device-ingest.settings.js';
 import { TelemetryCache } from './telemetry-cache.js';
 
 /**
@@ -19,7 +17,7 @@ import { TelemetryCache } from './telemetry-cache.js';
 @Global()
 @Module({
   providers: [
-    { provide: REGISTRY_SETTINGS, useFactory: (config: ControlPlaneConfig) => config.registry, inject: [CONFIG] },
+    { provide: REGISTRY_SETTINGS, useFactory: (config: { registry: RegistrySettings }) => config.registry, inject: [CONFIG] },
     IngestStats,
     DeviceQueue,
     DevicePresence,
@@ -28,8 +26,7 @@ import { TelemetryCache } from './telemetry-cache.js';
     DeviceLivenessService,
     ModelStateService,
     MqttIngestService,
-    RetentionService,
   ],
-  exports: [REGISTRY_SETTINGS, IngestStats, DeviceQueue, DevicePresence, TelemetryCache, OutboxIngestService, DeviceLivenessService, ModelStateService, RetentionService],
+  exports: [REGISTRY_SETTINGS, IngestStats, DeviceQueue, DevicePresence, TelemetryCache, OutboxIngestService, DeviceLivenessService, ModelStateService],
 })
 export class RegistryModule {}

@@ -3,9 +3,8 @@ import { DEVICE_ID_PATTERN } from '@flotilla/protocol';
 import { z } from 'zod';
 import { type AuthedRequest, RequireRole } from '../../identity/auth/auth.guard.js';
 import { notFound, unauthorized } from '../../platform/common/app-error.js';
-import { pageSchema } from '../../models/catalog/catalog.controller.js';
 import { parseInput } from '../../platform/common/parse.js';
-import { ApiDoc } from '../../platform/openapi/api-doc.js';
+import { ApiDoc, pageSchema } from '../../platform/openapi/api-doc.js';
 import { type DeviceDetail, type DeviceListItem, DevicesService, PRESENCE_STATUSES, type RevokeResult, type TelemetryPoint } from './devices.service.js';
 
 const listQuery = z.object({

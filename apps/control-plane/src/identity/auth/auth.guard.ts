@@ -1,17 +1,13 @@
-import { type CanActivate, type ExecutionContext, Injectable, SetMetadata } from '@nestjs/common';
+import { type CanActivate, type ExecutionContext, Injectable } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import type { FastifyRequest } from 'fastify';
 import { forbidden } from '../../platform/common/app-error.js';
 import { AuthService } from './auth.service.js';
+import { PUBLIC_KEY, REQUIRED_ROLE_KEY } from '../../platform/common/route-access.js';
 import { roleAtLeast, type Principal, type Role } from './principal.js';
 
-const REQUIRED_ROLE = 'flotilla.requiredRole';
-const PUBLIC = 'flotilla.public';
-
-/** The least role a route needs; routes without it need `admin`. */
-export const RequireRole = (role: Role) => SetMetadata(REQUIRED_ROLE, role);
-/** A route anyone may call (health, login, enrollment with its own token). */
-export const Public = () => SetMetadata(PUBLIC, true);
+// The markers are platform's (platform controllers use them too); re-exported for the domains' controllers.
+export { Public, RequireRole } from '../../platform/common/route-access.js';
 
 export type AuthedRequest = FastifyRequest & { principal?: Principal };
 
@@ -32,10 +28,10 @@ export class AuthGuard implements CanActivate {
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
     const targets = [context.getHandler(), context.getClass()];
-    if (this.reflector.getAllAndOverride<boolean>(PUBLIC, targets)) return true;
+    if (this.reflector.getAllAndOverride<boolean>(PUBLIC_KEY, targets)) return true;
     const request = context.switchToHttp().getRequest<AuthedRequest>();
     const principal = await this.auth.authenticate(bearerOf(request));
-    const required = this.reflector.getAllAndOverride<Role>(REQUIRED_ROLE, targets) ?? 'admin';
+    const required = this.reflector.getAllAndOverride<Role>(REQUIRED_ROLE_KEY, targets) ?? 'admin';
     if (!roleAtLeast(principal.role, required)) throw forbidden(`this needs the ${required} role`);
     request.principal = principal;
     return true;

@@ -1,6 +1,8 @@
 import type { Actor } from '../audit/audit.service.js';
 
-export type Role = 'admin' | 'operator' | 'viewer';
+import type { Role } from '../../platform/common/route-access.js';
+
+export type { Role } from '../../platform/common/route-access.js';
 
 /** An authenticated caller of the REST API. */
 export interface Principal {

@@ -1,11 +1,9 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { ErrorCode, type EnrollRequest, type EnrollResponse } from '@flotilla/protocol';
-import type { Endpoints } from '../../app/app.module.js';
-import { CONFIG, DATABASE, ENDPOINTS } from '../../platform/tokens.js';
+import { CONFIG, DATABASE, ENDPOINTS, type Endpoints } from '../../platform/tokens.js';
 import { AuditService, type Actor } from '../audit/audit.service.js';
 import { generateSecret, hashSecret, secretPrefix } from '../auth/secrets.js';
 import { AppError } from '../../platform/common/app-error.js';
-import type { ControlPlaneConfig } from '../../app/config.js';
 import type { Database } from '../../platform/database/index.js';
 import { FleetEvents } from '../../platform/events/fleet-events.js';
 import type { Prisma } from '../../generated/prisma/client.js';
@@ -27,11 +25,17 @@ export interface CreatedEnrollmentToken {
   labels: Record<string, string>;
 }
 
+/** The part of the control plane's config (the CONFIG token) enrollment reads: where devices reach the broker. */
+export interface EnrollmentConfig {
+  http: { publicUrl: string | undefined };
+  mqtt: { host: string };
+}
+
 @Injectable()
 export class EnrollmentService {
   constructor(
     @Inject(DATABASE) private readonly db: Database,
-    @Inject(CONFIG) private readonly config: ControlPlaneConfig,
+    @Inject(CONFIG) private readonly config: EnrollmentConfig,
     @Inject(ENDPOINTS) private readonly endpoints: Endpoints,
     private readonly audit: AuditService,
     private readonly events: FleetEvents,

@@ -4,7 +4,7 @@ import { type AuthedRequest, RequireRole } from '../../identity/auth/auth.guard.
 import { unauthorized } from '../../platform/common/app-error.js';
 import { parseInput } from '../../platform/common/parse.js';
 import type { Actor } from '../../identity/audit/audit.service.js';
-import { ApiDoc } from '../../platform/openapi/api-doc.js';
+import { ApiDoc, pageSchema } from '../../platform/openapi/api-doc.js';
 import { CatalogService, MODEL_TIERS, ModelInputSchema, ModelPatchSchema, type ModelView } from './catalog.service.js';
 import { PageQuerySchema, type Page } from './inputs.js';
 
@@ -24,9 +24,6 @@ export const modelViewSchema = z.object({
   createdAt: z.date(),
   updatedAt: z.date(),
 });
-
-/** `{items, nextCursor}` around an item schema, for the OpenAPI document. */
-export const pageSchema = <T extends z.ZodType>(item: T) => z.object({ items: z.array(item), nextCursor: z.string().nullable() });
 
 export function actorOf(request: AuthedRequest): Actor {
   if (!request.principal) throw unauthorized();

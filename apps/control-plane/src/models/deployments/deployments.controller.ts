@@ -1,10 +1,10 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query, Req } from '@nestjs/common';
 import { type AuthedRequest, RequireRole } from '../../identity/auth/auth.guard.js';
 import { z } from 'zod';
-import { actorOf, pageSchema } from '../catalog/catalog.controller.js';
+import { actorOf } from '../catalog/catalog.controller.js';
 import { PageQuerySchema, type Page } from '../catalog/inputs.js';
 import { parseInput } from '../../platform/common/parse.js';
-import { ApiDoc } from '../../platform/openapi/api-doc.js';
+import { ApiDoc, pageSchema } from '../../platform/openapi/api-doc.js';
 import type { DeploymentPlan } from '../placement/planner.js';
 import { SchedulerService } from '../placement/placement.service.js';
 import {

@@ -3,11 +3,10 @@ import { DeviceIdSchema } from '@flotilla/protocol';
 import { z } from 'zod';
 import { DATABASE } from '../../platform/tokens.js';
 import { RequireRole } from '../../identity/auth/auth.guard.js';
-import { pageSchema } from '../catalog/catalog.controller.js';
 import { PageQuerySchema, toPage, type Page } from '../catalog/inputs.js';
 import { parseInput } from '../../platform/common/parse.js';
 import type { Database } from '../../platform/database/index.js';
-import { ApiDoc } from '../../platform/openapi/api-doc.js';
+import { ApiDoc, pageSchema } from '../../platform/openapi/api-doc.js';
 import { DevicePresence } from '../../devices/ingest/device-presence.js';
 import { SchedulerService, type ScheduleRun } from './placement.service.js';
 

@@ -1,14 +1,13 @@
 import { Module } from '@nestjs/common';
 import { CONFIG } from '../../platform/tokens.js';
-import type { ControlPlaneConfig } from '../../app/config.js';
 import { AlertsController } from './alerts.controller.js';
 import { AlertsService } from './alerts.service.js';
-import { ALERT_SETTINGS } from './alert.settings.js';
+import { ALERT_SETTINGS, type AlertSettings } from './alert.settings.js';
 import { FleetFactsReader } from './fleet-facts.js';
 
 @Module({
   controllers: [AlertsController],
-  providers: [AlertsService, FleetFactsReader, { provide: ALERT_SETTINGS, useFactory: (config: ControlPlaneConfig) => config.alerts, inject: [CONFIG] }],
+  providers: [AlertsService, FleetFactsReader, { provide: ALERT_SETTINGS, useFactory: (config: { alerts: AlertSettings }) => config.alerts, inject: [CONFIG] }],
   exports: [AlertsService, FleetFactsReader, ALERT_SETTINGS],
 })
 export class AlertsModule {}

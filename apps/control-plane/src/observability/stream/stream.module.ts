@@ -1,13 +1,12 @@
 import { Module } from '@nestjs/common';
 import { CONFIG } from '../../platform/tokens.js';
-import type { ControlPlaneConfig } from '../../app/config.js';
 import { EventStreamHub } from './event-stream.hub.js';
 import { StreamController } from './stream.controller.js';
-import { STREAM_SETTINGS } from './stream.settings.js';
+import { STREAM_SETTINGS, type StreamSettings } from './stream.settings.js';
 
 @Module({
   controllers: [StreamController],
-  providers: [EventStreamHub, { provide: STREAM_SETTINGS, useFactory: (config: ControlPlaneConfig) => config.stream, inject: [CONFIG] }],
+  providers: [EventStreamHub, { provide: STREAM_SETTINGS, useFactory: (config: { stream: StreamSettings }) => config.stream, inject: [CONFIG] }],
   exports: [EventStreamHub],
 })
 export class StreamModule {}

@@ -4,7 +4,7 @@ import { DATABASE } from '../../platform/tokens.js';
 import type { Database } from '../../platform/database/index.js';
 import { Prisma } from '../../generated/prisma/client.js';
 import { REGISTRY_SETTINGS, type RegistrySettings } from '../../devices/ingest/device-ingest.settings.js';
-import { GatewayAccounting } from '../../gateway/accounting.js';
+import { PendingWrites } from '../../platform/events/pending-writes.js';
 import { histogramQuantile, mergeHistogram, type RollupExtras } from './request-rollups.js';
 
 const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
@@ -102,7 +102,7 @@ const AGGREGATES = Prisma.sql`
 export class UsageService {
   constructor(
     @Inject(DATABASE) private readonly db: Database,
-    private readonly accounting: GatewayAccounting,
+    private readonly pendingWrites: PendingWrites,
     @Inject(REGISTRY_SETTINGS) private readonly settings: RegistrySettings,
   ) {}
 
@@ -113,7 +113,7 @@ export class UsageService {
 
   /** From the raw rows (exact). */
   async fromRequests(window: string, at?: Date): Promise<Usage> {
-    await this.accounting.flush();
+    await this.pendingWrites.flushAll();
     const now = at ?? new Date(); // after the flush: its rows are stamped with the time they were written
     const since = new Date(now.getTime() - windowMs(window));
     const prisma = this.db.prisma;

@@ -1,6 +1,6 @@
 import { Controller, Get, HttpCode, HttpException, HttpStatus, Inject } from '@nestjs/common';
 import { READINESS_CHECKS } from '../tokens.js';
-import { Public } from '../../identity/auth/auth.guard.js';
+import { Public } from '../common/route-access.js';
 
 export interface ReadinessCheck {
   name: string;

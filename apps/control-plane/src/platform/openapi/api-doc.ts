@@ -1,6 +1,6 @@
 import { SetMetadata } from '@nestjs/common';
-import type { z } from 'zod';
-import type { Role } from '../../identity/auth/principal.js';
+import { z } from 'zod';
+import type { Role } from '../common/route-access.js';
 
 export const API_DOC = 'flotilla.apiDoc';
 
@@ -39,3 +39,6 @@ export interface ApiDocOptions {
 }
 
 export const ApiDoc = (options: ApiDocOptions) => SetMetadata(API_DOC, options);
+
+/** `{items, nextCursor}` around an item schema, for the OpenAPI document. */
+export const pageSchema = <T extends z.ZodType>(item: T) => z.object({ items: z.array(item), nextCursor: z.string().nullable() });

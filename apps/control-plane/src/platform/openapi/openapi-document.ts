@@ -1,6 +1,6 @@
 import { ApiErrorBodySchema } from '@flotilla/protocol';
 import { z } from 'zod';
-import type { Role } from '../../identity/auth/principal.js';
+import type { Role } from '../common/route-access.js';
 import type { ApiDocOptions } from './api-doc.js';
 
 /** A route as Nest declares it, with its access rule and optional documentation. */

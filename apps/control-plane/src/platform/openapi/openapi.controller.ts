@@ -1,5 +1,5 @@
 import { Controller, Get } from '@nestjs/common';
-import { Public } from '../../identity/auth/auth.guard.js';
+import { Public } from '../common/route-access.js';
 import { ApiDoc } from './api-doc.js';
 import type { OpenApiDocument } from './openapi-document.js';
 import { OpenApiService } from './openapi.service.js';

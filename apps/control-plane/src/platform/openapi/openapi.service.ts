@@ -1,14 +1,9 @@
 import { HTTP_CODE_METADATA, METHOD_METADATA, PATH_METADATA } from '@nestjs/common/constants.js';
 import { Injectable, RequestMethod } from '@nestjs/common';
 import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
-import type { Role } from '../../identity/auth/principal.js';
+import { PUBLIC_KEY, REQUIRED_ROLE_KEY, type Role } from '../common/route-access.js';
 import { API_DOC, type ApiDocOptions } from './api-doc.js';
 import { buildOpenApiDocument, type DocumentedRoute, type OpenApiDocument } from './openapi-document.js';
-
-// The metadata keys of `@RequireRole` / `@Public` in auth.guard.ts (module-private there); the API test checks that
-// the document shows login as public and the device list as viewer, so a rename cannot pass unnoticed.
-const REQUIRED_ROLE = 'flotilla.requiredRole';
-const PUBLIC = 'flotilla.public';
 
 type Handler = (...args: unknown[]) => unknown;
 
@@ -48,8 +43,8 @@ export class OpenApiService {
         const requestMethod = Reflect.getMetadata(METHOD_METADATA, handler) as RequestMethod | undefined;
         if (requestMethod === undefined) continue;
         const paths = asArray(Reflect.getMetadata(PATH_METADATA, handler) as string | string[] | undefined);
-        const isPublic = this.reflector.getAllAndOverride<boolean>(PUBLIC, [handler, controller]) ?? false;
-        const role = this.reflector.getAllAndOverride<Role>(REQUIRED_ROLE, [handler, controller]) ?? 'admin';
+        const isPublic = this.reflector.getAllAndOverride<boolean>(PUBLIC_KEY, [handler, controller]) ?? false;
+        const role = this.reflector.getAllAndOverride<Role>(REQUIRED_ROLE_KEY, [handler, controller]) ?? 'admin';
         const methods = requestMethod === RequestMethod.ALL ? ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] : [RequestMethod[requestMethod]];
         const status = Reflect.getMetadata(HTTP_CODE_METADATA, handler) as number | undefined;
         for (const prefix of prefixes) {
