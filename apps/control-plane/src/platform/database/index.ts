@@ -1,5 +1,4 @@
 export { openDatabase, redactUrl, type Database, type OpenDatabaseOptions } from './database.js';
-export { DatabaseLifecycle, DatabaseModule, type DatabaseModuleOptions } from './database.module.js';
 export { DatabaseOpenError } from './errors.js';
 export { silentDatabaseLogger, type DatabaseLogger } from './logger.js';
 export { resolveMigrationsDir } from './migrations-dir.js';
