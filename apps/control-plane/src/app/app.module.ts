@@ -7,23 +7,24 @@ import type { ControlPlaneConfig } from './config.js';
 import type { Database } from '../platform/database/index.js';
 import { DevicesModule } from '../devices/inventory/devices.module.js';
 import { EnrollmentModule } from '../identity/enrollment/enrollment.module.js';
-import { IdentityModule } from '../identity/users/users.module.js';
+import { UsersModule } from '../identity/users/users.module.js';
 import { EventsModule } from '../platform/events/events.module.js';
 import type { ReadinessCheck } from '../platform/health/health.controller.js';
 import { HealthModule } from '../platform/health/health.module.js';
 import { GatewayModule } from '../gateway/gateway.module.js';
-import { FleetModule } from '../models/fleet-file/fleet-file.module.js';
-import { RegistryModule } from '../devices/ingest/device-ingest.module.js';
+import { FleetFileModule } from '../models/fleet-file/fleet-file.module.js';
+import { DeviceIngestModule } from '../devices/ingest/device-ingest.module.js';
 import { AlertsModule } from '../observability/alerts/alerts.module.js';
-import { AuditLogModule } from '../identity/audit/audit-log.module.js';
-import { HealthScoreModule } from '../observability/fleet-health/fleet-health.module.js';
+import { FleetHealthModule } from '../observability/fleet-health/fleet-health.module.js';
 import { MetricsModule } from '../observability/metrics/metrics.module.js';
 import { OpenApiModule } from '../platform/openapi/openapi.module.js';
 import { RateLimitModule } from '../platform/rate-limit/rate-limit.module.js';
 import { RetentionModule } from '../observability/retention/retention.module.js';
 import { UsageModule } from '../observability/usage/usage.module.js';
 import { StreamModule } from '../observability/stream/stream.module.js';
-import { BROKER, CONFIG, DATABASE, ENDPOINTS, LOGGER, READINESS_CHECKS, type Endpoints } from '../platform/tokens.js';
+import type { Endpoints } from '../platform/tokens.js';
+import { PlatformModule } from '../platform/platform.module.js';
+import { MetricsRegistryModule } from '../platform/metrics/metrics-registry.module.js';
 
 /** The external parts, started before Nest so port and database problems fail fast and clearly. */
 export interface AppParts {
@@ -51,38 +52,30 @@ export class AppModule {
     ];
     return {
       module: AppModule,
-      global: true,
       imports: [
-        // Feature modules: add one line per module.
+        // Platform: the global tokens and the shared infrastructure every domain uses.
+        PlatformModule.register({ config: parts.config, logger: parts.logger, database: parts.database, broker: parts.broker, endpoints: parts.endpoints, readiness }),
+        MetricsRegistryModule,
+        // Feature modules: add one line per module; each imports the modules it uses.
         EventsModule,
         AuditModule,
         AuthModule,
         HealthModule,
         EnrollmentModule,
-        IdentityModule,
+        UsersModule,
         DevicesModule,
         GatewayModule,
-        FleetModule,
-        RegistryModule,
+        FleetFileModule,
+        DeviceIngestModule,
         MetricsModule,
         RateLimitModule,
         OpenApiModule,
         StreamModule,
         AlertsModule,
-        HealthScoreModule,
-        AuditLogModule,
+        FleetHealthModule,
         UsageModule,
         RetentionModule,
       ],
-      providers: [
-        { provide: CONFIG, useValue: parts.config },
-        { provide: LOGGER, useValue: parts.logger },
-        { provide: DATABASE, useValue: parts.database },
-        { provide: BROKER, useValue: parts.broker },
-        { provide: ENDPOINTS, useValue: parts.endpoints },
-        { provide: READINESS_CHECKS, useValue: readiness },
-      ],
-      exports: [CONFIG, LOGGER, DATABASE, BROKER, ENDPOINTS, READINESS_CHECKS],
     };
   }
 }

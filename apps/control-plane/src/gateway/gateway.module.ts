@@ -1,4 +1,5 @@
 import { Module } from '@nestjs/common';
+import { DeviceIngestModule } from '../devices/ingest/device-ingest.module.js';
 import { CONFIG } from '../platform/tokens.js';
 import { GatewayAccounting } from './accounting.js';
 import { Balancer } from './balancer.js';
@@ -13,6 +14,7 @@ import { GATEWAY_SETTINGS, type GatewaySettings } from './gateway.settings.js';
 
 /** The OpenAI-compatible inference gateway (`/v1`): see docs/gateway.md. */
 @Module({
+  imports: [DeviceIngestModule],
   controllers: [GatewayController],
   providers: [
     { provide: GATEWAY_SETTINGS, useFactory: (config: { gateway: GatewaySettings }) => config.gateway, inject: [CONFIG] },

@@ -1,4 +1,4 @@
-import { Global, Module } from '@nestjs/common';
+import { Module } from '@nestjs/common';
 import { CONFIG } from '../../platform/tokens.js';
 import { DevicePresence } from './device-presence.js';
 import { DeviceQueue } from './device-queue.js';
@@ -11,10 +11,9 @@ import { REGISTRY_SETTINGS, type RegistrySettings } from './device-ingest.settin
 import { TelemetryCache } from './telemetry-cache.js';
 
 /**
- * Device registry, liveness and ingest: MQTT hello/status/telemetry/events/usage/model states into the database.
- * Global so metrics, alerts and the scheduler can inject IngestStats, TelemetryCache, DevicePresence and DeviceLivenessService.
+ * Device ingest and liveness: MQTT hello/status/telemetry/events/usage/model states into the database. Exports what
+ * the device REST, placement, the gateway and observability read (presence, liveness, telemetry cache, queue, stats).
  */
-@Global()
 @Module({
   providers: [
     { provide: REGISTRY_SETTINGS, useFactory: (config: { registry: RegistrySettings }) => config.registry, inject: [CONFIG] },
@@ -27,6 +26,6 @@ import { TelemetryCache } from './telemetry-cache.js';
     ModelStateService,
     MqttIngestService,
   ],
-  exports: [REGISTRY_SETTINGS, IngestStats, DeviceQueue, DevicePresence, TelemetryCache, OutboxIngestService, DeviceLivenessService, ModelStateService],
+  exports: [REGISTRY_SETTINGS, IngestStats, DeviceQueue, DevicePresence, TelemetryCache, DeviceLivenessService],
 })
-export class RegistryModule {}
+export class DeviceIngestModule {}

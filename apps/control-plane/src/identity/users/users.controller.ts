@@ -3,7 +3,7 @@ import { type AuthedRequest, RequireRole } from '../auth/auth.guard.js';
 import { unauthorized } from '../../platform/common/app-error.js';
 import { parseInput } from '../../platform/common/parse.js';
 import { ApiDoc } from '../../platform/openapi/api-doc.js';
-import { type ApiKeyView, CreateApiKeySchema, CreateUserSchema, IdentityService, UpdateUserSchema, type UserView } from './users.service.js';
+import { type ApiKeyView, CreateApiKeySchema, CreateUserSchema, UsersService, UpdateUserSchema, type UserView } from './users.service.js';
 
 function principalOf(request: AuthedRequest) {
   if (!request.principal) throw unauthorized();
@@ -12,8 +12,8 @@ function principalOf(request: AuthedRequest) {
 
 /** Admin users (roles admin, operator, viewer) and API keys (admin-scoped with a role, or gateway keys). */
 @Controller('api/v1')
-export class IdentityController {
-  constructor(private readonly identity: IdentityService) {}
+export class UsersController {
+  constructor(private readonly identity: UsersService) {}
 
   @RequireRole('admin')
   @Get('users')

@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
-import { IdentityController } from './users.controller.js';
-import { IdentityService } from './users.service.js';
+import { AuditModule } from '../audit/audit.module.js';
+import { UsersController } from './users.controller.js';
+import { UsersService } from './users.service.js';
 
-@Module({ controllers: [IdentityController], providers: [IdentityService] })
-export class IdentityModule {}
+@Module({ imports: [AuditModule], controllers: [UsersController], providers: [UsersService] })
+export class UsersModule {}

@@ -93,7 +93,7 @@ function isUniqueViolation(error: unknown): boolean {
 
 /** Admin users and API keys: hashes stay inside; a new key's secret is returned once. */
 @Injectable()
-export class IdentityService {
+export class UsersService {
   constructor(
     @Inject(DATABASE) private readonly db: Database,
     private readonly audit: AuditService,

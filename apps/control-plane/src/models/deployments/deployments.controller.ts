@@ -6,7 +6,7 @@ import { PageQuerySchema, type Page } from '../catalog/inputs.js';
 import { parseInput } from '../../platform/common/parse.js';
 import { ApiDoc, pageSchema } from '../../platform/openapi/api-doc.js';
 import type { DeploymentPlan } from '../placement/planner.js';
-import { SchedulerService } from '../placement/placement.service.js';
+import { PlacementService } from '../placement/placement.service.js';
 import {
   ACCELERATOR_NEEDS,
   DeploymentInputSchema,
@@ -54,7 +54,7 @@ export type DeploymentWithStatus = DeploymentView & { status: Omit<DeploymentPla
 export class DeploymentsController {
   constructor(
     private readonly deployments: DeploymentsService,
-    private readonly scheduler: SchedulerService,
+    private readonly scheduler: PlacementService,
   ) {}
 
   @RequireRole('viewer')

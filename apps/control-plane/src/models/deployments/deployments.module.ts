@@ -1,7 +1,8 @@
 import { Module } from '@nestjs/common';
-import { SchedulerModule } from '../placement/placement.module.js';
+import { AuditModule } from '../../identity/audit/audit.module.js';
+import { PlacementModule } from '../placement/placement.module.js';
 import { DeploymentsController } from './deployments.controller.js';
 import { DeploymentsService } from './deployments.service.js';
 
-@Module({ imports: [SchedulerModule], controllers: [DeploymentsController], providers: [DeploymentsService], exports: [DeploymentsService] })
+@Module({ imports: [AuditModule, PlacementModule], controllers: [DeploymentsController], providers: [DeploymentsService], exports: [DeploymentsService] })
 export class DeploymentsModule {}

@@ -1,7 +1,8 @@
 import { Module } from '@nestjs/common';
+import { AuditModule } from '../../identity/audit/audit.module.js';
 import { CatalogModule } from '../catalog/catalog.module.js';
 import { DeploymentsModule } from '../deployments/deployments.module.js';
-import { SchedulerModule } from '../placement/placement.module.js';
+import { PlacementModule } from '../placement/placement.module.js';
 import { FleetFileController } from './fleet-file.controller.js';
 import { FleetService } from './fleet-file.service.js';
 
@@ -10,9 +11,9 @@ import { FleetService } from './fleet-file.service.js';
  * that declares all of it. One entry in the app module.
  */
 @Module({
-  imports: [CatalogModule, DeploymentsModule, SchedulerModule],
+  imports: [AuditModule, CatalogModule, DeploymentsModule, PlacementModule],
   controllers: [FleetFileController],
   providers: [FleetService],
-  exports: [FleetService, CatalogModule, DeploymentsModule, SchedulerModule],
+  exports: [FleetService, CatalogModule, DeploymentsModule, PlacementModule],
 })
-export class FleetModule {}
+export class FleetFileModule {}

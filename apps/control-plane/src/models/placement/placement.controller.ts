@@ -8,7 +8,7 @@ import { parseInput } from '../../platform/common/parse.js';
 import type { Database } from '../../platform/database/index.js';
 import { ApiDoc, pageSchema } from '../../platform/openapi/api-doc.js';
 import { DevicePresence } from '../../devices/ingest/device-presence.js';
-import { SchedulerService, type ScheduleRun } from './placement.service.js';
+import { PlacementService, type ScheduleRun } from './placement.service.js';
 
 const placementsQuery = PageQuerySchema.extend({
   deviceId: DeviceIdSchema.optional(),
@@ -72,10 +72,10 @@ export interface PlacementView {
 
 /** Placements (the devices' desired state) and the scheduler's last run. */
 @Controller('api/v1')
-export class SchedulerController {
+export class PlacementController {
   constructor(
     @Inject(DATABASE) private readonly db: Database,
-    private readonly scheduler: SchedulerService,
+    private readonly scheduler: PlacementService,
     private readonly presence: DevicePresence,
   ) {}
 

@@ -39,7 +39,7 @@ export interface ScheduleRun {
  * `placement.changed` event. Runs on fleet events (debounced) and periodically; runs never overlap.
  */
 @Injectable()
-export class SchedulerService implements OnApplicationBootstrap, OnModuleDestroy {
+export class PlacementService implements OnApplicationBootstrap, OnModuleDestroy {
   private timer: NodeJS.Timeout | undefined;
   private interval: NodeJS.Timeout | undefined;
   private chain: Promise<unknown> = Promise.resolve();

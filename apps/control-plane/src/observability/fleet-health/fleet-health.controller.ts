@@ -41,7 +41,7 @@ export const recommendationsSchema = z.object({
 });
 
 @Controller('api/v1/fleet')
-export class FleetController {
+export class FleetHealthController {
   constructor(private readonly health: FleetHealthService) {}
 
   @RequireRole('viewer')

@@ -1,16 +1,17 @@
-import { Global, Module } from '@nestjs/common';
+import { Module } from '@nestjs/common';
+import { AlertsModule } from '../alerts/alerts.module.js';
+import { DeviceIngestModule } from '../../devices/ingest/device-ingest.module.js';
 import { CONFIG } from '../../platform/tokens.js';
 import { FleetMetrics } from './fleet-metrics.js';
 import { HttpMetrics } from './http-metrics.js';
 import { MetricsController } from './metrics.controller.js';
-import { MetricsRegistry } from '../../platform/metrics/metrics-registry.js';
 import { METRICS_SETTINGS, type MetricsSettings } from './metrics.settings.js';
 
-/** `/metrics` and the registry every module registers its metrics with (global: inject `MetricsRegistry`). */
-@Global()
+/** `/metrics` (the registry itself is platform's MetricsRegistryModule), the HTTP metrics and the fleet gauges. */
 @Module({
   controllers: [MetricsController],
-  providers: [MetricsRegistry, HttpMetrics, FleetMetrics, { provide: METRICS_SETTINGS, useFactory: (config: { metrics: MetricsSettings }) => config.metrics, inject: [CONFIG] }],
-  exports: [MetricsRegistry, FleetMetrics],
+  imports: [DeviceIngestModule, AlertsModule],
+  providers: [HttpMetrics, FleetMetrics, { provide: METRICS_SETTINGS, useFactory: (config: { metrics: MetricsSettings }) => config.metrics, inject: [CONFIG] }],
+  exports: [HttpMetrics, FleetMetrics],
 })
 export class MetricsModule {}
