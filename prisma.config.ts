@@ -1,5 +1,5 @@
 // Prisma 7 reads its settings from here. Migrations are applied by the control plane's own migrator
-// (apps/control-plane/src/database/migrator.ts), so only `prisma generate` (via prisma/generate.mjs) uses this file.
+// (apps/control-plane/src/platform/database/migrator.ts), so only `prisma generate` (via prisma/generate.mjs) uses this file.
 import { defineConfig } from 'prisma/config';
 
 export default defineConfig({

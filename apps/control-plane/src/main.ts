@@ -1,9 +1,9 @@
 import 'reflect-metadata';
-import { ConfigError, loadConfig } from './config/config.js';
-import { createLogger } from './common/logger.js';
-import { PortInUseError } from './common/ports.js';
+import { ConfigError, loadConfig } from './app/config.js';
+import { createLogger } from './platform/common/logger.js';
+import { PortInUseError } from './platform/common/ports.js';
 import { startControlPlane } from './app/create-app.js';
-import { INITIAL_CREDENTIALS_FILE } from './bootstrap/initial-credentials.js';
+import { INITIAL_CREDENTIALS_FILE } from './app/bootstrap/initial-credentials.js';
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env);

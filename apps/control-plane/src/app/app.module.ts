@@ -1,27 +1,30 @@
 import { type DynamicModule, Module } from '@nestjs/common';
 import type { Logger } from 'pino';
-import { AuditModule } from '../audit/audit.module.js';
-import { AuthModule } from '../auth/auth.module.js';
-import type { EmbeddedBroker } from '../broker/embedded-broker.js';
-import type { ControlPlaneConfig } from '../config/config.js';
-import type { Database } from '../database/index.js';
-import { DevicesModule } from '../devices/devices.module.js';
-import { EnrollmentModule } from '../enrollment/enrollment.module.js';
-import { IdentityModule } from '../identity/identity.module.js';
-import { EventsModule } from '../events/events.module.js';
-import type { ReadinessCheck } from '../health/health.controller.js';
-import { HealthModule } from '../health/health.module.js';
+import { AuditModule } from '../identity/audit/audit.module.js';
+import { AuthModule } from '../identity/auth/auth.module.js';
+import type { EmbeddedBroker } from '../platform/broker/embedded-broker.js';
+import type { ControlPlaneConfig } from './config.js';
+import type { Database } from '../platform/database/index.js';
+import { DevicesModule } from '../devices/inventory/devices.module.js';
+import { EnrollmentModule } from '../identity/enrollment/enrollment.module.js';
+import { UsersModule } from '../identity/users/users.module.js';
+import { EventsModule } from '../platform/events/events.module.js';
+import type { ReadinessCheck } from '../platform/health/health.controller.js';
+import { HealthModule } from '../platform/health/health.module.js';
 import { GatewayModule } from '../gateway/gateway.module.js';
-import { FleetModule } from '../fleet/fleet.module.js';
-import { RegistryModule } from '../registry/registry.module.js';
-import { AlertsModule } from '../alerts/alerts.module.js';
-import { AuditLogModule } from '../audit-log/audit-log.module.js';
-import { HealthScoreModule } from '../health-score/health-score.module.js';
-import { MetricsModule } from '../metrics/metrics.module.js';
-import { OpenApiModule } from '../openapi/openapi.module.js';
-import { RateLimitModule } from '../rate-limit/rate-limit.module.js';
-import { StreamModule } from '../stream/stream.module.js';
-import { BROKER, CONFIG, DATABASE, ENDPOINTS, LOGGER, READINESS_CHECKS } from './tokens.js';
+import { FleetFileModule } from '../models/fleet-file/fleet-file.module.js';
+import { DeviceIngestModule } from '../devices/ingest/device-ingest.module.js';
+import { AlertsModule } from '../observability/alerts/alerts.module.js';
+import { FleetHealthModule } from '../observability/fleet-health/fleet-health.module.js';
+import { MetricsModule } from '../observability/metrics/metrics.module.js';
+import { OpenApiModule } from '../platform/openapi/openapi.module.js';
+import { RateLimitModule } from '../platform/rate-limit/rate-limit.module.js';
+import { RetentionModule } from '../observability/retention/retention.module.js';
+import { UsageModule } from '../observability/usage/usage.module.js';
+import { StreamModule } from '../observability/stream/stream.module.js';
+import type { Endpoints } from '../platform/tokens.js';
+import { PlatformModule } from '../platform/platform.module.js';
+import { MetricsRegistryModule } from '../platform/metrics/metrics-registry.module.js';
 
 /** The external parts, started before Nest so port and database problems fail fast and clearly. */
 export interface AppParts {
@@ -30,14 +33,6 @@ export interface AppParts {
   database: Database;
   broker: EmbeddedBroker;
   endpoints: Endpoints;
-}
-
-/** The ports actually bound (differ from the config when it asks for port 0). */
-export interface Endpoints {
-  httpPort: number;
-  mqttPort: number;
-  /** set when MQTT over TLS is configured */
-  mqttTlsPort: number | undefined;
 }
 
 @Module({})
@@ -57,36 +52,30 @@ export class AppModule {
     ];
     return {
       module: AppModule,
-      global: true,
       imports: [
-        // Feature modules: add one line per module.
+        // Platform: the global tokens and the shared infrastructure every domain uses.
+        PlatformModule.register({ config: parts.config, logger: parts.logger, database: parts.database, broker: parts.broker, endpoints: parts.endpoints, readiness }),
+        MetricsRegistryModule,
+        // Feature modules: add one line per module; each imports the modules it uses.
         EventsModule,
         AuditModule,
         AuthModule,
         HealthModule,
         EnrollmentModule,
-        IdentityModule,
+        UsersModule,
         DevicesModule,
         GatewayModule,
-        FleetModule,
-        RegistryModule,
+        FleetFileModule,
+        DeviceIngestModule,
         MetricsModule,
         RateLimitModule,
         OpenApiModule,
         StreamModule,
         AlertsModule,
-        HealthScoreModule,
-        AuditLogModule,
+        FleetHealthModule,
+        UsageModule,
+        RetentionModule,
       ],
-      providers: [
-        { provide: CONFIG, useValue: parts.config },
-        { provide: LOGGER, useValue: parts.logger },
-        { provide: DATABASE, useValue: parts.database },
-        { provide: BROKER, useValue: parts.broker },
-        { provide: ENDPOINTS, useValue: parts.endpoints },
-        { provide: READINESS_CHECKS, useValue: readiness },
-      ],
-      exports: [CONFIG, LOGGER, DATABASE, BROKER, ENDPOINTS, READINESS_CHECKS],
     };
   }
 }

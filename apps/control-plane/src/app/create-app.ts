@@ -7,16 +7,17 @@ import { fileURLToPath } from 'node:url';
 import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { Logger } from 'pino';
-import { type InitialCredentials, ensureInitialCredentials } from '../bootstrap/initial-credentials.js';
-import { EmbeddedBroker } from '../broker/embedded-broker.js';
-import { GlobalErrorFilter } from '../common/error.filter.js';
-import { createLogger } from '../common/logger.js';
-import { PortInUseError, assertPortFree } from '../common/ports.js';
-import type { ControlPlaneConfig } from '../config/config.js';
-import { type Database, openDatabase } from '../database/index.js';
-import { DeviceBrokerSecurity } from '../devices/device-broker-security.js';
-import { AppModule, type Endpoints } from './app.module.js';
-import { PinoNestLogger } from './nest-logger.js';
+import { type InitialCredentials, ensureInitialCredentials } from './bootstrap/initial-credentials.js';
+import { EmbeddedBroker } from '../platform/broker/embedded-broker.js';
+import { GlobalErrorFilter } from '../platform/common/error.filter.js';
+import { createLogger } from '../platform/common/logger.js';
+import { PortInUseError, assertPortFree } from '../platform/common/ports.js';
+import type { ControlPlaneConfig } from './config.js';
+import { type Database, openDatabase } from '../platform/database/index.js';
+import { DeviceBrokerSecurity } from '../devices/inventory/device-broker-security.js';
+import { AppModule } from './app.module.js';
+import type { Endpoints } from '../platform/tokens.js';
+import { PinoNestLogger } from '../platform/nest-logger.js';
 
 export interface ControlPlane {
   app: NestFastifyApplication;

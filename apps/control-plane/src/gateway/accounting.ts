@@ -1,9 +1,10 @@
 import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
 import { RequestAttemptSchema, type RequestAttempt, type RequestRecordView } from '@flotilla/protocol';
 import type { Logger } from 'pino';
-import { DATABASE, LOGGER } from '../app/tokens.js';
-import type { Database } from '../database/index.js';
-import { FleetEvents } from '../events/fleet-events.js';
+import { DATABASE, LOGGER } from '../platform/tokens.js';
+import type { Database } from '../platform/database/index.js';
+import { FleetEvents } from '../platform/events/fleet-events.js';
+import { PendingWrites } from '../platform/events/pending-writes.js';
 import type { Tier } from './device-directory.js';
 import { GatewayMetrics, deviceLabel, modelLabel } from './gateway-metrics.js';
 
@@ -58,7 +59,10 @@ export class GatewayAccounting implements OnModuleDestroy {
     @Inject(LOGGER) private readonly logger: Logger,
     private readonly events: FleetEvents,
     private readonly metrics: GatewayMetrics,
-  ) {}
+    pendingWrites: PendingWrites,
+  ) {
+    pendingWrites.register('gateway.requests', () => this.flush());
+  }
 
   record(r: RequestRecord): void {
     this.pending.push(r);

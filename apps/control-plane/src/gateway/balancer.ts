@@ -1,5 +1,5 @@
 import { ErrorCode } from '@flotilla/protocol';
-import { AppError } from '../common/app-error.js';
+import { AppError } from '../platform/common/app-error.js';
 
 export interface BalancerOptions {
   /** requests one device runs at once before the next one waits (PRODUCT.md §4: 10) */

@@ -1,11 +1,11 @@
 import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { decodeTopic, topics } from '@flotilla/protocol';
 import type { Logger } from 'pino';
-import { BROKER, DATABASE, LOGGER } from '../app/tokens.js';
-import type { EmbeddedBroker } from '../broker/embedded-broker.js';
-import type { Database } from '../database/index.js';
-import { FleetEvents } from '../events/fleet-events.js';
-import { DevicePresence } from '../registry/device-presence.js';
+import { BROKER, DATABASE, LOGGER } from '../platform/tokens.js';
+import type { EmbeddedBroker } from '../platform/broker/embedded-broker.js';
+import type { Database } from '../platform/database/index.js';
+import { FleetEvents } from '../platform/events/fleet-events.js';
+import { DevicePresence } from '../devices/ingest/device-presence.js';
 
 export type Tier = 'small' | 'medium' | 'large';
 export const TIERS: readonly Tier[] = ['small', 'medium', 'large'];

@@ -11,8 +11,8 @@ import {
   type InferenceResult,
 } from '@flotilla/protocol';
 import type { Logger } from 'pino';
-import { BROKER, LOGGER } from '../app/tokens.js';
-import type { EmbeddedBroker } from '../broker/embedded-broker.js';
+import { BROKER, LOGGER } from '../platform/tokens.js';
+import type { EmbeddedBroker } from '../platform/broker/embedded-broker.js';
 
 export interface AttemptFailure {
   code: ErrorCode;

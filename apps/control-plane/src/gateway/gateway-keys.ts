@@ -1,8 +1,8 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { DATABASE } from '../app/tokens.js';
-import { SECRET_PREFIX, hashSecret, secretMatches, secretPrefix } from '../auth/secrets.js';
-import type { Database } from '../database/index.js';
-import { RateLimitService, retryAfterSeconds } from '../rate-limit/rate-limit.service.js';
+import { DATABASE } from '../platform/tokens.js';
+import { SECRET_PREFIX, hashSecret, secretMatches, secretPrefix } from '../identity/auth/secrets.js';
+import type { Database } from '../platform/database/index.js';
+import { RateLimitService, retryAfterSeconds } from '../platform/rate-limit/rate-limit.service.js';
 import { GatewayError } from './openai-format.js';
 
 export interface GatewayKey {

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { MetricsRegistry } from '../metrics/metrics-registry.js';
+import { MetricsRegistry } from '../platform/metrics/metrics-registry.js';
 import type { RequestRecord } from './accounting.js';
 import { Balancer } from './balancer.js';
 import { Dispatcher } from './dispatcher.js';

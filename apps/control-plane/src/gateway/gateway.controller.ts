@@ -1,15 +1,15 @@
 import { randomUUID } from 'node:crypto';
-import { Controller, Get, HttpCode, Inject, Param, Post, Query, Req, Res } from '@nestjs/common';
+import { Controller, Get, HttpCode, Inject, Param, Post, Req, Res } from '@nestjs/common';
 import { RequestRecordSchema, type RequestRecordView } from '@flotilla/protocol';
 import { z } from 'zod';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import { LOGGER } from '../app/tokens.js';
-import { Public, RequireRole } from '../auth/auth.guard.js';
-import { notFound } from '../common/app-error.js';
-import { parseInput } from '../common/parse.js';
-import { ApiDoc } from '../openapi/api-doc.js';
-import { SseConnection } from '../stream/sse-connection.js';
+import { LOGGER } from '../platform/tokens.js';
+import { Public, RequireRole } from '../identity/auth/auth.guard.js';
+import { notFound } from '../platform/common/app-error.js';
+import { parseInput } from '../platform/common/parse.js';
+import { ApiDoc } from '../platform/openapi/api-doc.js';
+import { SseConnection } from '../platform/sse/sse-connection.js';
 import { GatewayAccounting } from './accounting.js';
 import { DeviceDirectory } from './device-directory.js';
 import { Dispatcher } from './dispatcher.js';
@@ -19,7 +19,6 @@ import { GatewayService, StreamFailure, type AnswerInfo } from './gateway.servic
 import { GatewayError, chunkBody, completionBody, parseChatBody, usageChunkBody } from './openai-format.js';
 import { VIRTUAL_MODELS } from './router.js';
 import { GatewayRouting, policyView, type RoutingPolicyView } from './routing-policy.js';
-import { UsageService, usageQuery, usageSchema, type Usage } from './usage.service.js';
 
 const requestParams = z.object({ id: z.string().min(1).max(128) });
 
@@ -35,7 +34,6 @@ export class GatewayController {
     private readonly dispatcher: Dispatcher,
     private readonly directory: DeviceDirectory,
     private readonly accounting: GatewayAccounting,
-    private readonly usageService: UsageService,
     private readonly routing: GatewayRouting,
     @Inject(GATEWAY_SETTINGS) private readonly settings: GatewaySettings,
     @Inject(LOGGER) private readonly logger: Logger,
@@ -135,21 +133,6 @@ export class GatewayController {
       }
       await this.sendError(reply, error);
     }
-  }
-
-  /** Per-model and per-device usage over a window, from the recorded requests or, past their retention, the rollups. */
-  @RequireRole('viewer')
-  @Get('api/v1/usage')
-  @ApiDoc({
-    summary:
-      'Gateway usage per model and per device over a window (?window=15m, 1h, 24h, 7d, 30d; latency over successful requests). Windows longer than FLOTILLA_REQUEST_RETENTION_DAYS are read from hourly rollups: start rounded down to the hour, percentiles within about 19 %',
-    tags: ['gateway'],
-    query: usageQuery,
-    response: usageSchema,
-  })
-  async usage(@Query() query: unknown): Promise<Usage> {
-    const { window } = parseInput(usageQuery, query);
-    return this.usageService.usage(window);
   }
 
   /** One recorded request with every attempt (device, start, end, why it ended, tokens, continuation). */

@@ -1,6 +1,6 @@
 import { Module } from '@nestjs/common';
-import { CONFIG } from '../app/tokens.js';
-import type { ControlPlaneConfig } from '../config/config.js';
+import { DeviceIngestModule } from '../devices/ingest/device-ingest.module.js';
+import { CONFIG } from '../platform/tokens.js';
 import { GatewayAccounting } from './accounting.js';
 import { Balancer } from './balancer.js';
 import { DeviceDirectory } from './device-directory.js';
@@ -10,15 +10,14 @@ import { GatewayKeys } from './gateway-keys.js';
 import { GatewayMetrics } from './gateway-metrics.js';
 import { GatewayService } from './gateway.service.js';
 import { GatewayRouting } from './routing-policy.js';
-import { RequestRollupService } from './request-rollups.js';
-import { UsageService } from './usage.service.js';
 import { GATEWAY_SETTINGS, type GatewaySettings } from './gateway.settings.js';
 
 /** The OpenAI-compatible inference gateway (`/v1`): see docs/gateway.md. */
 @Module({
+  imports: [DeviceIngestModule],
   controllers: [GatewayController],
   providers: [
-    { provide: GATEWAY_SETTINGS, useFactory: (config: ControlPlaneConfig) => config.gateway, inject: [CONFIG] },
+    { provide: GATEWAY_SETTINGS, useFactory: (config: { gateway: GatewaySettings }) => config.gateway, inject: [CONFIG] },
     { provide: Balancer, useFactory: (settings: GatewaySettings) => new Balancer(settings), inject: [GATEWAY_SETTINGS] },
     DeviceDirectory,
     Dispatcher,
@@ -27,9 +26,7 @@ import { GATEWAY_SETTINGS, type GatewaySettings } from './gateway.settings.js';
     GatewayRouting,
     GatewayAccounting,
     GatewayService,
-    UsageService,
-    RequestRollupService,
   ],
-  exports: [GatewayService, DeviceDirectory, GatewayAccounting, GatewayRouting, RequestRollupService],
+  exports: [GatewayService, DeviceDirectory, GatewayAccounting, GatewayRouting],
 })
 export class GatewayModule {}

@@ -1,9 +1,9 @@
 import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { ErrorCode, type AttemptEnd, LIMITS, type FinishReason, type InferenceRequest, type InferenceResult, type RequestAttempt, type ToolCall, type ToolCallDelta } from '@flotilla/protocol';
 import type { Logger } from 'pino';
-import { LOGGER } from '../app/tokens.js';
-import { AppError } from '../common/app-error.js';
-import { FleetEvents } from '../events/fleet-events.js';
+import { LOGGER } from '../platform/tokens.js';
+import { AppError } from '../platform/common/app-error.js';
+import { FleetEvents } from '../platform/events/fleet-events.js';
 import { GatewayAccounting, type RequestOutcome } from './accounting.js';
 import { Balancer, type Lease } from './balancer.js';
 import type { CloudFallback } from './cloud-fallback.js';

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { RoutingSchema } from '../fleet/fleet-file.js';
+import { RoutingSchema } from '../models/fleet-file/fleet-file.js';
 import type { CatalogModel } from './device-directory.js';
-import { loadConfig } from '../config/config.js';
 import type { NormalizedChat } from './openai-format.js';
 import { classify, pickTierModel, servingTier, type ClassifierOptions, type TierCandidate } from './router.js';
 import { policyFromRouting, policyFromSettings, policyView } from './routing-policy.js';
+import { gatewayEnvSchema, gatewaySettingsFromEnv } from './gateway.settings.js';
 
 const chat = (content: string, extra: Partial<NormalizedChat> = {}): NormalizedChat => ({
   requestedModel: 'auto',
@@ -24,7 +24,7 @@ const chat = (content: string, extra: Partial<NormalizedChat> = {}): NormalizedC
 });
 const tools: NormalizedChat['tools'] = [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: {} } } }];
 /** The gateway section of a config loaded from `env`. */
-const gatewaySettings = (env: Record<string, string> = {}) => loadConfig(env).gateway;
+const gatewaySettings = (env: Record<string, string> = {}) => gatewaySettingsFromEnv(gatewayEnvSchema.parse(env), (name) => env[name]);
 const env = policyFromSettings(gatewaySettings());
 
 describe('classify (model auto)', () => {

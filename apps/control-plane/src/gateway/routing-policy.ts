@@ -1,9 +1,9 @@
 import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import type { Logger } from 'pino';
-import { DATABASE, LOGGER } from '../app/tokens.js';
-import type { Database } from '../database/index.js';
-import { FleetEvents } from '../events/fleet-events.js';
-import { RoutingSchema, type Routing } from '../fleet/fleet-file.js';
+import { DATABASE, LOGGER } from '../platform/tokens.js';
+import type { Database } from '../platform/database/index.js';
+import { FleetEvents } from '../platform/events/fleet-events.js';
+import { RoutingSchema, type Routing } from '../models/fleet-file/fleet-file.js';
 import { Balancer } from './balancer.js';
 import { CloudFallback } from './cloud-fallback.js';
 import { TIERS, type Tier } from './device-directory.js';

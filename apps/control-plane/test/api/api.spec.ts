@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { RouteCatalog } from '../../src/openapi/route-catalog.js';
+import { RouteCatalog } from '../../src/platform/openapi/route-catalog.js';
 import { api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
 import { describeBackends } from '../support/databases.js';
 import { enrollDevice, loginAdmin, loginAs } from '../observability/helpers.js';

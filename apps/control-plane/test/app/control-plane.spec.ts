@@ -6,7 +6,7 @@ import { connectAsync } from 'mqtt';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane } from '../../src/app/create-app.js';
-import { PortInUseError } from '../../src/common/ports.js';
+import { PortInUseError } from '../../src/platform/common/ports.js';
 import { createIsolatedDatabase, describeBackends } from '../support/databases.js';
 import { api, startTestControlPlane, testConfig, type TestControlPlane } from '../support/control-plane.js';
 import { selfSignedCertificate } from '../support/tls.js';

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config/config.js';
+import { loadConfig } from '../../src/app/config.js';
 import { startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
 
 const limits = { FLOTILLA_RATE_LIMIT_LOGIN_PER_IP: '2', FLOTILLA_RATE_LIMIT_LOGIN_PER_ACCOUNT: '0' };

@@ -2,7 +2,7 @@ import { createServer } from 'node:http';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { EmbeddedBroker, type BrokerMessage, type BrokerSecurity, type EmbeddedBrokerOptions } from '../../src/broker/embedded-broker.js';
+import { EmbeddedBroker, type BrokerMessage, type BrokerSecurity, type EmbeddedBrokerOptions } from '../../src/platform/broker/embedded-broker.js';
 import { selfSignedCertificate } from '../support/tls.js';
 import { pollUntil } from '../support/poll.js';
 

@@ -1,4 +1,4 @@
-import type { SqlExecutor } from '../../src/database/index.js';
+import type { SqlExecutor } from '../../src/platform/database/index.js';
 
 /** The public schema as PostgreSQL describes it, sorted, in plain values: two databases with equal dumps have the same schema. */
 export interface CatalogDump {

@@ -11,7 +11,7 @@ import {
   readMigrations,
   resolveMigrationsDir,
   runMigrations,
-} from '../../src/database/index.js';
+} from '../../src/platform/database/index.js';
 import {
   createIsolatedDatabase,
   describeBackends,

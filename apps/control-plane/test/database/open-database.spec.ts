@@ -1,21 +1,15 @@
-import { Module } from '@nestjs/common';
-import { NestFactory } from '@nestjs/core';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DATABASE } from '../../src/app/tokens.js';
 import {
-  DatabaseModule,
   DatabaseOpenError,
   openDatabase,
   redactUrl,
   resolveMigrationsDir,
-  type Database,
-} from '../../src/database/index.js';
-import { PrismaClient } from '../../src/generated/prisma/client.js';
+} from '../../src/platform/database/index.js';
 import { createIsolatedDatabase } from '../support/databases.js';
 
 const repoMigrations = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..', 'prisma', 'migrations');
@@ -23,7 +17,7 @@ const repoMigrations = join(dirname(fileURLToPath(import.meta.url)), '..', '..',
 describe('resolveMigrationsDir', () => {
   it('finds prisma/migrations above the sources and above the built dist/', () => {
     expect(resolveMigrationsDir()).toBe(repoMigrations);
-    const fromDist = new URL('../../dist/database/migrations-dir.js', import.meta.url).href;
+    const fromDist = new URL('../../dist/platform/database/migrations-dir.js', import.meta.url).href;
     expect(resolveMigrationsDir(undefined, fromDist)).toBe(repoMigrations);
   });
 
@@ -88,26 +82,5 @@ describe('openDatabase', () => {
     expect((error as Error).message).toMatch(/^Cannot connect to PostgreSQL at postgresql:\/\/flotilla:\*\*\*@127\.0\.0\.1:1\/flotilla: /);
     expect((error as Error).message).not.toContain('s3cret');
     expect(redactUrl('not a url')).toBe('<unparseable database URL>');
-  });
-});
-
-describe('DatabaseModule', () => {
-  it('provides the database and its PrismaClient, and closes the database when the app closes', async () => {
-    const isolated = await createIsolatedDatabase('pglite');
-    const dataDir = isolated.dataDir;
-    try {
-      @Module({ imports: [DatabaseModule.forRoot({ dataDir })] })
-      class RootModule {}
-      const app = await NestFactory.createApplicationContext(RootModule, { logger: false });
-      const database = app.get<Database>(DATABASE);
-      expect(database.backend).toBe('pglite');
-      expect(app.get(PrismaClient)).toBe(database.prisma);
-      expect(await app.get(PrismaClient).user.count()).toBe(0);
-      expect(existsSync(join(dataDir, 'db.lock'))).toBe(true);
-      await app.close();
-      expect(existsSync(join(dataDir, 'db.lock'))).toBe(false);
-    } finally {
-      await isolated.dispose();
-    }
   });
 });

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { MIGRATIONS_TABLE, resolveMigrationsDir, runMigrations, type SqlExecutor } from '../../src/database/index.js';
+import { MIGRATIONS_TABLE, resolveMigrationsDir, runMigrations, type SqlExecutor } from '../../src/platform/database/index.js';
 import { createIsolatedDatabase, describeBackends, type IsolatedDatabase } from '../support/databases.js';
 import { withSqlExecutor } from '../support/sql.js';
 

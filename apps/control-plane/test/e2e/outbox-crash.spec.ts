@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { catalogEntry, ensureModel } from '@flotilla/tools/models';
 import { freePort, startAgents, stopAgents, type SimAgent } from '@flotilla/tools/sim';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { openDatabase } from '../../src/database/index.js';
+import { openDatabase } from '../../src/platform/database/index.js';
 import { createIsolatedDatabase, describeBackends, type IsolatedDatabase } from '../support/databases.js';
 import { pollUntil } from '../support/poll.js';
 

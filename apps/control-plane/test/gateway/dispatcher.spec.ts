@@ -2,7 +2,7 @@ import { ErrorCode, PROTOCOL_VERSION, decode, encode, topics, type InferenceCanc
 import { connectAsync, type MqttClient } from 'mqtt';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { EmbeddedBroker, type BrokerSecurity } from '../../src/broker/embedded-broker.js';
+import { EmbeddedBroker, type BrokerSecurity } from '../../src/platform/broker/embedded-broker.js';
 import { Dispatcher, type AttemptFailure, type DispatchRequest } from '../../src/gateway/dispatcher.js';
 import { pollUntil } from '../support/poll.js';
 

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ensureModel } from '@flotilla/tools/models';
 import { startAgents, stopAgents, type SimAgent } from '@flotilla/tools/sim';
 import { GatewayAccounting } from '../../src/gateway/accounting.js';
-import type { Usage } from '../../src/gateway/usage.service.js';
+import type { Usage } from '../../src/observability/usage/usage.service.js';
 import { parsePrometheusText, sampleValue, type Family } from '../observability/prometheus-text.js';
 import { adminLogin, api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
 import { describeBackends } from '../support/databases.js';

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { RequestRollupService, histogramQuantile } from '../../src/gateway/request-rollups.js';
-import { UsageService, type Usage, type UsageCounters } from '../../src/gateway/usage.service.js';
-import { RetentionService } from '../../src/registry/retention.service.js';
+import { RequestRollupService, histogramQuantile } from '../../src/observability/usage/request-rollups.js';
+import { UsageService, type Usage, type UsageCounters } from '../../src/observability/usage/usage.service.js';
+import { RetentionService } from '../../src/observability/retention/retention.service.js';
 import { adminLogin, api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
 import { describeBackends } from '../support/databases.js';
 

@@ -2,8 +2,8 @@ import { createServer, type Server } from 'node:http';
 import { PROTOCOL_VERSION, decode, encode, topics, type DesiredModel, type ErrorCode } from '@flotilla/protocol';
 import { makeModelState, makeModelStatus, makeStatus } from '@flotilla/protocol/testing';
 import type { ControlPlane } from '../../src/app/create-app.js';
-import { hashSecret, generateSecret, secretPrefix } from '../../src/auth/secrets.js';
-import { FleetEvents } from '../../src/events/fleet-events.js';
+import { hashSecret, generateSecret, secretPrefix } from '../../src/identity/auth/secrets.js';
+import { FleetEvents } from '../../src/platform/events/fleet-events.js';
 
 
 /** A gateway key with limits, inserted like the key API would. */

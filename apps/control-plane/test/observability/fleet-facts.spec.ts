@@ -1,8 +1,8 @@
 import { pino } from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { FleetFactsReader } from '../../src/alerts/fleet-facts.js';
-import { EmbeddedBroker } from '../../src/broker/embedded-broker.js';
-import { DevicePresence } from '../../src/registry/device-presence.js';
+import { FleetFactsReader } from '../../src/observability/alerts/fleet-facts.js';
+import { EmbeddedBroker } from '../../src/platform/broker/embedded-broker.js';
+import { DevicePresence } from '../../src/devices/ingest/device-presence.js';
 import type { Prisma } from '../../src/generated/prisma/client.js';
 import { describeBackends, openTestDatabase, type TestDatabase } from '../support/databases.js';
 

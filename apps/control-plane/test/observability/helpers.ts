@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ControlPlane } from '../../src/app/create-app.js';
-import { hashPassword } from '../../src/auth/secrets.js';
+import { hashPassword } from '../../src/identity/auth/secrets.js';
 import { api, type TestControlPlane } from '../support/control-plane.js';
 
 export async function loginAdmin(t: TestControlPlane): Promise<string> {

@@ -3,7 +3,7 @@ import { ErrorCode, encode, topics } from '@flotilla/protocol';
 import { makeTelemetry } from '@flotilla/protocol/testing';
 import { connectAsync } from 'mqtt';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { MetricsRegistry } from '../../src/metrics/metrics-registry.js';
+import { MetricsRegistry } from '../../src/platform/metrics/metrics-registry.js';
 import { GatewayAccounting } from '../../src/gateway/accounting.js';
 import { modelBody } from '../scheduler/support.js';
 import { adminLogin, api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';

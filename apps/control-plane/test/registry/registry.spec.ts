@@ -1,10 +1,10 @@
 import { encode, topics } from '@flotilla/protocol';
 import { makeEvent, makeModelState, makeModelStatus, makeStatus, makeTelemetry, makeUsage } from '@flotilla/protocol/testing';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
-import type { DeviceDetail, TelemetryPoint } from '../../src/devices/devices.service.js';
-import { FleetEvents, type FleetEvent } from '../../src/events/fleet-events.js';
-import { IngestStats } from '../../src/registry/ingest-stats.js';
-import { RetentionService } from '../../src/registry/retention.service.js';
+import type { DeviceDetail, TelemetryPoint } from '../../src/devices/inventory/devices.service.js';
+import { FleetEvents, type FleetEvent } from '../../src/platform/events/fleet-events.js';
+import { IngestStats } from '../../src/devices/ingest/ingest-stats.js';
+import { RetentionService } from '../../src/observability/retention/retention.service.js';
 import { api } from '../support/control-plane.js';
 import { describeBackends } from '../support/databases.js';
 import { pollUntil } from '../support/poll.js';

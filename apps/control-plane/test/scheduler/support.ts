@@ -6,7 +6,7 @@ import { decode, encode, lastWill, topics, type DesiredState, type Hardware, typ
 import { makeHardware, makeHello, makeStatus } from '@flotilla/protocol/testing';
 import { connectAsync, type MqttClient } from 'mqtt';
 import type { ControlPlane } from '../../src/app/create-app.js';
-import { generateSecret, hashSecret, secretPrefix } from '../../src/auth/secrets.js';
+import { generateSecret, hashSecret, secretPrefix } from '../../src/identity/auth/secrets.js';
 import { api } from '../support/control-plane.js';
 
 export const GiB = 1024 ** 3;

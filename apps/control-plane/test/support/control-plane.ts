@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { startControlPlane, type ControlPlane } from '../../src/app/create-app.js';
-import { loadConfig } from '../../src/config/config.js';
+import { loadConfig } from '../../src/app/config.js';
 import { createIsolatedDatabase, type IsolatedDatabase, type TestBackend } from './databases.js';
 
 export interface TestControlPlane {

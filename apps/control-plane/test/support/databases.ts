@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import pg from 'pg';
 import { describe } from 'vitest';
-import { openDatabase, type Database, type OpenDatabaseOptions } from '../../src/database/index.js';
+import { openDatabase, type Database, type OpenDatabaseOptions } from '../../src/platform/database/index.js';
 
 /**
  * Test databases on every backend the control plane supports: embedded PGlite always, PostgreSQL when

@@ -1,7 +1,7 @@
 import { PGlite } from '@electric-sql/pglite';
 import { join } from 'node:path';
 import pg from 'pg';
-import { pgClientExecutor, pgliteExecutor, type SqlExecutor } from '../../src/database/index.js';
+import { pgClientExecutor, pgliteExecutor, type SqlExecutor } from '../../src/platform/database/index.js';
 import type { IsolatedDatabase } from './databases.js';
 
 /** A raw SQL session on an isolated database (no Prisma, no migrations), closed after `fn`. */

@@ -1,7 +1,0 @@
-/** Injection tokens for the app's external parts, built outside Nest and handed in. */
-export const CONFIG = Symbol('flotilla.config');
-export const LOGGER = Symbol('flotilla.logger');
-export const BROKER = Symbol('flotilla.broker');
-export const DATABASE = Symbol('flotilla.database');
-export const READINESS_CHECKS = Symbol('flotilla.readiness-checks');
-export const ENDPOINTS = Symbol('flotilla.endpoints');

@@ -1,0 +1,263 @@
+import { Inject, Injectable, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
+import { isValidDeviceId, type Hello, type Status } from '@flotilla/protocol';
+import type { Logger } from 'pino';
+import { BROKER, DATABASE, LOGGER } from '../../platform/tokens.js';
+import type { EmbeddedBroker } from '../../platform/broker/embedded-broker.js';
+import type { Database } from '../../platform/database/index.js';
+import { FleetEvents } from '../../platform/events/fleet-events.js';
+import type { DeviceStatus, Prisma } from '../../generated/prisma/client.js';
+import { DevicePresence, type PresenceStatus } from './device-presence.js';
+import { DeviceQueue } from './device-queue.js';
+import { IngestStats } from './ingest-stats.js';
+import { OutboxIngestService } from './outbox-ingest.service.js';
+import { REGISTRY_SETTINGS, type RegistrySettings } from './device-ingest.settings.js';
+
+/** Why a status changed, stored in the status history. */
+export type StatusReason =
+  | 'hello'
+  | 'startup'
+  | 'shutdown'
+  | 'drain'
+  | 'connection-lost'
+  | 'disconnected'
+  | 'keepalive-timeout'
+  | 'restart-grace'
+  | 'revoked';
+
+interface Known {
+  status: DeviceStatus;
+  /** the current session [P-3.2]: the one of the last hello or online/draining status */
+  sessionId: string | null;
+}
+
+interface DeviceRow {
+  status: DeviceStatus;
+  sessionId: string | null;
+  lastSeenAt: Date | null;
+}
+
+const LABEL_KEY = /^[a-zA-Z0-9][a-zA-Z0-9._/-]{0,62}$/;
+
+/**
+ * Device status and liveness [P-1.6][P-3.1][P-3.2]: hello and status messages, the broker's session ends (last will,
+ * keepalive timeout) and the reconnect grace after a control-plane start. Every change is stored with its history
+ * and emitted as `device.status`. Callers run the MQTT-driven methods in the device's DeviceQueue.
+ */
+@Injectable()
+export class DeviceLivenessService implements OnApplicationBootstrap, OnModuleDestroy {
+  private readonly known = new Map<string, Known>();
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private removeDisconnectHook: (() => void) | undefined;
+  private startedAt = new Date();
+  private graceDone: Promise<string[]> | undefined;
+
+  constructor(
+    @Inject(DATABASE) private readonly db: Database,
+    @Inject(BROKER) private readonly broker: EmbeddedBroker,
+    @Inject(LOGGER) private readonly logger: Logger,
+    @Inject(REGISTRY_SETTINGS) private readonly settings: RegistrySettings,
+    private readonly queue: DeviceQueue,
+    private readonly outbox: OutboxIngestService,
+    private readonly events: FleetEvents,
+    private readonly stats: IngestStats,
+    private readonly presence: DevicePresence,
+  ) {}
+
+  onApplicationBootstrap(): void {
+    this.startedAt = new Date();
+    this.removeDisconnectHook = this.broker.onClientDisconnect((clientId, reason) => this.disconnected(clientId, reason));
+    this.later(this.settings.reconnectGraceMs, () => {
+      this.graceDone = this.expireUnreturned();
+    });
+  }
+
+  async onModuleDestroy(): Promise<void> {
+    this.removeDisconnectHook?.();
+    for (const timer of this.timers) clearTimeout(timer);
+    this.timers.clear();
+    await this.graceDone?.catch(() => undefined);
+  }
+
+  /** [P-3.1] Inventory, agent version, last seen, the new session; online unless it is draining. */
+  async hello(deviceId: string, hello: Hello, receivedAt: number): Promise<void> {
+    const first = this.presence.noteHeard(deviceId);
+    const outcome = await this.db.prisma.$transaction(async (tx) => {
+      const device = await tx.device.findUnique({ where: { id: deviceId }, select: { status: true, labels: true, hardware: true } });
+      if (!device || device.status === 'revoked') return null;
+      const next: DeviceStatus = device.status === 'draining' ? 'draining' : 'online';
+      const labels = mergeAgentLabels(device.labels as Record<string, string>, hello.labels);
+      const hardware = { ...hello.hardware, runtimes: hello.runtimes, modelsOnDisk: hello.models };
+      const hardwareChanged = JSON.stringify(device.hardware) !== JSON.stringify(hardware);
+      await tx.device.update({
+        where: { id: deviceId },
+        data: {
+          hardware: hardware,
+          agentVersion: hello.agentVersion,
+          lastSeenAt: new Date(receivedAt),
+          sessionId: hello.sessionId,
+          status: next,
+          ...(labels ? { labels } : {}),
+        },
+      });
+      if (next !== device.status) {
+        await tx.deviceStatusChange.create({ data: { deviceId, status: next, previous: device.status, reason: 'hello' } });
+      }
+      const fields = [...(labels ? ['labels'] : []), ...(hardwareChanged ? ['hardware'] : [])];
+      return { previous: device.status, next, fields };
+    });
+    if (!outcome) {
+      this.logger.warn({ deviceId }, 'hello from an unknown or revoked device ignored');
+      return;
+    }
+    this.known.set(deviceId, { status: outcome.next, sessionId: hello.sessionId });
+    this.logger.info({ deviceId, sessionId: hello.sessionId, agentVersion: hello.agentVersion }, 'device hello');
+    this.emitStatus(deviceId, first ? this.returned(outcome.previous) : outcome.previous, outcome.next, receivedAt);
+    if (outcome.fields.length > 0) this.events.emit('device.updated', { deviceId, fields: outcome.fields });
+    await this.outbox.onHello(deviceId, hello.outbox.lastSeq, hello.sessionId);
+  }
+
+  /** [P-3.2] online/draining adopt the message's session; an offline counts only for the current session. */
+  async status(deviceId: string, status: Status, receivedAt: number): Promise<void> {
+    const current = await this.current(deviceId);
+    if (!current || current.status === 'revoked') return;
+    if (status.state === 'offline') {
+      if (current.sessionId !== null && current.sessionId !== status.sessionId) {
+        this.stats.staleStatuses += 1;
+        this.logger.debug({ deviceId, sessionId: status.sessionId, current: current.sessionId }, 'offline of an older session ignored');
+        return;
+      }
+      await this.apply(deviceId, 'offline', status.reason ?? 'shutdown', { guard: (row) => row.sessionId === current.sessionId });
+      return;
+    }
+    const first = this.presence.noteHeard(deviceId);
+    await this.apply(deviceId, status.state, status.reason ?? (status.state === 'draining' ? 'drain' : 'startup'), {
+      data: { sessionId: status.sessionId, lastSeenAt: new Date(receivedAt) },
+      ...(first ? { previous: (row: DeviceStatus) => this.returned(row) } : {}),
+    });
+  }
+
+  /** The previous status of a device's first message to this process: it was reconnecting if stored as connected. */
+  private returned(stored: DeviceStatus): PresenceStatus {
+    return stored === 'online' || stored === 'draining' ? 'reconnecting' : stored;
+  }
+
+  /**
+   * A broker session ended. The last will normally says offline first; this covers sessions that end without one
+   * (a clean DISCONNECT without an offline status, a client without a will). Waits briefly for the will or a new
+   * session, then marks the device offline if that session is still the current one.
+   */
+  disconnected(clientId: string, reason: 'closed' | 'keepalive-timeout'): void {
+    if (!isValidDeviceId(clientId)) return;
+    const sessionAtEnd = this.known.get(clientId)?.sessionId;
+    this.later(this.settings.disconnectSettleMs, () =>
+      this.queue.post(clientId, 'disconnect handling', async () => {
+        if (this.broker.isConnected(clientId)) return;
+        const current = await this.current(clientId);
+        if (!current || (current.status !== 'online' && current.status !== 'draining')) return;
+        if (sessionAtEnd !== undefined && current.sessionId !== sessionAtEnd) return; // a newer session began
+        await this.apply(clientId, 'offline', reason === 'keepalive-timeout' ? 'keepalive-timeout' : 'disconnected', {
+          guard: (row) => row.sessionId === current.sessionId,
+        });
+      }),
+    );
+  }
+
+  /**
+   * After a control-plane start: devices still marked online/draining that have not been heard from since the start
+   * and have no live session become offline. Returns their ids.
+   */
+  async expireUnreturned(): Promise<string[]> {
+    const startedAt = this.startedAt;
+    const candidates = await this.db.prisma.device.findMany({
+      where: { status: { in: ['online', 'draining'] }, OR: [{ lastSeenAt: null }, { lastSeenAt: { lt: startedAt } }] },
+      select: { id: true },
+    });
+    const expired: string[] = [];
+    await Promise.all(
+      candidates.map(({ id }) =>
+        this.queue.run(id, async () => {
+          // Connected but silent: its hello may have come before our subscriptions; the session is live.
+          if (this.broker.isConnected(id)) return;
+          const changed = await this.apply(id, 'offline', 'restart-grace', {
+            guard: (row) => (row.status === 'online' || row.status === 'draining') && (row.lastSeenAt === null || row.lastSeenAt < startedAt),
+          });
+          if (changed) expired.push(id);
+        }),
+      ),
+    );
+    if (expired.length > 0) this.logger.info({ devices: expired.length }, 'devices that did not reconnect after the restart marked offline');
+    return expired;
+  }
+
+  /** Records a status set elsewhere (e.g. revocation) so later messages are judged against it. */
+  remember(deviceId: string, status: DeviceStatus, sessionId: string | null): void {
+    this.known.set(deviceId, { status, sessionId });
+  }
+
+  /** The device's status and session as this process knows them (loaded once from the database). */
+  async current(deviceId: string): Promise<Known | null> {
+    const known = this.known.get(deviceId);
+    if (known) return known;
+    const row = await this.db.prisma.device.findUnique({ where: { id: deviceId }, select: { status: true, sessionId: true } });
+    if (!row) return null;
+    const loaded = { status: row.status, sessionId: row.sessionId };
+    this.known.set(deviceId, loaded);
+    return loaded;
+  }
+
+  /** Sets a status (with history and event) unless the device is revoked or `guard` rejects the stored row. */
+  private async apply(
+    deviceId: string,
+    next: DeviceStatus,
+    reason: StatusReason,
+    options: {
+      guard?: (row: DeviceRow) => boolean;
+      data?: Prisma.DeviceUpdateInput;
+      /** the previous status the event names (e.g. `reconnecting` rather than the stored one) */
+      previous?: (stored: DeviceStatus) => PresenceStatus;
+    } = {},
+  ): Promise<boolean> {
+    const outcome = await this.db.prisma.$transaction(async (tx) => {
+      const row = await tx.device.findUnique({ where: { id: deviceId }, select: { status: true, sessionId: true, lastSeenAt: true } });
+      if (!row || row.status === 'revoked') return null;
+      if (options.guard && !options.guard(row)) return null;
+      if (row.status !== next || options.data) {
+        await tx.device.update({ where: { id: deviceId }, data: { ...options.data, status: next } });
+      }
+      if (row.status !== next) await tx.deviceStatusChange.create({ data: { deviceId, status: next, previous: row.status, reason } });
+      return { previous: row.status, sessionId: (options.data?.sessionId as string | undefined) ?? row.sessionId };
+    });
+    if (!outcome) return false;
+    this.known.set(deviceId, { status: next, sessionId: outcome.sessionId });
+    if (outcome.previous !== next) this.logger.info({ deviceId, status: next, previous: outcome.previous, reason }, 'device status changed');
+    this.emitStatus(deviceId, options.previous?.(outcome.previous) ?? outcome.previous, next, Date.now());
+    return outcome.previous !== next;
+  }
+
+  /** `device.status` when the status moved, including from `reconnecting` to what the device says after a restart. */
+  private emitStatus(deviceId: string, previous: PresenceStatus, next: DeviceStatus, at: number): void {
+    if (previous === next) return;
+    this.events.emit('device.status', { deviceId, status: next, previous, at: new Date(at).toISOString() });
+  }
+
+  private later(ms: number, fn: () => void): void {
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      fn();
+    }, ms);
+    timer.unref();
+    this.timers.add(timer);
+  }
+}
+
+/** Agent-local labels [P-3.1] fill keys the control plane does not set; returns the merged labels when they changed. */
+function mergeAgentLabels(labels: Record<string, string>, agent: Record<string, string> | undefined): Record<string, string> | null {
+  if (!agent) return null;
+  let merged: Record<string, string> | null = null;
+  for (const [key, value] of Object.entries(agent)) {
+    if (key in labels || !LABEL_KEY.test(key) || value.length > 128) continue;
+    merged ??= { ...labels };
+    merged[key] = value;
+  }
+  return merged;
+}

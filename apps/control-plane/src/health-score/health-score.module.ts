@@ -1,7 +1,0 @@
-import { Module } from '@nestjs/common';
-import { AlertsModule } from '../alerts/alerts.module.js';
-import { FleetController } from './fleet.controller.js';
-import { FleetHealthService } from './fleet-health.service.js';
-
-@Module({ imports: [AlertsModule], controllers: [FleetController], providers: [FleetHealthService], exports: [FleetHealthService] })
-export class HealthScoreModule {}
