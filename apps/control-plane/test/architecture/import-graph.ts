@@ -36,7 +36,7 @@ export interface LayeringReport {
 
 /** The domain a source file belongs to: its top folder; the entry files and the generated Prisma client are placed explicitly. */
 export function domainOf(file: string): string | undefined {
-  if (file === 'main.ts' || file === 'cli.ts') return 'app';
+  if (/^(main|cli)(\.spec)?\.ts$/.test(file)) return 'app'; // the entry points and their specs
   const top = file.split('/')[0] ?? '';
   if (top === 'generated') return 'platform';
   return top in DOMAIN_RULES ? top : undefined;
