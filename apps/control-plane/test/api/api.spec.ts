@@ -12,6 +12,7 @@ interface Operation {
   parameters?: { name: string; in: string; required: boolean; schema: Record<string, unknown> }[];
   requestBody?: { content: Record<string, { schema: { properties?: Record<string, unknown>; required?: string[] } }> };
   responses: Record<string, unknown>;
+  tags?: string[];
 }
 interface OpenApi {
   openapi: string;
@@ -66,10 +67,14 @@ describeBackends('REST API surface', (backend) => {
     expect(alerts?.parameters).toContainEqual(expect.objectContaining({ name: 'state', in: 'query', required: false, schema: { type: 'string', enum: ['open', 'resolved'] } }));
     expect(alerts?.parameters).toContainEqual(expect.objectContaining({ name: 'limit', schema: expect.objectContaining({ default: 100, maximum: 500 }) }));
     expect(doc.paths['/api/v1/events/stream']?.get).toMatchObject({ 'x-required-role': 'viewer', security: [{ bearer: [] }, { queryToken: [] }] });
-    expect(doc.paths['/api/v1/fleet/health']?.get?.responses['200']).toMatchObject({
+    expect(doc.paths['/api/v1/fleet-health']?.get?.responses['200']).toMatchObject({
       content: { 'application/json': { schema: { properties: { status: { enum: ['healthy', 'degraded', 'unhealthy'] }, evaluatedAt: { type: 'string', format: 'date-time' } } } } },
     });
     for (const ops of Object.values(doc.paths)) for (const op of Object.values(ops)) expect(Object.keys(op.responses).length).toBeGreaterThan(0);
+    // [issue 9] one owner for /api/v1/fleet: the fleet file (apply, export, routing); fleet health lives elsewhere
+    const fleetPaths = Object.keys(doc.paths).filter((path) => path === '/api/v1/fleet' || path.startsWith('/api/v1/fleet/'));
+    expect(fleetPaths.sort()).toEqual(['/api/v1/fleet/apply', '/api/v1/fleet/export', '/api/v1/fleet/routing']);
+    for (const path of fleetPaths) for (const op of Object.values(doc.paths[path] ?? {})) expect(op.tags).toEqual(['fleet']);
   });
 
   it('lists the audit log to admins, newest first and page by page', async () => {
@@ -95,7 +100,7 @@ describeBackends('REST API surface', (backend) => {
   it('lets a viewer read but change nothing: every non-GET route refuses a viewer session', async () => {
     const viewer = await loginAs(t.cp, 'viewer');
     expect((await api(t.cp, '/api/v1/devices', { token: viewer })).status).toBe(200);
-    expect((await api(t.cp, '/api/v1/fleet/health', { token: viewer })).status).toBe(200);
+    expect((await api(t.cp, '/api/v1/fleet-health', { token: viewer })).status).toBe(200);
     const doc = (await api<OpenApi>(t.cp, '/api/v1/openapi.json')).body;
     const auditBefore = await t.cp.database.prisma.auditEvent.count();
     const placeholder = '0190a0b0-0000-7000-8000-000000000000';

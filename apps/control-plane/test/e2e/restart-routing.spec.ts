@@ -111,7 +111,7 @@ describeBackends('routing after a control-plane restart with a dead agent', (bac
     await pollUntil(async () => (await deployment(restarted, token))?.ready === 1, { timeoutMs: 15_000, what: 'the live replica counted ready' });
     const during = await deployment(restarted, token);
     const placements = await api<{ items: { deviceId: string; deviceStatus: string; ready: boolean }[] }>(restarted, '/api/v1/placements', { token });
-    const health = await api<{ devices: { online: number; reconnecting: number } }>(restarted, '/api/v1/fleet/health', { token });
+    const health = await api<{ devices: { online: number; reconnecting: number } }>(restarted, '/api/v1/fleet-health', { token });
     const metrics = parsePrometheusText(await (await fetch(`${restarted.url}/metrics`)).text());
     expect(await device(dead.deviceId)).toMatchObject({ status: 'reconnecting' });
     expect(during).toMatchObject({ placed: 2, ready: 1 });

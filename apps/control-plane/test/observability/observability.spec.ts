@@ -27,7 +27,7 @@ describeBackends('observability', (backend) => {
   afterAll(() => t?.dispose());
 
   const prisma = () => t.cp.database.prisma;
-  const health = async () => (await api<{ status: string; reasons: { rule: string }[] }>(t.cp, '/api/v1/fleet/health', { token: admin })).body;
+  const health = async () => (await api<{ status: string; reasons: { rule: string }[] }>(t.cp, '/api/v1/fleet-health', { token: admin })).body;
   const setStatus = async (id: string, status: 'online' | 'offline', previous: string) => {
     await prisma().device.update({ where: { id }, data: { status, lastSeenAt: new Date() } });
     t.cp.app.get(FleetEvents).emit('device.status', { deviceId: id, status, previous, at: new Date().toISOString() });
@@ -157,7 +157,7 @@ describeBackends('observability', (backend) => {
 
     const rules = await api<{ rules: { rule: string; threshold: number }[] }>(t.cp, '/api/v1/alerts/rules', { token: admin });
     expect(rules.body.rules).toContainEqual(expect.objectContaining({ rule: 'latency-high', threshold: 3000 }));
-    const recommendations = await api<{ windowSeconds: number; recommendations: unknown[] }>(t.cp, '/api/v1/fleet/recommendations', { token: admin });
+    const recommendations = await api<{ windowSeconds: number; recommendations: unknown[] }>(t.cp, '/api/v1/recommendations', { token: admin });
     expect(recommendations.body).toMatchObject({ windowSeconds: 900, recommendations: [] });
 
     await prisma().inferenceRequest.deleteMany({});
@@ -210,7 +210,7 @@ describeBackends('observability', (backend) => {
       expect(families.get('flotilla_http_request_duration_seconds')?.type).toBe('histogram');
       // The gauge follows the last assessment, which background triggers (enrollment, status) may run at any time:
       // assess now, then the next scrape must show exactly that status.
-      const health = await api<{ status: 'healthy' | 'degraded' | 'unhealthy' }>(t.cp, '/api/v1/fleet/health', { token: admin });
+      const health = await api<{ status: 'healthy' | 'degraded' | 'unhealthy' }>(t.cp, '/api/v1/fleet-health', { token: admin });
       expect(sampleValue(await scrape(), 'flotilla_fleet_health')).toBe({ healthy: 0, degraded: 1, unhealthy: 2 }[health.body.status]);
       expect(sampleValue(families, 'flotilla_alert_evaluations_total', { result: 'ok' })).toBeGreaterThanOrEqual(3);
     } finally {

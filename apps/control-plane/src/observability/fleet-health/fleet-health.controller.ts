@@ -40,18 +40,19 @@ export const recommendationsSchema = z.object({
   ),
 });
 
-@Controller('api/v1/fleet')
+// `/api/v1/fleet` belongs to the fleet file (models domain); fleet health and recommendations have paths of their own.
+@Controller('api/v1')
 export class FleetHealthController {
   constructor(private readonly health: FleetHealthService) {}
 
   @RequireRole('viewer')
-  @Get('health')
+  @Get('fleet-health')
   @ApiDoc({
     summary: 'Fleet health: healthy, degraded or unhealthy, with the reasons',
     description:
       'unhealthy: >= 50 % of devices offline, a deployment with no ready replica, or the fleet-wide error-rate alert open; ' +
       'degraded: any device offline, a deployment below its replicas, or any open alert; healthy otherwise.',
-    tags: ['fleet'],
+    tags: ['observability'],
     response: fleetHealthSchema,
   })
   fleetHealth(): Promise<FleetHealth & { evaluatedAt: Date }> {
@@ -60,7 +61,7 @@ export class FleetHealthController {
 
   @RequireRole('viewer')
   @Get('recommendations')
-  @ApiDoc({ summary: 'Scaling recommendations (scale out, up, down) over the scaling window', tags: ['fleet'], response: recommendationsSchema })
+  @ApiDoc({ summary: 'Scaling recommendations (scale out, up, down) over the scaling window', tags: ['observability'], response: recommendationsSchema })
   recommendations(): Promise<RecommendationReport> {
     return this.health.recommendations();
   }
