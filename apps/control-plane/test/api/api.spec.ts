@@ -1,3 +1,4 @@
+import { ApiErrorBodySchema, AuditPageSchema } from '@flotilla/protocol';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { RouteCatalog } from '../../src/platform/openapi/route-catalog.js';
 import { api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
@@ -77,22 +78,50 @@ describeBackends('REST API surface', (backend) => {
     for (const path of fleetPaths) for (const op of Object.values(doc.paths[path] ?? {})) expect(op.tags).toEqual(['fleet']);
   });
 
+  it('documents every identity and devices route with its request and response schemas', async () => {
+    const doc = (await api<OpenApi>(t.cp, '/api/v1/openapi.json')).body;
+    const owners = /^(auth|users|enrollment|auditLog|devices)[A-Z]/;
+    const operations = Object.entries(doc.paths).flatMap(([path, ops]) =>
+      Object.entries(ops)
+        .filter(([, op]) => owners.test(op.operationId))
+        .map(([method, op]) => ({ where: `${method.toUpperCase()} ${path}`, method, op })),
+    );
+    expect(operations.length).toBeGreaterThanOrEqual(19);
+    const gaps: string[] = [];
+    for (const { where, method, op } of operations) {
+      if ((op as Operation & { 'x-undocumented'?: boolean })['x-undocumented']) gaps.push(`${where}: no @ApiDoc`);
+      const [status, success] = Object.entries(op.responses).find(([code]) => code.startsWith('2')) ?? [];
+      const content = (success as { content?: Record<string, { schema: Record<string, unknown> }> } | undefined)?.content;
+      const schema = content?.['application/json']?.schema;
+      if (status !== '204' && (!schema || Object.keys(schema).length === 0)) gaps.push(`${where}: no response schema`);
+      const path = where.slice(where.indexOf(' ') + 1);
+      for (const name of path.match(/\{([^}]+)\}/g) ?? []) {
+        const param = op.parameters?.find((p) => p.in === 'path' && `{${p.name}}` === name);
+        if (!param?.schema.description && !param?.schema.pattern) gaps.push(`${where}: path parameter ${name} undescribed`);
+      }
+      // Every write takes a schema'd body except the bodiless actions (revoke, logout).
+      const bodiless = /\/(revoke|logout)$/.test(path);
+      if ((method === 'post' || method === 'patch') && !bodiless && !op.requestBody) gaps.push(`${where}: no request schema`);
+      if (op.responses['401'] === undefined && op['x-required-role'] !== 'public') gaps.push(`${where}: no 401`);
+    }
+    expect(gaps).toEqual([]);
+  });
+
   it('lists the audit log to admins, newest first and page by page', async () => {
     await enrollDevice(t.cp, admin, 'audited');
-    const first = await api<{ items: { id: string; action: string; actor: string }[]; nextCursor: string | null }>(t.cp, '/api/v1/audit?limit=1', {
-      token: admin,
-    });
-    expect(first.status).toBe(200);
-    expect(first.body.items).toHaveLength(1);
-    expect(first.body.items[0]?.action).toBe('device.enroll');
-    expect(first.body.nextCursor).not.toBeNull();
-    const next = await api<{ items: { action: string; actor: string }[] }>(t.cp, `/api/v1/audit?limit=1&cursor=${first.body.nextCursor}`, { token: admin });
-    expect(next.body.items[0]).toMatchObject({ action: 'enrollment-token.create', actor: expect.stringMatching(/^user:/) });
-    const byPrefix = await api<{ items: { action: string }[] }>(t.cp, '/api/v1/audit?action=enrollment-token.', { token: admin });
-    expect(byPrefix.body.items.map((i) => i.action)).toEqual(['enrollment-token.create']);
-    const bad = await api<{ error: { message: string } }>(t.cp, '/api/v1/audit?since=yesterday', { token: admin });
+    const res = await api(t.cp, '/api/v1/audit?limit=1', { token: admin });
+    expect(res.status).toBe(200);
+    const first = AuditPageSchema.parse(res.body);
+    expect(first.items).toHaveLength(1);
+    expect(first.items[0]?.action).toBe('device.enroll');
+    expect(first.nextCursor).not.toBeNull();
+    const next = AuditPageSchema.parse((await api(t.cp, `/api/v1/audit?limit=1&cursor=${first.nextCursor}`, { token: admin })).body);
+    expect(next.items[0]).toMatchObject({ action: 'enrollment-token.create', actor: expect.stringMatching(/^user:/) });
+    const byPrefix = AuditPageSchema.parse((await api(t.cp, '/api/v1/audit?action=enrollment-token.', { token: admin })).body);
+    expect(byPrefix.items.map((i) => i.action)).toEqual(['enrollment-token.create']);
+    const bad = await api(t.cp, '/api/v1/audit?since=yesterday', { token: admin });
     expect(bad.status).toBe(400);
-    expect(bad.body.error.message).toMatch(/^since: /);
+    expect(ApiErrorBodySchema.parse(bad.body).error.message).toMatch(/^since: /);
     const viewer = await loginAs(t.cp, 'viewer');
     expect((await api(t.cp, '/api/v1/audit', { token: viewer })).status).toBe(403);
   });

@@ -1,7 +1,7 @@
 import { stat, readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { topics } from '@flotilla/protocol';
+import { ApiErrorBodySchema, CreatedEnrollmentTokenSchema, DevicePageSchema, EnrollResponseSchema, LoginResponseSchema, topics } from '@flotilla/protocol';
 import { connectAsync } from 'mqtt';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -41,22 +41,22 @@ describeBackends('control plane start-up', (backend) => {
     const creds = JSON.parse(await readFile(join(t.isolated.dataDir, 'initial-credentials.json'), 'utf8')) as Record<string, string>;
     const wrong = await api(t.cp, '/api/v1/auth/login', { body: { email: creds.adminEmail, password: 'wrong' } });
     expect(wrong.status).toBe(401);
-    const login = await api<{ token: string }>(t.cp, '/api/v1/auth/login', { body: { email: creds.adminEmail, password: creds.adminPassword } });
+    const login = await api(t.cp, '/api/v1/auth/login', { body: { email: creds.adminEmail, password: creds.adminPassword } });
     expect(login.status).toBe(200);
-    const minted = await api<{ token: string }>(t.cp, '/api/v1/enrollment-tokens', {
-      token: login.body.token,
+    const session = LoginResponseSchema.parse(login.body);
+    const minted = await api(t.cp, '/api/v1/enrollment-tokens', {
+      token: session.token,
       body: { labels: { zone: 'a' }, uses: 1 },
     });
     expect(minted.status).toBe(201);
-    const enrolled = await api<{ deviceId: string; mqtt: { username: string; password: string; urls: string[] } }>(t.cp, '/api/v1/enroll', {
-      body: { token: minted.body.token, name: 'kiosk-1' },
-    });
+    const { token } = CreatedEnrollmentTokenSchema.parse(minted.body);
+    const enrolled = await api(t.cp, '/api/v1/enroll', { body: { token, name: 'kiosk-1' } });
     expect(enrolled.status).toBe(201);
-    const again = await api<{ error: { code: string } }>(t.cp, '/api/v1/enroll', { body: { token: minted.body.token } });
+    const again = await api(t.cp, '/api/v1/enroll', { body: { token } });
     expect(again.status).toBe(401);
-    expect(again.body.error.code).toBe('ENROLLMENT_TOKEN_INVALID');
+    expect(ApiErrorBodySchema.parse(again.body).error.code).toBe('ENROLLMENT_TOKEN_INVALID');
 
-    const { deviceId, mqtt } = enrolled.body;
+    const { deviceId, mqtt } = EnrollResponseSchema.parse(enrolled.body);
     expect(mqtt.urls).toContain(`mqtt://127.0.0.1:${t.cp.mqttPort}`);
     const client = await connectAsync(`mqtt://127.0.0.1:${t.cp.mqttPort}`, {
       clientId: deviceId,
@@ -75,8 +75,8 @@ describeBackends('control plane start-up', (backend) => {
       connectAsync(`mqtt://127.0.0.1:${t.cp.mqttPort}`, { clientId: 'someone-else', username: mqtt.username, password: mqtt.password, reconnectPeriod: 0 }),
     ).rejects.toThrow(/Bad username or password/i);
 
-    const devices = await api<{ items: { id: string; labels: unknown; name: string }[] }>(t.cp, '/api/v1/devices', { token: login.body.token });
-    expect(devices.body.items).toEqual([expect.objectContaining({ id: deviceId, name: 'kiosk-1', labels: { zone: 'a' } })]);
+    const devices = await api(t.cp, '/api/v1/devices', { token: session.token });
+    expect(DevicePageSchema.parse(devices.body).items).toEqual([expect.objectContaining({ id: deviceId, name: 'kiosk-1', labels: { zone: 'a' }, hardware: null })]);
     expect(JSON.stringify(devices.body)).not.toContain(mqtt.password);
   });
 

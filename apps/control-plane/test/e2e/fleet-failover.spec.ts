@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DeviceDetailSchema } from '@flotilla/protocol';
 import { catalogEntry, ensureModel } from '@flotilla/tools/models';
 import { startAgents, stopAgents, type SimAgent } from '@flotilla/tools/sim';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -12,12 +13,6 @@ import { pollUntil } from '../support/poll.js';
 // Issue 4's end-to-end bar with real agents (child processes of the built agent) on a generated model:
 // enroll -> online -> deployment placed -> ready -> device killed -> offline within the bound -> re-placed -> ready.
 const KEEPALIVE_S = 2;
-
-interface DeviceDetail {
-  id: string;
-  status: string;
-  modelStates: { model: string; state: string }[];
-}
 
 describeBackends('fleet failover with real agents', (backend) => {
   let t: TestControlPlane;
@@ -43,7 +38,8 @@ describeBackends('fleet failover with real agents', (backend) => {
     if (base) await rm(base, { recursive: true, force: true });
   });
 
-  const detail = async (id: string) => (await api<DeviceDetail>(t.cp, `/api/v1/devices/${id}`, { token })).body;
+  // Parsed with the contract: real agents' hello and telemetry must fit the documented device detail.
+  const detail = async (id: string) => DeviceDetailSchema.parse((await api(t.cp, `/api/v1/devices/${id}`, { token })).body);
   const readyOn = async (id: string) => (await detail(id)).modelStates.some((m) => m.model === 'e2e-tiny' && m.state === 'ready');
 
   it('places a deployment, and re-places it on the surviving device when its device dies', { timeout: 120_000 }, async () => {

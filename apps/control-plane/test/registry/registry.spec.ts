@@ -1,7 +1,14 @@
-import { encode, topics } from '@flotilla/protocol';
+import {
+  DeviceDetailSchema,
+  DeviceEventsSchema,
+  DeviceStatusHistorySchema,
+  DeviceTelemetrySchema,
+  RevokeDeviceResponseSchema,
+  encode,
+  topics,
+} from '@flotilla/protocol';
 import { makeEvent, makeModelState, makeModelStatus, makeStatus, makeTelemetry, makeUsage } from '@flotilla/protocol/testing';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
-import type { DeviceDetail, TelemetryPoint } from '../../src/devices/inventory/devices.service.js';
 import { FleetEvents, type FleetEvent } from '../../src/platform/events/fleet-events.js';
 import { IngestStats } from '../../src/devices/ingest/ingest-stats.js';
 import { RetentionService } from '../../src/observability/retention/retention.service.js';
@@ -36,9 +43,9 @@ describeBackends('device registry, liveness and ingest', (backend) => {
 
   const stats = () => t.cp.app.get(IngestStats);
   const detail = async (id: string) => {
-    const res = await api<DeviceDetail>(t.cp, `/api/v1/devices/${id}`, { token: t.adminToken });
+    const res = await api(t.cp, `/api/v1/devices/${id}`, { token: t.adminToken });
     if (res.status !== 200) throw new Error(`detail ${res.status}: ${JSON.stringify(res.body)}`);
-    return res.body;
+    return DeviceDetailSchema.parse(res.body);
   };
   const statusOf = async (id: string) => (await detail(id)).status;
   const waitStatus = (id: string, status: string, timeoutMs = 5000) =>
@@ -62,7 +69,8 @@ describeBackends('device registry, liveness and ingest', (backend) => {
     try {
       const agent = await newAgent('kiosk-hello', { zone: 'a' });
       const id = agent.deviceId;
-      expect(await statusOf(id)).toBe('offline');
+      // enrolled without a hardware summary: nothing reported yet
+      expect(await detail(id)).toMatchObject({ status: 'offline', hardware: null });
       await agent.connect(t.cp.mqttPort, KEEPALIVE_S);
       await agent.sayHello({ agentVersion: '0.2.0', labels: { site: 'berlin', zone: 'from-agent' } });
       await agent.publish('modelState', makeModelState({ ts: Date.now() }), true);
@@ -96,10 +104,8 @@ describeBackends('device registry, liveness and ingest', (backend) => {
       expect((await detail(id)).modelStates).toEqual([expect.objectContaining({ model: 'tiny-q8', state: 'ready', loaded: true })]);
       expect(seen).toContainEqual({ type: 'model-state.changed', data: expect.objectContaining({ deviceId: id, modelId: 'big-q8', state: 'removed' }) });
 
-      const history = await api<{ items: { status: string; previous: string; reason: string }[] }>(t.cp, `/api/v1/devices/${id}/status-history`, {
-        token: t.adminToken,
-      });
-      expect(history.body.items[0]).toMatchObject({ status: 'online', previous: 'offline', reason: 'hello' });
+      const history = await api(t.cp, `/api/v1/devices/${id}/status-history`, { token: t.adminToken });
+      expect(DeviceStatusHistorySchema.parse(history.body).items[0]).toMatchObject({ status: 'online', previous: 'offline', reason: 'hello' });
     } finally {
       off();
     }
@@ -113,8 +119,8 @@ describeBackends('device registry, liveness and ingest', (backend) => {
     await waitStatus(id, 'offline', OFFLINE_BOUND_MS + 1000);
     const elapsed = Date.now() - killedAt;
     expect(elapsed).toBeLessThanOrEqual(OFFLINE_BOUND_MS);
-    const history = await api<{ items: { status: string; reason: string }[] }>(t.cp, `/api/v1/devices/${id}/status-history`, { token: t.adminToken });
-    expect(history.body.items[0]).toMatchObject({ status: 'offline', reason: 'connection-lost' });
+    const history = await api(t.cp, `/api/v1/devices/${id}/status-history`, { token: t.adminToken });
+    expect(DeviceStatusHistorySchema.parse(history.body).items[0]).toMatchObject({ status: 'offline', reason: 'connection-lost' });
 
     // A new session; then an offline carrying the old session (what a late last will looks like) changes nothing.
     const oldSession = agent.sessionId;
@@ -222,17 +228,18 @@ describeBackends('device registry, liveness and ingest', (backend) => {
     expect(merged).toMatchObject({ samples: N + 1, cpuMax: 100 });
     expect(merged?.cpuAvg).toBeCloseTo((N * (N + 1)) / 2 / (N + 1) + 100 / (N + 1));
 
-    const events = await api<{ items: { seq: number; code: string }[] }>(t.cp, `/api/v1/devices/${id}/events`, { token: t.adminToken });
-    expect(events.body.items).toEqual([expect.objectContaining({ seq: N + 1, code: 'MODEL_LOAD_FAILED' })]);
+    const events = await api(t.cp, `/api/v1/devices/${id}/events`, { token: t.adminToken });
+    expect(DeviceEventsSchema.parse(events.body).items).toEqual([expect.objectContaining({ seq: N + 1, code: 'MODEL_LOAD_FAILED' })]);
 
-    const chart = await api<{ bucketSeconds: number; items: TelemetryPoint[] }>(
+    const chart = await api(
       t.cp,
       `/api/v1/devices/${id}/telemetry?from=${base - 60_000}&to=${new Date(base + 60_000).toISOString()}`,
       { token: t.adminToken },
     );
     expect(chart.status).toBe(200);
-    expect(chart.body.bucketSeconds).toBe(60);
-    expect(chart.body.items).toEqual([expect.objectContaining({ bucketStart: new Date(base).toISOString(), samples: N + 1, cpuMax: 100 })]);
+    const points = DeviceTelemetrySchema.parse(chart.body);
+    expect(points.bucketSeconds).toBe(60);
+    expect(points.items).toEqual([expect.objectContaining({ bucketStart: new Date(base).toISOString(), samples: N + 1, cpuMax: 100 })]);
     const bad = await api<{ error: { code: string } }>(t.cp, `/api/v1/devices/${id}/telemetry?from=yesterday`, { token: t.adminToken });
     expect(bad.status).toBe(400);
   });
@@ -261,13 +268,13 @@ describeBackends('device registry, liveness and ingest', (backend) => {
     const seen: FleetEvent[] = [];
     const off = t.cp.app.get(FleetEvents).onAny((e) => seen.push(e));
     try {
-      const patched = await api<DeviceDetail>(t.cp, `/api/v1/devices/${id}`, {
+      const patched = await api(t.cp, `/api/v1/devices/${id}`, {
         method: 'PATCH',
         token: t.adminToken,
         body: { name: 'kiosk-renamed', labels: { zone: 'b', gpu: 'none' } },
       });
       expect(patched.status).toBe(200);
-      expect(patched.body).toMatchObject({ name: 'kiosk-renamed', labels: { zone: 'b', gpu: 'none' } });
+      expect(DeviceDetailSchema.parse(patched.body)).toMatchObject({ name: 'kiosk-renamed', labels: { zone: 'b', gpu: 'none' } });
       expect(seen).toContainEqual({ type: 'device.updated', data: { deviceId: id, fields: ['name', 'labels'] } });
       const invalid = await api<{ error: { code: string } }>(t.cp, `/api/v1/devices/${id}`, {
         method: 'PATCH',
@@ -282,9 +289,10 @@ describeBackends('device registry, liveness and ingest', (backend) => {
       if (!client) throw new Error('not connected');
       const closed = new Promise<number>((resolve) => client.once('close', () => resolve(Date.now())));
       const revokedAt = Date.now();
-      const revoked = await api<{ status: string; disconnected: boolean }>(t.cp, `/api/v1/devices/${id}/revoke`, { method: 'POST', token: t.adminToken });
+      const revoked = await api(t.cp, `/api/v1/devices/${id}/revoke`, { method: 'POST', token: t.adminToken });
       expect(revoked.status).toBe(200);
-      expect(revoked.body).toMatchObject({ status: 'revoked', disconnected: true });
+      const first = RevokeDeviceResponseSchema.parse(revoked.body);
+      expect(first).toMatchObject({ status: 'revoked', disconnected: true });
       expect((await closed) - revokedAt).toBeLessThanOrEqual(5000);
       await expect(agent.connect(t.cp.mqttPort, KEEPALIVE_S)).rejects.toThrow(/bad username or password|not authorized/i);
       await sleep(700); // the will and the disconnect settle time pass: revoked stays revoked
@@ -293,6 +301,8 @@ describeBackends('device registry, liveness and ingest', (backend) => {
 
       const again = await api(t.cp, `/api/v1/devices/${id}/revoke`, { method: 'POST', token: t.adminToken });
       expect(again.status).toBe(200);
+      // idempotent: the same revocation instant, no live session left to cut
+      expect(RevokeDeviceResponseSchema.parse(again.body)).toEqual({ ...first, disconnected: false });
       const audit = await t.cp.database.prisma.auditEvent.findMany({ where: { target: `device:${id}` }, orderBy: { at: 'asc' } });
       expect(audit.map((a) => a.action)).toEqual(['device.enroll', 'device.update', 'device.revoke']);
       expect(JSON.stringify(audit)).not.toContain(agent.creds.password);
@@ -344,10 +354,8 @@ describeBackends('device registry, liveness and ingest', (backend) => {
     expect(await statusOf(gone.deviceId)).toBe('reconnecting');
     await waitStatus(gone.deviceId, 'offline', GRACE_S * 1000 + 3000);
     expect(await statusOf(back.deviceId)).toBe('online');
-    const history = await api<{ items: { status: string; reason: string }[] }>(t.cp, `/api/v1/devices/${gone.deviceId}/status-history`, {
-      token: t.adminToken,
-    });
-    expect(history.body.items[0]).toMatchObject({ status: 'offline', reason: 'restart-grace' });
+    const history = await api(t.cp, `/api/v1/devices/${gone.deviceId}/status-history`, { token: t.adminToken });
+    expect(DeviceStatusHistorySchema.parse(history.body).items[0]).toMatchObject({ status: 'offline', reason: 'restart-grace' });
   });
 
   it('restarting the control plane with connected agents loses no acknowledged outbox entry and duplicates none', async () => {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { connect as connectTcp, type Socket } from 'node:net';
 import { Writable } from 'node:stream';
-import { decode, encode, lastWill, topics, type MessageOf, type TopicKind } from '@flotilla/protocol';
+import { CreatedEnrollmentTokenSchema, EnrollResponseSchema, decode, encode, lastWill, topics, type MessageOf, type TopicKind } from '@flotilla/protocol';
 import { makeHello, makeStatus } from '@flotilla/protocol/testing';
 import { connectAsync, type MqttClient } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
@@ -55,13 +55,13 @@ export interface DeviceCredentials {
 
 /** Enrollment through the REST API, as a real agent does it. */
 export async function enrollDevice(cp: ControlPlane, adminToken: string, name: string, labels: Record<string, string> = {}): Promise<DeviceCredentials> {
-  const minted = await api<{ token: string }>(cp, '/api/v1/enrollment-tokens', { token: adminToken, body: { labels, uses: 1 } });
+  const minted = await api(cp, '/api/v1/enrollment-tokens', { token: adminToken, body: { labels, uses: 1 } });
   if (minted.status !== 201) throw new Error(`token: ${minted.status} ${JSON.stringify(minted.body)}`);
-  const enrolled = await api<{ deviceId: string; mqtt: { username: string; password: string } }>(cp, '/api/v1/enroll', {
-    body: { token: minted.body.token, name },
-  });
+  const { token } = CreatedEnrollmentTokenSchema.parse(minted.body);
+  const enrolled = await api(cp, '/api/v1/enroll', { body: { token, name } });
   if (enrolled.status !== 201) throw new Error(`enroll: ${enrolled.status} ${JSON.stringify(enrolled.body)}`);
-  return { deviceId: enrolled.body.deviceId, username: enrolled.body.mqtt.username, password: enrolled.body.mqtt.password };
+  const { deviceId, mqtt } = EnrollResponseSchema.parse(enrolled.body);
+  return { deviceId, username: mqtt.username, password: mqtt.password };
 }
 
 type OutboxKind = 'telemetry' | 'event' | 'usage';

@@ -2,7 +2,17 @@ import { connect as connectTcp } from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { TOPIC_KINDS, TOPIC_SPECS, agentSubscriptions, topicFor } from '@flotilla/protocol';
+import {
+  ApiErrorBodySchema,
+  CreatedEnrollmentTokenSchema,
+  type EnrollResponse,
+  EnrollResponseSchema,
+  LoginResponseSchema,
+  TOPIC_KINDS,
+  TOPIC_SPECS,
+  agentSubscriptions,
+  topicFor,
+} from '@flotilla/protocol';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { pino } from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -11,10 +21,8 @@ import { api, testConfig } from '../support/control-plane.js';
 import { createIsolatedDatabase, describeBackends, type IsolatedDatabase } from '../support/databases.js';
 import { pollUntil } from '../support/poll.js';
 
-interface Enrolled {
-  deviceId: string;
-  mqtt: { username: string; password: string };
-}
+/** What `asDevice` needs of an enrollment answer (also made up, for a device that does not exist). */
+type Enrolled = Pick<EnrollResponse, 'deviceId'> & { mqtt: Pick<EnrollResponse['mqtt'], 'username' | 'password'> };
 
 describeBackends('security', (backend) => {
   let isolated: IsolatedDatabase;
@@ -48,10 +56,10 @@ describeBackends('security', (backend) => {
     });
     cp = await startControlPlane(testConfig(isolated), pino({ level: 'trace' }, sink));
     admin = JSON.parse(await readFile(join(isolated.dataDir, 'initial-credentials.json'), 'utf8')) as typeof admin;
-    session = (await call<{ token: string }>('/api/v1/auth/login', { body: { email: admin.adminEmail, password: admin.adminPassword } })).body.token;
-    enrollmentToken = (await call<{ token: string }>('/api/v1/enrollment-tokens', { token: session, body: { uses: 2 } })).body.token;
-    a = (await call<Enrolled>('/api/v1/enroll', { body: { token: enrollmentToken, name: 'a' } })).body;
-    b = (await call<Enrolled>('/api/v1/enroll', { body: { token: enrollmentToken, name: 'b' } })).body;
+    session = LoginResponseSchema.parse((await call('/api/v1/auth/login', { body: { email: admin.adminEmail, password: admin.adminPassword } })).body).token;
+    enrollmentToken = CreatedEnrollmentTokenSchema.parse((await call('/api/v1/enrollment-tokens', { token: session, body: { uses: 2 } })).body).token;
+    a = EnrollResponseSchema.parse((await call('/api/v1/enroll', { body: { token: enrollmentToken, name: 'a' } })).body);
+    b = EnrollResponseSchema.parse((await call('/api/v1/enroll', { body: { token: enrollmentToken, name: 'b' } })).body);
     await cp.broker.subscribe('#', (m) => seen.push(m.topic));
   });
   afterAll(async () => {
@@ -140,14 +148,14 @@ describeBackends('security', (backend) => {
   });
 
   it('refuses used-up and expired enrollment tokens', async () => {
-    const usedUp = await call<{ error: { code: string } }>('/api/v1/enroll', { body: { token: enrollmentToken } });
+    const usedUp = await call('/api/v1/enroll', { body: { token: enrollmentToken } });
     expect(usedUp.status).toBe(401);
-    expect(usedUp.body.error.code).toBe('ENROLLMENT_TOKEN_INVALID');
-    const fresh = (await call<{ id: string; token: string }>('/api/v1/enrollment-tokens', { token: session, body: { uses: 5 } })).body;
+    expect(ApiErrorBodySchema.parse(usedUp.body).error.code).toBe('ENROLLMENT_TOKEN_INVALID');
+    const fresh = CreatedEnrollmentTokenSchema.parse((await call('/api/v1/enrollment-tokens', { token: session, body: { uses: 5 } })).body);
     await cp.database.prisma.enrollmentToken.update({ where: { id: fresh.id }, data: { expiresAt: new Date(Date.now() - 1000) } });
-    const expired = await call<{ error: { code: string } }>('/api/v1/enroll', { body: { token: fresh.token } });
+    const expired = await call('/api/v1/enroll', { body: { token: fresh.token } });
     expect(expired.status).toBe(401);
-    expect(expired.body.error.code).toBe('ENROLLMENT_TOKEN_INVALID');
+    expect(ApiErrorBodySchema.parse(expired.body).error.code).toBe('ENROLLMENT_TOKEN_INVALID');
     expect(await cp.database.prisma.device.count()).toBe(2);
   });
 

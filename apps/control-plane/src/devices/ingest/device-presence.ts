@@ -1,4 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
+import type { PresenceStatus } from '@flotilla/protocol';
 import { BROKER, DATABASE } from '../../platform/tokens.js';
 import type { EmbeddedBroker } from '../../platform/broker/embedded-broker.js';
 import type { Database } from '../../platform/database/index.js';
@@ -9,7 +10,7 @@ import type { DeviceStatus } from '../../generated/prisma/client.js';
  * process stored as online/draining and that has neither spoken to this process nor a live session on its broker. It
  * may have died while no control plane was watching; the registry's reconnect grace decides.
  */
-export type PresenceStatus = DeviceStatus | 'reconnecting';
+export type { PresenceStatus } from '@flotilla/protocol';
 
 /**
  * Which devices are back on this process after a start [P-3.1]: the liveness service records every hello and

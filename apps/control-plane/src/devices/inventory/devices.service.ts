@@ -1,5 +1,19 @@
 import { Inject, Injectable } from '@nestjs/common';
-import type { Telemetry } from '@flotilla/protocol';
+import {
+  type DeviceDetail,
+  type DeviceEventView,
+  type DeviceHardware,
+  DeviceHardwareSchema,
+  type DeviceListItem,
+  type DeviceModelState,
+  type DevicePage,
+  DeviceEventViewSchema,
+  type DeviceStatusChange,
+  type RevokeDeviceResponse,
+  type TelemetryPoint,
+  type UpdateDeviceRequestSchema,
+} from '@flotilla/protocol';
+import type { z } from 'zod';
 import type { Logger } from 'pino';
 import { BROKER, DATABASE, LOGGER } from '../../platform/tokens.js';
 import { AuditService, type Actor } from '../../identity/audit/audit.service.js';
@@ -13,88 +27,13 @@ import { DevicePresence, type PresenceStatus } from '../ingest/device-presence.j
 import { DeviceLivenessService } from '../ingest/liveness.service.js';
 import { TelemetryCache } from '../ingest/telemetry-cache.js';
 
-export interface ModelStateView {
-  model: string;
-  sha256: string | null;
-  state: string;
-  loaded: boolean;
-  progress: number | null;
-  receivedBytes: number | null;
-  totalBytes: number | null;
-  errorCode: string | null;
-  errorMessage: string | null;
-  desiredVersion: number;
-  since: string;
+/** Hardware as stored (the hello's inventory, or the enrollment's summary, or `{}`): null until a usable report. */
+function storedHardware(value: unknown): DeviceHardware | null {
+  const parsed = DeviceHardwareSchema.safeParse(value);
+  return parsed.success ? parsed.data : null;
 }
 
-export interface TelemetryPoint {
-  bucketStart: string;
-  bucketSeconds: number;
-  samples: number;
-  cpuAvg: number;
-  cpuMax: number;
-  memoryAvgBytes: number;
-  memoryMaxBytes: number;
-  vramAvgBytes: number;
-  vramMaxBytes: number;
-  tokensPerSecondAvg: number;
-  tokensPerSecondMax: number;
-  queueAvg: number;
-  queueMax: number;
-  requests: number;
-  failures: number;
-}
-
-export interface DeviceDetail {
-  id: string;
-  name: string;
-  labels: Record<string, string>;
-  hardware: unknown;
-  agentVersion: string | null;
-  /** the stored status, or `reconnecting` while a device stored as online/draining has not come back to this process */
-  status: PresenceStatus;
-  /** a live MQTT session right now */
-  connected: boolean;
-  lastSeenAt: string | null;
-  createdAt: string;
-  updatedAt: string;
-  desiredVersion: number;
-  reportedDesiredVersion: number;
-  modelStates: ModelStateView[];
-  /** the newest sample received since this control plane started, or null */
-  lastTelemetry: (Telemetry & { receivedAt: string }) | null;
-  /** the newest minute bucket (survives restarts) */
-  lastRollup: TelemetryPoint | null;
-}
-
-/** One row of the device list. */
-export interface DeviceListItem {
-  id: string;
-  name: string;
-  labels: Record<string, string>;
-  hardware: unknown;
-  agentVersion: string | null;
-  status: PresenceStatus;
-  lastSeenAt: Date | null;
-  createdAt: Date;
-}
-
-export const PRESENCE_STATUSES = ['online', 'reconnecting', 'offline', 'draining', 'revoked'] as const satisfies readonly PresenceStatus[];
-
-export interface DeviceUpdate {
-  name?: string | undefined;
-  labels?: Record<string, string> | undefined;
-}
-
-export interface RevokeResult {
-  id: string;
-  status: 'revoked';
-  revokedAt: string;
-  /** a live session was cut */
-  disconnected: boolean;
-}
-
-export function modelStateView(row: ModelState): ModelStateView {
+export function modelStateView(row: ModelState): DeviceModelState {
   return {
     model: row.modelName,
     sha256: row.sha256,
@@ -149,7 +88,7 @@ export class DevicesService {
    * Devices by id, `status` as `presenceStatus` shows it: filtering on `online` or `draining` leaves reconnecting devices
    * out, `reconnecting` lists only them (a small set: only during the reconnect grace after a start).
    */
-  async list(limit: number, cursor: string | undefined, status: PresenceStatus | undefined): Promise<{ items: DeviceListItem[]; nextCursor: string | null }> {
+  async list(limit: number, cursor: string | undefined, status: PresenceStatus | undefined): Promise<DevicePage> {
     const reconnecting = status === 'reconnecting' || status === 'online' || status === 'draining' ? await this.presence.reconnectingDevices() : new Map<string, unknown>();
     const where: Prisma.DeviceWhereInput =
       status === undefined
@@ -164,7 +103,18 @@ export class DevicesService {
       orderBy: { id: 'asc' },
       select: { id: true, name: true, labels: true, hardware: true, agentVersion: true, status: true, lastSeenAt: true, createdAt: true },
     });
-    const items = rows.slice(0, limit).map((r) => ({ ...r, labels: r.labels as Record<string, string>, status: this.presence.status(r.id, r.status) }));
+    const items = rows.slice(0, limit).map(
+      (r): DeviceListItem => ({
+        id: r.id,
+        name: r.name,
+        labels: r.labels as Record<string, string>,
+        hardware: storedHardware(r.hardware),
+        agentVersion: r.agentVersion,
+        status: this.presence.status(r.id, r.status),
+        lastSeenAt: r.lastSeenAt?.toISOString() ?? null,
+        createdAt: r.createdAt.toISOString(),
+      }),
+    );
     return { items, nextCursor: rows.length > limit ? (rows[limit]?.id ?? null) : null };
   }
 
@@ -183,7 +133,7 @@ export class DevicesService {
       id: device.id,
       name: device.name,
       labels: device.labels as Record<string, string>,
-      hardware: device.hardware,
+      hardware: storedHardware(device.hardware),
       agentVersion: device.agentVersion,
       status: this.presence.status(id, device.status),
       connected: this.broker.isConnected(id),
@@ -207,7 +157,7 @@ export class DevicesService {
     return rows.map(telemetryPoint);
   }
 
-  async statusHistory(id: string, from: Date, to: Date, limit: number) {
+  async statusHistory(id: string, from: Date, to: Date, limit: number): Promise<DeviceStatusChange[]> {
     await this.assertExists(id);
     const rows = await this.db.prisma.deviceStatusChange.findMany({
       where: { deviceId: id, at: { gte: from, lte: to } },
@@ -217,7 +167,7 @@ export class DevicesService {
     return rows.map((r) => ({ status: r.status, previous: r.previous, reason: r.reason, at: r.at.toISOString() }));
   }
 
-  async deviceEvents(id: string, limit: number, before: Date | undefined) {
+  async deviceEvents(id: string, limit: number, before: Date | undefined): Promise<DeviceEventView[]> {
     await this.assertExists(id);
     const rows = await this.db.prisma.deviceEvent.findMany({
       where: { deviceId: id, ...(before ? { at: { lt: before } } : {}) },
@@ -227,17 +177,18 @@ export class DevicesService {
     return rows.map((r) => ({
       seq: r.seq === null ? null : Number(r.seq),
       at: r.at.toISOString(),
-      level: r.level,
+      // Stored only from validated device events and the ingest's own warn/error events.
+      level: DeviceEventViewSchema.shape.level.parse(r.level),
       code: r.code,
       message: r.message,
       model: r.model,
       requestId: r.requestId,
-      details: r.details,
+      details: r.details as Record<string, unknown> | null,
     }));
   }
 
   /** Name and labels (labels replace the whole map); audited; `device.updated` lets the scheduler re-place. */
-  async update(id: string, input: DeviceUpdate, actor: Actor): Promise<DeviceDetail> {
+  async update(id: string, input: z.output<typeof UpdateDeviceRequestSchema>, actor: Actor): Promise<DeviceDetail> {
     const fields = await this.db.prisma.$transaction(async (tx) => {
       const device = await tx.device.findUnique({ where: { id }, select: { name: true, labels: true } });
       if (!device) throw notFound(`device ${id}`);
@@ -267,7 +218,7 @@ export class DevicesService {
    * Revokes the device's credentials and cuts its live MQTT session: the broker's authentication refuses revoked
    * devices, so it cannot reconnect. Idempotent; audited once.
    */
-  async revoke(id: string, actor: Actor): Promise<RevokeResult> {
+  async revoke(id: string, actor: Actor): Promise<RevokeDeviceResponse> {
     const result = await this.queue.run(id, async () => {
       const outcome = await this.db.prisma.$transaction(async (tx) => {
         const device = await tx.device.findUnique({ where: { id }, select: { status: true, updatedAt: true } });

@@ -1,5 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { ErrorCode } from '@flotilla/protocol';
+import { ErrorCode, type LoginResponse } from '@flotilla/protocol';
 import { DATABASE } from '../../platform/tokens.js';
 import { AppError, unauthorized } from '../../platform/common/app-error.js';
 import type { Database } from '../../platform/database/index.js';
@@ -17,17 +17,11 @@ import {
 
 export const SESSION_TTL_MS = 12 * 60 * 60 * 1000;
 
-export interface LoginResult {
-  token: string;
-  expiresAt: Date;
-  user: { id: string; email: string; role: Principal['role'] };
-}
-
 @Injectable()
 export class AuthService {
   constructor(@Inject(DATABASE) private readonly db: Database) {}
 
-  async login(email: string, password: string): Promise<LoginResult> {
+  async login(email: string, password: string): Promise<LoginResponse> {
     const user = await this.db.prisma.user.findUnique({ where: { email: email.toLowerCase() } });
     // Verify against a real hash even for unknown users, so timing does not reveal which e-mails exist.
     const ok = await verifyPassword(password, user?.passwordHash ?? (await dummyHash()));
@@ -38,7 +32,7 @@ export class AuthService {
       this.db.prisma.session.create({ data: { userId: user.id, tokenHash: hashSecret(token), expiresAt } }),
       this.db.prisma.user.update({ where: { id: user.id }, data: { lastLoginAt: new Date() } }),
     ]);
-    return { token, expiresAt, user: { id: user.id, email: user.email, role: user.role } };
+    return { token, expiresAt: expiresAt.toISOString(), user: { id: user.id, email: user.email, role: user.role } };
   }
 
   async logout(token: string): Promise<void> {

@@ -1,5 +1,12 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { ErrorCode, type EnrollRequest, type EnrollResponse } from '@flotilla/protocol';
+import {
+  type CreateEnrollmentTokenRequestSchema,
+  type CreatedEnrollmentToken,
+  ErrorCode,
+  type EnrollRequest,
+  type EnrollResponse,
+} from '@flotilla/protocol';
+import type { z } from 'zod';
 import { CONFIG, DATABASE, ENDPOINTS, type Endpoints } from '../../platform/tokens.js';
 import { AuditService, type Actor } from '../audit/audit.service.js';
 import { generateSecret, hashSecret, secretPrefix } from '../auth/secrets.js';
@@ -7,23 +14,6 @@ import { AppError } from '../../platform/common/app-error.js';
 import type { Database } from '../../platform/database/index.js';
 import { FleetEvents } from '../../platform/events/fleet-events.js';
 import type { Prisma } from '../../generated/prisma/client.js';
-
-export interface CreateEnrollmentTokenInput {
-  labels: Record<string, string>;
-  uses: number;
-  ttlSeconds: number;
-  note?: string | undefined;
-}
-
-export interface CreatedEnrollmentToken {
-  id: string;
-  /** Shown once: only its hash is stored. */
-  token: string;
-  prefix: string;
-  expiresAt: Date;
-  remainingUses: number;
-  labels: Record<string, string>;
-}
 
 /** The part of the control plane's config (the CONFIG token) enrollment reads: where devices reach the broker. */
 export interface EnrollmentConfig {
@@ -41,7 +31,7 @@ export class EnrollmentService {
     private readonly events: FleetEvents,
   ) {}
 
-  async createToken(input: CreateEnrollmentTokenInput, actor: Actor, userId: string | null): Promise<CreatedEnrollmentToken> {
+  async createToken(input: z.output<typeof CreateEnrollmentTokenRequestSchema>, actor: Actor, userId: string | null): Promise<CreatedEnrollmentToken> {
     const token = generateSecret('enrollment');
     const expiresAt = new Date(Date.now() + input.ttlSeconds * 1000);
     const row = await this.db.prisma.$transaction(async (tx) => {
@@ -59,7 +49,8 @@ export class EnrollmentService {
       await this.audit.record(actor, 'enrollment-token.create', `enrollment-token:${created.id}`, { uses: input.uses, labels: input.labels }, tx);
       return created;
     });
-    return { id: row.id, token, prefix: row.prefix, expiresAt, remainingUses: row.remainingUses, labels: input.labels };
+    // The token is shown this once: only its hash is stored.
+    return { id: row.id, token, prefix: row.prefix, expiresAt: expiresAt.toISOString(), remainingUses: row.remainingUses, labels: input.labels };
   }
 
   /** Exchanges a bootstrap token for the device's own credentials. [P-5.1] */

@@ -1,75 +1,27 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { ErrorCode } from '@flotilla/protocol';
-import { z } from 'zod';
+import {
+  type ApiKeyView,
+  type CreateApiKeyRequestSchema,
+  type CreateUserRequestSchema,
+  type CreatedApiKey,
+  ErrorCode,
+  type UpdateUserRequestSchema,
+  type UserView,
+} from '@flotilla/protocol';
+import type { z } from 'zod';
 import { DATABASE } from '../../platform/tokens.js';
 import { AuditService, type Actor } from '../audit/audit.service.js';
-import type { Role } from '../auth/principal.js';
 import { generateSecret, hashPassword, hashSecret, secretPrefix } from '../auth/secrets.js';
 import { AppError, notFound } from '../../platform/common/app-error.js';
 import type { Database } from '../../platform/database/index.js';
 import type { ApiKey, User } from '../../generated/prisma/client.js';
 
-export const ROLES = ['admin', 'operator', 'viewer'] as const satisfies readonly Role[];
-
-export const CreateUserSchema = z.strictObject({
-  email: z.email({ error: 'expected an e-mail address' }).max(320),
-  password: z.string().min(12, 'passwords have at least 12 characters').max(1024),
-  role: z.enum(ROLES),
-});
-export const UpdateUserSchema = z
-  .strictObject({
-    role: z.enum(ROLES).optional(),
-    password: z.string().min(12, 'passwords have at least 12 characters').max(1024).optional(),
-    disabled: z.boolean().optional(),
-  })
-  .refine((v) => Object.values(v).some((x) => x !== undefined), 'nothing to change');
-
-export const CreateApiKeySchema = z.discriminatedUnion('scope', [
-  z.strictObject({
-    scope: z.literal('admin'),
-    name: z.string().trim().min(1).max(100),
-    role: z.enum(ROLES),
-    expiresAt: z.iso.datetime().optional(),
-  }),
-  z.strictObject({
-    scope: z.literal('gateway'),
-    name: z.string().trim().min(1).max(100),
-    modelAllowList: z.array(z.string().min(1).max(128)).max(100).default([]),
-    rateLimitPerMinute: z.number().int().min(1).max(1_000_000).nullable().default(null),
-    expiresAt: z.iso.datetime().optional(),
-  }),
-]);
-
-export interface UserView {
-  id: string;
-  email: string;
-  role: Role;
-  createdAt: Date;
-  lastLoginAt: Date | null;
-  disabled: boolean;
-}
-
-export interface ApiKeyView {
-  id: string;
-  name: string;
-  /** the non-secret start of the key */
-  prefix: string;
-  scope: 'admin' | 'gateway';
-  role: Role | null;
-  modelAllowList: string[];
-  rateLimitPerMinute: number | null;
-  createdAt: Date;
-  expiresAt: Date | null;
-  revokedAt: Date | null;
-  lastUsedAt: Date | null;
-}
-
 const userView = (u: User): UserView => ({
   id: u.id,
   email: u.email,
   role: u.role,
-  createdAt: u.createdAt,
-  lastLoginAt: u.lastLoginAt,
+  createdAt: u.createdAt.toISOString(),
+  lastLoginAt: u.lastLoginAt?.toISOString() ?? null,
   disabled: u.disabledAt !== null,
 });
 
@@ -81,10 +33,10 @@ const keyView = (k: ApiKey): ApiKeyView => ({
   role: k.role,
   modelAllowList: k.modelAllowList,
   rateLimitPerMinute: k.rateLimitPerMinute,
-  createdAt: k.createdAt,
-  expiresAt: k.expiresAt,
-  revokedAt: k.revokedAt,
-  lastUsedAt: k.lastUsedAt,
+  createdAt: k.createdAt.toISOString(),
+  expiresAt: k.expiresAt?.toISOString() ?? null,
+  revokedAt: k.revokedAt?.toISOString() ?? null,
+  lastUsedAt: k.lastUsedAt?.toISOString() ?? null,
 });
 
 function isUniqueViolation(error: unknown): boolean {
@@ -103,7 +55,7 @@ export class UsersService {
     return (await this.db.prisma.user.findMany({ orderBy: { createdAt: 'asc' } })).map(userView);
   }
 
-  async createUser(input: z.output<typeof CreateUserSchema>, actor: Actor): Promise<UserView> {
+  async createUser(input: z.output<typeof CreateUserRequestSchema>, actor: Actor): Promise<UserView> {
     const passwordHash = await hashPassword(input.password);
     try {
       return await this.db.prisma.$transaction(async (tx) => {
@@ -117,7 +69,7 @@ export class UsersService {
     }
   }
 
-  async updateUser(id: string, input: z.output<typeof UpdateUserSchema>, actor: Actor): Promise<UserView> {
+  async updateUser(id: string, input: z.output<typeof UpdateUserRequestSchema>, actor: Actor): Promise<UserView> {
     const passwordHash = input.password ? await hashPassword(input.password) : undefined;
     return this.db.prisma.$transaction(async (tx) => {
       const current = await tx.user.findUnique({ where: { id } });
@@ -152,7 +104,7 @@ export class UsersService {
     return (await this.db.prisma.apiKey.findMany({ orderBy: { createdAt: 'asc' } })).map(keyView);
   }
 
-  async createApiKey(input: z.output<typeof CreateApiKeySchema>, actor: Actor, userId: string | null): Promise<ApiKeyView & { key: string }> {
+  async createApiKey(input: z.output<typeof CreateApiKeyRequestSchema>, actor: Actor, userId: string | null): Promise<CreatedApiKey> {
     const key = generateSecret('apiKey');
     const row = await this.db.prisma.$transaction(async (tx) => {
       const created = await tx.apiKey.create({

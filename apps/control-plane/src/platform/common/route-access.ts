@@ -1,11 +1,12 @@
 import { SetMetadata } from '@nestjs/common';
+import type { Role } from '@flotilla/protocol';
+
+export type { Role } from '@flotilla/protocol';
 
 /**
  * Route access markers. They live in platform so platform controllers (health, OpenAPI) can mark themselves public
  * and the OpenAPI builder can read roles without importing identity; identity's AuthGuard enforces them.
  */
-export type Role = 'admin' | 'operator' | 'viewer';
-
 export const REQUIRED_ROLE_KEY = 'flotilla.requiredRole';
 export const PUBLIC_KEY = 'flotilla.public';
 
