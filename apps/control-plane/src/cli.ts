@@ -11,6 +11,7 @@
 import { readFile, realpath, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs as parseCommandLine, type ParseArgsConfig } from 'node:util';
+import { ApiErrorBodySchema, FleetApplyResultSchema, FleetFileErrorDetailsSchema, type FleetApplyRequest, type FleetChangeAction } from '@flotilla/protocol';
 
 export const DEFAULT_SERVER = 'http://127.0.0.1:8080';
 
@@ -61,17 +62,7 @@ function parseArgs(argv: string[]) {
   return { command, file, output, server, token, dryRun: parsed.values['dry-run'] ?? false, prune, help };
 }
 
-interface ApplyResponse {
-  dryRun: boolean;
-  changed: boolean;
-  summary: string;
-  changes: { kind: string; name: string; action: string; fields?: string[] }[];
-}
-interface ErrorResponse {
-  error?: { code?: string; message?: string; details?: { issues?: { line: number; column: number; path: string; message: string }[] } };
-}
-
-const MARK: Record<string, string> = { create: '+', update: '~', delete: '-', unchanged: '=' };
+const MARK: Record<FleetChangeAction, string> = { create: '+', update: '~', delete: '-', unchanged: '=' };
 
 /** Runs one command; returns the exit code (0 done, 1 refused or failed, 2 usage). */
 export async function runCli(argv: string[], env: NodeJS.ProcessEnv, io: CliIo): Promise<number> {
@@ -100,13 +91,16 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv, io: CliIo):
       const res = await fetch(`${server}/api/v1/fleet/apply`, {
         method: 'POST',
         headers: { ...headers, 'content-type': 'application/json' },
-        body: JSON.stringify({ yaml: text, dryRun: args.dryRun, prune: args.prune }),
+        body: JSON.stringify({ yaml: text, dryRun: args.dryRun, prune: args.prune } satisfies FleetApplyRequest),
       });
-      const body = (await res.json().catch(() => ({}))) as ApplyResponse & ErrorResponse;
-      if (!res.ok) return failed(io, res.status, body, args.file);
+      const raw: unknown = await res.json().catch(() => undefined);
+      if (!res.ok) return failed(io, res.status, raw, args.file);
+      const parsed = FleetApplyResultSchema.safeParse(raw);
+      if (!parsed.success) throw new Error(`unexpected answer from ${server}/api/v1/fleet/apply (${parsed.error.issues[0]?.message ?? 'not JSON'}): is it a Flotilla control plane of this version?`);
+      const body = parsed.data;
       const lines = body.changes
         .filter((c) => c.action !== 'unchanged')
-        .map((c) => `  ${MARK[c.action] ?? '?'} ${c.kind} ${c.name}${c.fields?.length ? ` (${c.fields.join(', ')})` : ''}`);
+        .map((c) => `  ${MARK[c.action]} ${c.kind} ${c.name}${c.fields?.length ? ` (${c.fields.join(', ')})` : ''}`);
       io.out(`${body.dryRun ? 'dry run, nothing changed: ' : ''}${body.summary}\n${lines.length ? `${lines.join('\n')}\n` : ''}`);
       return 0;
     }
@@ -139,22 +133,24 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv, io: CliIo):
   }
 }
 
-function failed(io: CliIo, status: number, body: ErrorResponse, file: string | undefined): number {
-  const issues = body.error?.details?.issues;
+/** Prints a refusal; the body is the REST error body [P-5.2] when the server is a control plane, else anything. */
+function failed(io: CliIo, status: number, raw: unknown, file: string | undefined): number {
+  const error = ApiErrorBodySchema.safeParse(raw).data?.error;
+  const issues = FleetFileErrorDetailsSchema.safeParse(error?.details).data?.issues;
   if (issues?.length && file) {
     // compiler-style lines, so editors can jump to them
     for (const i of issues) io.err(`${file}:${i.line}:${i.column}: ${i.path ? `${i.path}: ` : ''}${i.message}\n`);
     return 1;
   }
-  io.err(`flotilla: ${status} ${body.error?.code ?? ''} ${body.error?.message ?? 'request failed'}\n`.replace(/ +/g, ' '));
+  io.err(`flotilla: ${status} ${error?.code ?? ''} ${error?.message ?? 'request failed'}\n`.replace(/ +/g, ' '));
   return 1;
 }
 
-function safeJson(text: string): ErrorResponse {
+function safeJson(text: string): unknown {
   try {
-    return JSON.parse(text) as ErrorResponse;
+    return JSON.parse(text) as unknown;
   } catch {
-    return {};
+    return undefined;
   }
 }
 

@@ -1,17 +1,9 @@
 import { pathToFileURL } from 'node:url';
+import type { ModelInput } from '@flotilla/protocol';
 import type { GeneratedModelInfo } from './generate.js';
 
-/** The control plane's catalog body (`POST /api/v1/models`) for a generated file that agents on this machine read. */
-export interface CatalogEntry {
-  name: string;
-  sourceUrl: string;
-  sha256: string;
-  sizeBytes: number;
-  quantization: string;
-  memoryBytes: number;
-  contextLength: number;
-  tier: 'small' | 'medium' | 'large';
-}
+/** The control plane's catalog body (`POST /api/v1/models`, sizes in bytes) for a generated file that agents on this machine read. */
+export type CatalogEntry = ModelInput;
 
 export function catalogEntry(model: GeneratedModelInfo, options: { name: string; tier?: CatalogEntry['tier']; memoryBytes?: number }): CatalogEntry {
   return {

@@ -1,23 +1,9 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
+import { DeploymentPageSchema, DeploymentSchema, ModelPageSchema, ModelSchema } from '@flotilla/protocol';
+import { apiError, apiOk } from '../support/contract.js';
+import { startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
 import { describeBackends } from '../support/databases.js';
 import { MiB, apiKeyWithRole, modelBody } from '../scheduler/support.js';
-
-interface ErrorBody {
-  error: { code: string; message: string; details?: { issues?: { path: string; message: string }[]; deployments?: string[] } };
-}
-interface ModelBody {
-  id: string;
-  name: string;
-  sizeBytes: number;
-  memoryBytes: number;
-  tier: string;
-  quantization: string;
-}
-interface Page<T> {
-  items: T[];
-  nextCursor: string | null;
-}
 
 describeBackends('model catalog and deployments REST API', (backend) => {
   let t: TestControlPlane;
@@ -32,16 +18,16 @@ describeBackends('model catalog and deployments REST API', (backend) => {
   afterAll(() => t?.dispose());
 
   it('lets operators add models (sizes with units), viewers only read', async () => {
-    const refused = await api<ErrorBody>(t.cp, '/api/v1/models', { token: viewer, body: modelBody('m-alpha') });
+    const refused = await apiError(t.cp, '/api/v1/models', { token: viewer, body: modelBody('m-alpha') });
     expect(refused.status).toBe(403);
     expect(refused.body.error.code).toBe('FORBIDDEN');
-    const created = await api<ModelBody>(t.cp, '/api/v1/models', { token: operator, body: modelBody('m-alpha', { memoryBytes: '1.5GiB', sizeBytes: '500MB' }) });
+    const created = await apiOk(ModelSchema, t.cp, '/api/v1/models', { token: operator, body: modelBody('m-alpha', { memoryBytes: '1.5GiB', sizeBytes: '500MB' }) });
     expect(created.status).toBe(201);
     expect(created.body).toMatchObject({ name: 'm-alpha', sizeBytes: 500_000_000, memoryBytes: 1.5 * 1024 ** 3, tier: 'small', quantization: 'Q8_0' });
-    const byName = await api<ModelBody>(t.cp, '/api/v1/models/m-alpha', { token: viewer });
-    const byId = await api<ModelBody>(t.cp, `/api/v1/models/${created.body.id}`, { token: viewer });
+    const byName = await apiOk(ModelSchema, t.cp, '/api/v1/models/m-alpha', { token: viewer });
+    const byId = await apiOk(ModelSchema, t.cp, `/api/v1/models/${created.body.id}`, { token: viewer });
     expect(byName.body).toEqual(byId.body);
-    expect((await api(t.cp, '/api/v1/models')).status).toBe(401);
+    expect((await apiError(t.cp, '/api/v1/models')).status).toBe(401);
     const audit = await t.cp.database.prisma.auditEvent.findMany({ where: { action: 'model.create' } });
     expect(audit).toEqual([expect.objectContaining({ actor: expect.stringMatching(/^api-key:/), target: `model:${created.body.id}`, details: { name: 'm-alpha', tier: 'small' } })]);
   });
@@ -57,35 +43,35 @@ describeBackends('model catalog and deployments REST API', (backend) => {
       [{ ...modelBody('m-bad'), colour: 'red' }, /Unrecognized key/],
     ];
     for (const [body, message] of cases) {
-      const res = await api<ErrorBody>(t.cp, '/api/v1/models', { token: operator, body });
+      const res = await apiError(t.cp, '/api/v1/models', { token: operator, body });
       expect(res.status, JSON.stringify(body)).toBe(400);
       expect(res.body.error.code).toBe('INVALID_REQUEST');
       expect(res.body.error.message).toMatch(message);
     }
-    const duplicate = await api<ErrorBody>(t.cp, '/api/v1/models', { token: operator, body: modelBody('m-alpha') });
+    const duplicate = await apiError(t.cp, '/api/v1/models', { token: operator, body: modelBody('m-alpha') });
     expect(duplicate.status).toBe(409);
     expect(duplicate.body.error.message).toBe('a model named m-alpha already exists');
-    expect((await api<ErrorBody>(t.cp, '/api/v1/models/nope', { token: viewer })).body.error).toMatchObject({ code: 'NOT_FOUND', message: 'model nope not found' });
+    expect((await apiError(t.cp, '/api/v1/models/nope', { token: viewer })).body.error).toMatchObject({ code: 'NOT_FOUND', message: 'model nope not found' });
   });
 
   it('pages and filters the list, and updates models', async () => {
-    for (const name of ['m-beta', 'm-gamma']) await api(t.cp, '/api/v1/models', { token: operator, body: modelBody(name, { tier: 'medium' }) });
-    const first = await api<Page<ModelBody>>(t.cp, '/api/v1/models?limit=2', { token: viewer });
+    for (const name of ['m-beta', 'm-gamma']) await apiOk(ModelSchema, t.cp, '/api/v1/models', { token: operator, body: modelBody(name, { tier: 'medium' }) });
+    const first = await apiOk(ModelPageSchema, t.cp, '/api/v1/models?limit=2', { token: viewer });
     expect(first.body.items.map((m) => m.name)).toEqual(['m-alpha', 'm-beta']);
     expect(first.body.nextCursor).toEqual(expect.any(String));
-    const second = await api<Page<ModelBody>>(t.cp, `/api/v1/models?limit=2&cursor=${first.body.nextCursor}`, { token: viewer });
+    const second = await apiOk(ModelPageSchema, t.cp, `/api/v1/models?limit=2&cursor=${first.body.nextCursor}`, { token: viewer });
     expect(second.body).toEqual({ items: [expect.objectContaining({ name: 'm-gamma' })], nextCursor: null });
-    const medium = await api<Page<ModelBody>>(t.cp, '/api/v1/models?tier=medium', { token: viewer });
+    const medium = await apiOk(ModelPageSchema, t.cp, '/api/v1/models?tier=medium', { token: viewer });
     expect(medium.body.items.map((m) => m.name)).toEqual(['m-beta', 'm-gamma']);
-    expect((await api<ErrorBody>(t.cp, '/api/v1/models?limit=0', { token: viewer })).status).toBe(400);
-    const patched = await api<ModelBody>(t.cp, '/api/v1/models/m-gamma', { token: operator, method: 'PATCH', body: { memoryBytes: 512 * MiB, tier: 'large' } });
+    expect((await apiError(t.cp, '/api/v1/models?limit=0', { token: viewer })).status).toBe(400);
+    const patched = await apiOk(ModelSchema, t.cp, '/api/v1/models/m-gamma', { token: operator, method: 'PATCH', body: { memoryBytes: 512 * MiB, tier: 'large' } });
     expect(patched.status).toBe(200);
     expect(patched.body).toMatchObject({ memoryBytes: 512 * MiB, tier: 'large' });
-    expect((await api<ErrorBody>(t.cp, '/api/v1/models/m-gamma', { token: operator, method: 'PATCH', body: {} })).body.error.message).toBe('nothing to change');
+    expect((await apiError(t.cp, '/api/v1/models/m-gamma', { token: operator, method: 'PATCH', body: {} })).body.error.message).toBe('nothing to change');
   });
 
   it('manages deployments: validation, scale, rollout, and a model in use cannot be deleted', async () => {
-    const unknown = await api<ErrorBody>(t.cp, '/api/v1/deployments', { token: operator, body: { name: 'web', model: 'nope', replicas: 1 } });
+    const unknown = await apiError(t.cp, '/api/v1/deployments', { token: operator, body: { name: 'web', model: 'nope', replicas: 1 } });
     expect(unknown.status).toBe(404);
     expect(unknown.body.error.message).toMatch(/^model nope is not in the catalog/);
     for (const body of [
@@ -94,29 +80,29 @@ describeBackends('model catalog and deployments REST API', (backend) => {
       { name: 'web', model: 'm-alpha', replicas: 1, pinnedDeviceIds: ['NOT A DEVICE'] },
       { name: 'web', model: 'm-alpha', replicas: 1, accelerator: 'tpu' },
     ]) {
-      expect((await api(t.cp, '/api/v1/deployments', { token: operator, body })).status, JSON.stringify(body)).toBe(400);
+      expect((await apiError(t.cp, '/api/v1/deployments', { token: operator, body })).status, JSON.stringify(body)).toBe(400);
     }
-    const created = await api<{ id: string; model: string; replicas: number; labelSelector: unknown; accelerator: string }>(t.cp, '/api/v1/deployments', {
+    const created = await apiOk(DeploymentSchema, t.cp, '/api/v1/deployments', {
       token: operator,
       body: { name: 'web', model: 'm-alpha', replicas: 2, labelSelector: { zone: 'eu' } },
     });
     expect(created.status).toBe(201);
     expect(created.body).toMatchObject({ model: 'm-alpha', replicas: 2, labelSelector: { zone: 'eu' }, accelerator: 'any' });
-    expect((await api(t.cp, '/api/v1/deployments', { token: viewer, body: { name: 'x', model: 'm-alpha', replicas: 1 } })).status).toBe(403);
-    expect((await api(t.cp, '/api/v1/deployments', { token: operator, body: { name: 'web', model: 'm-alpha', replicas: 1 } })).status).toBe(409);
-    const scaled = await api<{ replicas: number }>(t.cp, '/api/v1/deployments/web/scale', { token: operator, body: { replicas: 5 } });
+    expect((await apiError(t.cp, '/api/v1/deployments', { token: viewer, body: { name: 'x', model: 'm-alpha', replicas: 1 } })).status).toBe(403);
+    expect((await apiError(t.cp, '/api/v1/deployments', { token: operator, body: { name: 'web', model: 'm-alpha', replicas: 1 } })).status).toBe(409);
+    const scaled = await apiOk(DeploymentSchema, t.cp, '/api/v1/deployments/web/scale', { token: operator, body: { replicas: 5 } });
     expect(scaled.body.replicas).toBe(5);
-    const rolled = await api<{ model: string }>(t.cp, '/api/v1/deployments/web/rollout', { token: operator, body: { model: 'm-beta' } });
+    const rolled = await apiOk(DeploymentSchema, t.cp, '/api/v1/deployments/web/rollout', { token: operator, body: { model: 'm-beta' } });
     expect(rolled.body.model).toBe('m-beta');
-    const list = await api<Page<{ name: string; status: unknown }>>(t.cp, '/api/v1/deployments', { token: viewer });
+    const list = await apiOk(DeploymentPageSchema, t.cp, '/api/v1/deployments', { token: viewer });
     expect(list.body.items.map((d) => d.name)).toEqual(['web']);
 
-    const inUse = await api<ErrorBody>(t.cp, '/api/v1/models/m-beta', { token: operator, method: 'DELETE' });
+    const inUse = await apiError(t.cp, '/api/v1/models/m-beta', { token: operator, method: 'DELETE' });
     expect(inUse.status).toBe(409);
     expect(inUse.body.error).toMatchObject({ code: 'CONFLICT', message: 'model m-beta is used by deployments: web; delete them or change their model first' });
-    expect((await api(t.cp, '/api/v1/deployments/web', { token: operator, method: 'DELETE' })).status).toBe(200);
-    expect((await api(t.cp, '/api/v1/models/m-beta', { token: operator, method: 'DELETE' })).status).toBe(200);
-    expect((await api(t.cp, '/api/v1/models/m-beta', { token: viewer })).status).toBe(404);
+    expect((await apiOk(DeploymentSchema, t.cp, '/api/v1/deployments/web', { token: operator, method: 'DELETE' })).status).toBe(200);
+    expect((await apiOk(ModelSchema, t.cp, '/api/v1/models/m-beta', { token: operator, method: 'DELETE' })).status).toBe(200);
+    expect((await apiError(t.cp, '/api/v1/models/m-beta', { token: viewer })).status).toBe(404);
 
     const actions = (await t.cp.database.prisma.auditEvent.findMany({ where: { action: { startsWith: 'deployment.' } }, orderBy: { at: 'asc' } })).map((a) => a.action);
     expect(actions).toEqual(['deployment.create', 'deployment.scale', 'deployment.rollout', 'deployment.delete']);

@@ -6,21 +6,13 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { runCli, type CliIo } from '../../src/cli.js';
-import { api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
+import { DeploymentSchema, FleetApplyResultSchema, FleetExportSchema, FleetFileErrorDetailsSchema, RoutingSchema } from '@flotilla/protocol';
+import { apiError, apiOk } from '../support/contract.js';
+import { startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
 import { describeBackends } from '../support/databases.js';
 import { adminToken, apiKeyWithRole } from '../scheduler/support.js';
 
 const examplePath = (name: string) => fileURLToPath(new URL(`../../../../examples/fleet/${name}`, import.meta.url));
-
-interface ApplyBody {
-  dryRun: boolean;
-  changed: boolean;
-  summary: string;
-  changes: { kind: string; name: string; action: string; fields?: string[] }[];
-}
-interface ErrorBody {
-  error: { code: string; message: string; details?: { issues?: { line: number; column: number; path: string; message: string }[] } };
-}
 
 /** A port nothing listens on. */
 async function closedPort(): Promise<number> {
@@ -49,11 +41,12 @@ describeBackends('fleet file apply and export', (backend) => {
   let t: TestControlPlane;
   let token: string;
   let dir: string;
-  const apply = (yaml: string, extra: Record<string, unknown> = {}, as = token) => api<ApplyBody & ErrorBody>(t.cp, '/api/v1/fleet/apply', { token: as, body: { yaml, ...extra } });
+  const apply = (yaml: string, extra: Record<string, unknown> = {}) => apiOk(FleetApplyResultSchema, t.cp, '/api/v1/fleet/apply', { token, body: { yaml, ...extra } });
+  const refused = (yaml: string, extra: Record<string, unknown> = {}, as = token) => apiError(t.cp, '/api/v1/fleet/apply', { token: as, body: { yaml, ...extra } });
   const exported = async () => {
     const res = await fetch(`${t.cp.url}/api/v1/fleet/export`, { headers: { authorization: `Bearer ${token}` } });
     expect(res.headers.get('content-type')).toMatch(/^application\/yaml/);
-    return res.text();
+    return FleetExportSchema.parse(await res.text());
   };
 
   beforeAll(async () => {
@@ -88,9 +81,9 @@ describeBackends('fleet file apply and export', (backend) => {
     expect(again.body.changes.every((c) => c.action === 'unchanged')).toBe(true);
     expect(await t.cp.database.prisma.auditEvent.count({ where: { action: 'fleet.apply' } })).toBe(1);
 
-    const routing = await api<{ defaultTier: string; tiers: { medium: string[] }; auto: { toolsMinTier: string } }>(t.cp, '/api/v1/fleet/routing', { token });
+    const routing = await apiOk(RoutingSchema, t.cp, '/api/v1/fleet/routing', { token });
     expect(routing.body).toMatchObject({ defaultTier: 'small', tiers: { medium: ['phi-4-mini-instruct-q4_k_m'] }, auto: { toolsMinTier: 'medium' } });
-    const deployment = await api<{ model: string; contextSize: number; parallel: number }>(t.cp, '/api/v1/deployments/small', { token });
+    const deployment = await apiOk(DeploymentSchema, t.cp, '/api/v1/deployments/small', { token });
     expect(deployment.body).toMatchObject({ model: 'qwen2.5-0.5b-instruct-q4_k_m', contextSize: 4096, parallel: 4 });
   });
 
@@ -116,36 +109,36 @@ describeBackends('fleet file apply and export', (backend) => {
     expect(byName['routing:routing']).toEqual({ kind: 'routing', name: 'routing', action: 'update' });
     const applied = await apply(yaml, { prune: true });
     expect(applied.body.summary).toBe('4 created, 2 updated, 2 deleted, 2 unchanged');
-    expect((await api(t.cp, '/api/v1/deployments/small', { token })).status).toBe(404);
+    expect((await apiError(t.cp, '/api/v1/deployments/small', { token })).status).toBe(404);
 
     // Scale one deployment in the file, drop the routing block: only that deployment changes.
     const edited = yaml.replace('replicas: 3', 'replicas: 4').replace(/\nrouting:[\s\S]*$/, '\n');
     const changed = await apply(edited);
     expect(changed.body.changes.filter((c) => c.action !== 'unchanged')).toEqual([{ kind: 'deployment', name: 'gateway-medium', action: 'update', fields: ['replicas'] }]);
-    const routing = await api<{ cloudFallback: { enabled: boolean } }>(t.cp, '/api/v1/fleet/routing', { token });
+    const routing = await apiOk(RoutingSchema, t.cp, '/api/v1/fleet/routing', { token });
     expect(routing.body.cloudFallback.enabled).toBe(true);
   });
 
   it('refuses invalid files with line numbers, unknown models included, and changes nothing', async () => {
     const before = await exported();
-    const broken = await apply('apiVersion: flotilla/v1\nkind: Fleet\nmodels:\n  - name: [unclosed\n');
+    const broken = await refused('apiVersion: flotilla/v1\nkind: Fleet\nmodels:\n  - name: [unclosed\n');
     expect(broken.status).toBe(400);
     expect(broken.body.error.code).toBe('INVALID_REQUEST');
     expect(broken.body.error.message).toMatch(/^invalid fleet file: line \d+, column \d+: /);
-    const unknownModel = await apply('apiVersion: flotilla/v1\nkind: Fleet\ndeployments:\n  - name: x\n    model: not-there\n    replicas: 1\n');
+    const unknownModel = await refused('apiVersion: flotilla/v1\nkind: Fleet\ndeployments:\n  - name: x\n    model: not-there\n    replicas: 1\n');
     expect(unknownModel.status).toBe(400);
-    expect(unknownModel.body.error.details?.issues).toEqual([
+    expect(FleetFileErrorDetailsSchema.parse(unknownModel.body.error.details).issues).toEqual([
       { line: 5, column: 12, path: 'deployments[0].model', message: 'model not-there is neither in this file nor in the catalog' },
     ]);
-    const badSchema = await apply('apiVersion: flotilla/v1\nkind: Fleet\ndeployments:\n  - name: x\n    model: qwen2.5-7b-instruct-q8_0\n    replicas: many\n');
+    const badSchema = await refused('apiVersion: flotilla/v1\nkind: Fleet\ndeployments:\n  - name: x\n    model: qwen2.5-7b-instruct-q8_0\n    replicas: many\n');
     expect(badSchema.body.error.message).toMatch(/^invalid fleet file: line 6, column 15: deployments\[0\]\.replicas: /);
-    expect((await api<ErrorBody>(t.cp, '/api/v1/fleet/apply', { token, body: { yaml: '' } })).body.error.message).toBe('yaml: the fleet file is empty');
+    expect((await refused('')).body.error.message).toBe('yaml: the fleet file is empty');
     expect(await exported()).toSatisfy((now: string) => now.replace(/^#.*\n/gm, '') === before.replace(/^#.*\n/gm, ''));
   });
 
   it('lets viewers export but not apply', async () => {
     const viewer = await apiKeyWithRole(t.cp, 'viewer');
-    expect((await apply('apiVersion: flotilla/v1\nkind: Fleet\n', {}, viewer)).status).toBe(403);
+    expect((await refused('apiVersion: flotilla/v1\nkind: Fleet\n', {}, viewer)).status).toBe(403);
     expect((await fetch(`${t.cp.url}/api/v1/fleet/export`, { headers: { authorization: `Bearer ${viewer}` } })).status).toBe(200);
   });
 

@@ -1,19 +1,10 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
+import { DeploymentSchema, ModelSchema, PlacementPageSchema, SchedulerStatusSchema } from '@flotilla/protocol';
+import { apiOk } from '../support/contract.js';
+import { startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
 import { describeBackends } from '../support/databases.js';
 import { pollUntil } from '../support/poll.js';
 import { FakeDevice, GiB, adminToken, modelBody } from './support.js';
-
-interface DeploymentBody {
-  id: string;
-  name: string;
-  model: string;
-  replicas: number;
-  status: { placed: number; ready: number; previous: number; rollingOut: boolean; deviceIds: string[]; unsatisfied?: { message: string } } | null;
-}
-interface PlacementBody {
-  items: { deviceId: string; model: string; deployment: string | null; desiredVersion: number; ready: boolean; state: string | null }[];
-}
 
 describeBackends('placement with a real control plane and MQTT devices', (backend) => {
   let t: TestControlPlane;
@@ -42,11 +33,11 @@ describeBackends('placement with a real control plane and MQTT devices', (backen
   });
 
   const holder = () => devices.find((d) => d.models.includes('chat-small'));
-  const get = (path: string) => api<DeploymentBody>(t.cp, path, { token });
+  const get = (path: string) => apiOk(DeploymentSchema, t.cp, path, { token });
 
   it('places a deployment and publishes a versioned, retained desired state to the chosen device', async () => {
-    expect((await api(t.cp, '/api/v1/models', { token, body: chat })).status).toBe(201);
-    const created = await api<DeploymentBody>(t.cp, '/api/v1/deployments', {
+    expect((await apiOk(ModelSchema, t.cp, '/api/v1/models', { token, body: chat })).status).toBe(201);
+    const created = await apiOk(DeploymentSchema, t.cp, '/api/v1/deployments', {
       token,
       body: { name: 'chat', model: 'chat-small', replicas: 1, labelSelector: { zone: 'shop' } },
     });
@@ -64,7 +55,7 @@ describeBackends('placement with a real control plane and MQTT devices', (backen
     expect((await device.retained())?.version).toBe(desired?.version);
     const status = await pollUntil(async () => (await get('/api/v1/deployments/chat')).body.status ?? undefined, { what: 'deployment status' });
     expect(status).toMatchObject({ placed: 1, ready: 0, deviceIds: [device.deviceId] });
-    const placements = await api<PlacementBody>(t.cp, '/api/v1/placements', { token });
+    const placements = await apiOk(PlacementPageSchema, t.cp, '/api/v1/placements', { token });
     expect(placements.body.items).toEqual([expect.objectContaining({ deviceId: device.deviceId, model: 'chat-small', deployment: 'chat', desiredVersion: desired?.version, ready: false })]);
   });
 
@@ -73,7 +64,7 @@ describeBackends('placement with a real control plane and MQTT devices', (backen
     if (!device) throw new Error('no holder');
     await device.reportReady([{ name: chat.name, sha256: chat.sha256 }]);
     const placements = await pollUntil(async () => {
-      const r = await api<PlacementBody>(t.cp, '/api/v1/placements', { token });
+      const r = await apiOk(PlacementPageSchema, t.cp, '/api/v1/placements', { token });
       return r.body.items.every((p) => p.ready) ? r.body : undefined;
     }, { what: 'placement ready' });
     expect(placements.items[0]?.state).toBe('ready');
@@ -82,8 +73,8 @@ describeBackends('placement with a real control plane and MQTT devices', (backen
   it('rolls out a new model without losing capacity: the old replica stays until the new one is ready', async () => {
     const device = holder();
     if (!device) throw new Error('no holder');
-    expect((await api(t.cp, '/api/v1/models', { token, body: chatNext })).status).toBe(201);
-    const rolled = await api<DeploymentBody>(t.cp, '/api/v1/deployments/chat/rollout', { token, body: { model: 'chat-small-v2' } });
+    expect((await apiOk(ModelSchema, t.cp, '/api/v1/models', { token, body: chatNext })).status).toBe(201);
+    const rolled = await apiOk(DeploymentSchema, t.cp, '/api/v1/deployments/chat/rollout', { token, body: { model: 'chat-small-v2' } });
     expect(rolled.status).toBe(200);
     expect(rolled.body.model).toBe('chat-small-v2');
     // Both are desired while the new one is on its way (on whichever device the planner picked).
@@ -109,7 +100,7 @@ describeBackends('placement with a real control plane and MQTT devices', (backen
     victim.kill();
     await pollUntil(() => survivor.models.includes('chat-small-v2'), { timeoutMs: 10_000, intervalMs: 50, what: 're-placement on the survivor' });
     expect(Date.now() - started).toBeLessThan(10_000);
-    const placements = await api<PlacementBody>(t.cp, '/api/v1/placements', { token });
+    const placements = await apiOk(PlacementPageSchema, t.cp, '/api/v1/placements', { token });
     expect(placements.body.items.map((p) => p.deviceId)).toEqual([survivor.deviceId]);
     // The dead device's retained desired state no longer lists the model either.
     const row = await t.cp.database.prisma.device.findUniqueOrThrow({ where: { id: victim.deviceId } });
@@ -119,10 +110,15 @@ describeBackends('placement with a real control plane and MQTT devices', (backen
   });
 
   it('reports replicas it cannot place, and places them when a device comes back', async () => {
-    const scaled = await api<DeploymentBody>(t.cp, '/api/v1/deployments/chat/scale', { token, body: { replicas: 2 } });
+    const scaled = await apiOk(DeploymentSchema, t.cp, '/api/v1/deployments/chat/scale', { token, body: { replicas: 2 } });
     expect(scaled.status).toBe(200);
     const status = await pollUntil(async () => (await get('/api/v1/deployments/chat')).body.status?.unsatisfied ?? undefined, { what: 'unsatisfied' });
     expect(status.message).toBe('1 of 2 replicas of chat-small-v2 cannot be placed: 1 device already hold a replica of this model, 1 device not online');
+    // The scheduler's own view of the same run, and a run on demand, answer in the contract's shape.
+    const last = await apiOk(SchedulerStatusSchema, t.cp, '/api/v1/scheduler', { token });
+    expect(last.body.lastRun?.deployments).toEqual([expect.objectContaining({ name: 'chat', wanted: 2, unsatisfied: expect.objectContaining({ devices: { 'holds-model': 1, offline: 1 } }) })]);
+    const run = await apiOk(SchedulerStatusSchema, t.cp, '/api/v1/scheduler/run', { token, method: 'POST' });
+    expect(run.body.lastRun?.deployments.map((d) => d.name)).toEqual(['chat']);
     const victim = devices.find((d) => !d.client);
     if (!victim) throw new Error('no dead device');
     await victim.start(t.cp, { memory: { totalBytes: 4 * GiB, freeBytes: 3 * GiB } });
@@ -131,13 +127,13 @@ describeBackends('placement with a real control plane and MQTT devices', (backen
 
   it('sends a new version when the catalog entry changes, and an empty state when the deployment goes', async () => {
     const before = devices.map((d) => d.latest?.version ?? 0);
-    const patched = await api(t.cp, '/api/v1/models/chat-small-v2', { token, method: 'PATCH', body: { sourceUrl: 'https://mirror.example/chat-small-v2.gguf' } });
+    const patched = await apiOk(ModelSchema, t.cp, '/api/v1/models/chat-small-v2', { token, method: 'PATCH', body: { sourceUrl: 'https://mirror.example/chat-small-v2.gguf' } });
     expect(patched.status).toBe(200);
     for (const [i, d] of devices.entries()) {
       const state = await pollUntil(() => (d.latest && d.latest.version > (before[i] ?? 0) ? d.latest : undefined), { what: 'new version after the catalog change' });
       expect(state.models[0]?.url).toBe('https://mirror.example/chat-small-v2.gguf');
     }
-    expect((await api(t.cp, '/api/v1/deployments/chat', { token, method: 'DELETE' })).status).toBe(200);
+    expect((await apiOk(DeploymentSchema, t.cp, '/api/v1/deployments/chat', { token, method: 'DELETE' })).status).toBe(200);
     for (const d of devices) await pollUntil(() => d.latest?.models.length === 0, { what: 'empty desired state' });
     expect(await t.cp.database.prisma.placement.count()).toBe(0);
   });

@@ -1,29 +1,20 @@
 import { Body, Controller, Delete, Get, Param, Patch, Post, Query, Req } from '@nestjs/common';
-import { z } from 'zod';
+import {
+  ModelInputSchema,
+  ModelListQuerySchema,
+  ModelPageSchema,
+  ModelPatchSchema,
+  ModelRefParamsSchema,
+  ModelSchema,
+  type ModelView,
+  type Page,
+} from '@flotilla/protocol';
 import { type AuthedRequest, RequireRole } from '../../identity/auth/auth.guard.js';
 import { unauthorized } from '../../platform/common/app-error.js';
 import { parseInput } from '../../platform/common/parse.js';
 import type { Actor } from '../../identity/audit/audit.service.js';
-import { ApiDoc, pageSchema } from '../../platform/openapi/api-doc.js';
-import { CatalogService, MODEL_TIERS, ModelInputSchema, ModelPatchSchema, type ModelView } from './catalog.service.js';
-import { PageQuerySchema, type Page } from './inputs.js';
-
-const listQuery = PageQuerySchema.extend({ tier: z.enum(MODEL_TIERS).optional() });
-const refParams = z.object({ ref: z.string().describe('model id or name') });
-
-export const modelViewSchema = z.object({
-  id: z.string(),
-  name: z.string(),
-  sourceUrl: z.string(),
-  sha256: z.string(),
-  sizeBytes: z.number(),
-  quantization: z.string(),
-  memoryBytes: z.number(),
-  contextLength: z.number(),
-  tier: z.enum(MODEL_TIERS),
-  createdAt: z.date(),
-  updatedAt: z.date(),
-});
+import { ApiDoc } from '../../platform/openapi/api-doc.js';
+import { CatalogService } from './catalog.service.js';
 
 export function actorOf(request: AuthedRequest): Actor {
   if (!request.principal) throw unauthorized();
@@ -37,35 +28,35 @@ export class CatalogController {
 
   @RequireRole('viewer')
   @Get()
-  @ApiDoc({ summary: 'The model catalog, by name (filter by tier)', tags: ['models'], query: listQuery, response: pageSchema(modelViewSchema) })
+  @ApiDoc({ summary: 'The model catalog, by name (filter by tier)', tags: ['models'], query: ModelListQuerySchema, response: ModelPageSchema })
   list(@Query() query: unknown): Promise<Page<ModelView>> {
-    return this.catalog.list(parseInput(listQuery, query));
+    return this.catalog.list(parseInput(ModelListQuerySchema, query));
   }
 
   @RequireRole('viewer')
   @Get(':ref')
-  @ApiDoc({ summary: 'One model', tags: ['models'], params: refParams, response: modelViewSchema, errors: [404] })
+  @ApiDoc({ summary: 'One model', tags: ['models'], params: ModelRefParamsSchema, response: ModelSchema, errors: [404] })
   get(@Param('ref') ref: string): Promise<ModelView> {
     return this.catalog.get(ref);
   }
 
   @RequireRole('operator')
   @Post()
-  @ApiDoc({ summary: 'Add a model to the catalog (sizes in bytes or with units, e.g. "2.4GB")', tags: ['models'], body: ModelInputSchema, response: modelViewSchema, errors: [409] })
+  @ApiDoc({ summary: 'Add a model to the catalog (sizes in bytes or with units, e.g. "2.4GB")', tags: ['models'], body: ModelInputSchema, response: ModelSchema, errors: [409] })
   create(@Body() body: unknown, @Req() request: AuthedRequest): Promise<ModelView> {
     return this.catalog.create(parseInput(ModelInputSchema, body), actorOf(request));
   }
 
   @RequireRole('operator')
   @Patch(':ref')
-  @ApiDoc({ summary: 'Change a model; devices holding it get a new desired state', tags: ['models'], params: refParams, body: ModelPatchSchema, response: modelViewSchema, errors: [404, 409] })
+  @ApiDoc({ summary: 'Change a model; devices holding it get a new desired state', tags: ['models'], params: ModelRefParamsSchema, body: ModelPatchSchema, response: ModelSchema, errors: [404, 409] })
   update(@Param('ref') ref: string, @Body() body: unknown, @Req() request: AuthedRequest): Promise<ModelView> {
     return this.catalog.update(ref, parseInput(ModelPatchSchema, body), actorOf(request));
   }
 
   @RequireRole('operator')
   @Delete(':ref')
-  @ApiDoc({ summary: 'Remove a model (409 while a deployment uses it)', tags: ['models'], params: refParams, response: modelViewSchema, errors: [404, 409] })
+  @ApiDoc({ summary: 'Remove a model (409 while a deployment uses it)', tags: ['models'], params: ModelRefParamsSchema, response: ModelSchema, errors: [404, 409] })
   remove(@Param('ref') ref: string, @Req() request: AuthedRequest): Promise<ModelView> {
     return this.catalog.remove(ref, actorOf(request));
   }

@@ -1,48 +1,14 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { DesiredModelSchema, ErrorCode, ModelNameSchema, Sha256Schema } from '@flotilla/protocol';
-import { z } from 'zod';
+import { ErrorCode, type ModelInput, type ModelPatch, type ModelTier, type ModelView, type Page, type PageQuery } from '@flotilla/protocol';
 import { DATABASE } from '../../platform/tokens.js';
 import { AuditService, type Actor } from '../../identity/audit/audit.service.js';
 import { AppError, notFound } from '../../platform/common/app-error.js';
 import type { Database } from '../../platform/database/index.js';
 import { FleetEvents } from '../../platform/events/fleet-events.js';
 import type { Model, Prisma } from '../../generated/prisma/client.js';
-import { ByteSizeSchema, prismaCode, toPage, type Page, type PageQuery } from './inputs.js';
+import { prismaCode, toPage } from './inputs.js';
 
-export const MODEL_TIERS = ['small', 'medium', 'large'] as const;
-export type ModelTier = (typeof MODEL_TIERS)[number];
-
-/** A catalog entry as the API takes it (and as the fleet file writes it). */
-export const ModelInputSchema = z.strictObject({
-  name: ModelNameSchema,
-  /** where devices fetch the GGUF file: http(s), or file: for agents on this machine */
-  sourceUrl: DesiredModelSchema.shape.url,
-  sha256: Sha256Schema,
-  sizeBytes: ByteSizeSchema,
-  quantization: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/, 'expected a quantization name such as Q4_K_M, Q8_0 or F16'),
-  /** RAM + VRAM needed to serve it with its default context */
-  memoryBytes: ByteSizeSchema,
-  contextLength: z.int().min(128).max(1_048_576),
-  tier: z.enum(MODEL_TIERS),
-});
-export type ModelInput = z.output<typeof ModelInputSchema>;
-export const ModelPatchSchema = ModelInputSchema.partial().refine((p) => Object.keys(p).length > 0, 'nothing to change');
-export type ModelPatch = z.output<typeof ModelPatchSchema>;
-
-export interface ModelView {
-  id: string;
-  name: string;
-  sourceUrl: string;
-  sha256: string;
-  sizeBytes: number;
-  quantization: string;
-  memoryBytes: number;
-  contextLength: number;
-  tier: ModelTier;
-  createdAt: Date;
-  updatedAt: Date;
-}
-
+/** A catalog row as the API answers it (`ModelSchema`: sizes as numbers, times as ISO strings). */
 export function modelView(row: Model): ModelView {
   return {
     id: row.id,
@@ -54,8 +20,8 @@ export function modelView(row: Model): ModelView {
     memoryBytes: Number(row.memoryBytes),
     contextLength: row.contextLength,
     tier: row.tier,
-    createdAt: row.createdAt,
-    updatedAt: row.updatedAt,
+    createdAt: row.createdAt.toISOString(),
+    updatedAt: row.updatedAt.toISOString(),
   };
 }
 

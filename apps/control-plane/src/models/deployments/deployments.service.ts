@@ -1,78 +1,12 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { DeviceIdSchema, ErrorCode, ModelNameSchema } from '@flotilla/protocol';
-import { z } from 'zod';
+import { ErrorCode, type DeploymentInput, type DeploymentPatch, type DeploymentView, type Page, type PageQuery } from '@flotilla/protocol';
 import { DATABASE } from '../../platform/tokens.js';
 import { AuditService, type Actor } from '../../identity/audit/audit.service.js';
-import { LabelSelectorSchema, prismaCode, toPage, type Page, type PageQuery } from '../catalog/inputs.js';
+import { prismaCode, toPage } from '../catalog/inputs.js';
 import { AppError, notFound } from '../../platform/common/app-error.js';
 import type { Database } from '../../platform/database/index.js';
 import { FleetEvents } from '../../platform/events/fleet-events.js';
 import type { Deployment, Model, Prisma } from '../../generated/prisma/client.js';
-
-export const ACCELERATOR_NEEDS = ['any', 'preferred', 'required'] as const;
-export type AcceleratorNeedInput = (typeof ACCELERATOR_NEEDS)[number];
-
-export const DeploymentNameSchema = z
-  .string()
-  .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'expected a deployment name of 1-63 lowercase letters, digits, ".", "_", "-"');
-
-const fields = {
-  /** the catalog model's name (or id) */
-  model: ModelNameSchema,
-  replicas: z.int().min(0).max(1000),
-  labelSelector: LabelSelectorSchema,
-  pinnedDeviceIds: z
-    .array(DeviceIdSchema)
-    .max(256)
-    .refine((ids) => new Set(ids).size === ids.length, 'device ids must be unique'),
-  /** tokens per sequence; null: the model's context length */
-  contextSize: z.int().min(128).max(1_048_576).nullable(),
-  parallel: z.int().min(1).max(64),
-  accelerator: z.enum(ACCELERATOR_NEEDS),
-};
-
-export const DeploymentInputSchema = z.strictObject({
-  name: DeploymentNameSchema,
-  model: fields.model,
-  replicas: fields.replicas,
-  labelSelector: fields.labelSelector.default({}),
-  pinnedDeviceIds: fields.pinnedDeviceIds.default([]),
-  contextSize: fields.contextSize.default(null),
-  parallel: fields.parallel.default(1),
-  accelerator: fields.accelerator.default('any'),
-});
-export type DeploymentInput = z.output<typeof DeploymentInputSchema>;
-
-export const DeploymentPatchSchema = z
-  .strictObject({
-    model: fields.model.optional(),
-    replicas: fields.replicas.optional(),
-    labelSelector: fields.labelSelector.optional(),
-    pinnedDeviceIds: fields.pinnedDeviceIds.optional(),
-    contextSize: fields.contextSize.optional(),
-    parallel: fields.parallel.optional(),
-    accelerator: fields.accelerator.optional(),
-  })
-  .refine((p) => Object.values(p).some((v) => v !== undefined), 'nothing to change');
-export type DeploymentPatch = z.output<typeof DeploymentPatchSchema>;
-
-export const ScaleSchema = z.strictObject({ replicas: fields.replicas });
-export const RolloutSchema = z.strictObject({ model: fields.model });
-
-export interface DeploymentView {
-  id: string;
-  name: string;
-  model: string;
-  modelId: string;
-  replicas: number;
-  labelSelector: Record<string, string>;
-  pinnedDeviceIds: string[];
-  contextSize: number | null;
-  parallel: number;
-  accelerator: AcceleratorNeedInput;
-  createdAt: Date;
-  updatedAt: Date;
-}
 
 type DeploymentRow = Deployment & { model: Pick<Model, 'name'> };
 
@@ -88,8 +22,8 @@ export function deploymentView(row: DeploymentRow): DeploymentView {
     contextSize: row.contextSize,
     parallel: row.parallel,
     accelerator: row.accelerator,
-    createdAt: row.createdAt,
-    updatedAt: row.updatedAt,
+    createdAt: row.createdAt.toISOString(),
+    updatedAt: row.updatedAt.toISOString(),
   };
 }
 

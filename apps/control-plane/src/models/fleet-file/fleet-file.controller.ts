@@ -1,39 +1,19 @@
 import { Body, Controller, Get, HttpCode, Post, Query, Req, Res } from '@nestjs/common';
 import type { FastifyReply } from 'fastify';
-import { z } from 'zod';
+import {
+  FleetApplyQuerySchema,
+  FleetApplyRequestSchema,
+  FleetApplyResultSchema,
+  FleetExportSchema,
+  RoutingSchema,
+  type FleetApplyResult,
+  type Routing,
+} from '@flotilla/protocol';
 import { type AuthedRequest, RequireRole } from '../../identity/auth/auth.guard.js';
 import { actorOf } from '../catalog/catalog.controller.js';
 import { parseInput } from '../../platform/common/parse.js';
 import { ApiDoc } from '../../platform/openapi/api-doc.js';
-import { RoutingSchema, type Routing } from './fleet-file.js';
-import { FleetService, type ApplyResult } from './fleet-file.service.js';
-
-const flag = z
-  .union([z.boolean(), z.enum(['true', 'false', '1', '0'])])
-  .transform((v) => v === true || v === 'true' || v === '1')
-  .optional();
-
-const applyBody = z.strictObject({
-  /** the fleet file's text (YAML or JSON) */
-  yaml: z.string().min(1, 'the fleet file is empty').max(1024 * 1024),
-  dryRun: flag,
-  prune: flag,
-});
-const applyQuery = z.object({ dryRun: flag, prune: flag });
-
-const applyResultSchema = z.object({
-  dryRun: z.boolean(),
-  changed: z.boolean().describe('false: the control plane already matched the file'),
-  summary: z.string(),
-  changes: z.array(
-    z.object({
-      kind: z.enum(['model', 'deployment', 'routing', 'metadata']),
-      name: z.string(),
-      action: z.enum(['create', 'update', 'delete', 'unchanged']),
-      fields: z.array(z.string()).optional(),
-    }),
-  ),
-});
+import { FleetService } from './fleet-file.service.js';
 
 /** The fleet file over REST: `flotilla apply` and `flotilla export` call these. */
 @Controller('api/v1/fleet')
@@ -48,20 +28,20 @@ export class FleetFileController {
     summary: 'Apply a fleet file (models, deployments, routing); idempotent, with a dry run and a diff',
     description: 'Invalid files are refused with 400; `error.details.issues` lists every problem with its line and column. See docs/fleet-file.md.',
     tags: ['fleet'],
-    body: applyBody,
-    query: applyQuery,
-    response: applyResultSchema,
+    body: FleetApplyRequestSchema,
+    query: FleetApplyQuerySchema,
+    response: FleetApplyResultSchema,
   })
-  apply(@Body() body: unknown, @Query() query: unknown, @Req() request: AuthedRequest): Promise<ApplyResult> {
-    const b = parseInput(applyBody, body);
-    const q = parseInput(applyQuery, query);
+  apply(@Body() body: unknown, @Query() query: unknown, @Req() request: AuthedRequest): Promise<FleetApplyResult> {
+    const b = parseInput(FleetApplyRequestSchema, body);
+    const q = parseInput(FleetApplyQuerySchema, query);
     return this.fleet.apply(b.yaml, { dryRun: b.dryRun ?? q.dryRun ?? false, prune: b.prune ?? q.prune ?? false }, actorOf(request));
   }
 
   /** The current state as a fleet file (YAML). */
   @RequireRole('viewer')
   @Get('export')
-  @ApiDoc({ summary: 'The current models, deployments and routing as a fleet file (YAML)', tags: ['fleet'], produces: 'text/plain' })
+  @ApiDoc({ summary: 'The current models, deployments and routing as a fleet file (YAML)', tags: ['fleet'], response: FleetExportSchema, produces: 'text/plain' })
   async export(@Res({ passthrough: true }) reply: FastifyReply): Promise<string> {
     void reply.header('content-type', 'application/yaml; charset=utf-8');
     return this.fleet.export();

@@ -1,11 +1,11 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { ErrorCode } from '@flotilla/protocol';
+import { ErrorCode, type DeploymentInput, type DeploymentView, type FleetApplyResult, type FleetChange, type FleetChangeAction } from '@flotilla/protocol';
 import { DATABASE } from '../../platform/tokens.js';
 import { AuditService, type Actor } from '../../identity/audit/audit.service.js';
 import { CatalogService, modelView } from '../catalog/catalog.service.js';
 import { AppError } from '../../platform/common/app-error.js';
 import type { Database } from '../../platform/database/index.js';
-import { DeploymentsService, deploymentView, type DeploymentInput, type DeploymentView } from '../deployments/deployments.service.js';
+import { DeploymentsService, deploymentView } from '../deployments/deployments.service.js';
 import { FleetEvents } from '../../platform/events/fleet-events.js';
 import type { Prisma } from '../../generated/prisma/client.js';
 import {
@@ -21,25 +21,6 @@ import {
   type FleetFileIssue,
   type Routing,
 } from './fleet-file.js';
-
-export type ChangeAction = 'create' | 'update' | 'delete' | 'unchanged';
-
-export interface FleetChange {
-  kind: 'model' | 'deployment' | 'routing' | 'metadata';
-  name: string;
-  action: ChangeAction;
-  /** for updates: the fields that differ */
-  fields?: string[];
-}
-
-export interface ApplyResult {
-  dryRun: boolean;
-  /** false: the control plane already matched the file (applying it again changes nothing) */
-  changed: boolean;
-  /** one line, e.g. `1 created, 2 updated, 3 unchanged` or `no changes: ...` */
-  summary: string;
-  changes: FleetChange[];
-}
 
 export interface ApplyOptions {
   dryRun: boolean;
@@ -70,7 +51,7 @@ export class FleetService {
     return parsed?.success ? parsed.data : DEFAULT_ROUTING;
   }
 
-  async apply(text: string, options: ApplyOptions, actor: Actor): Promise<ApplyResult> {
+  async apply(text: string, options: ApplyOptions, actor: Actor): Promise<FleetApplyResult> {
     const { file, locate } = parseOrThrow(text);
     const emitted: (() => void)[] = [];
     const run = async (tx: Prisma.TransactionClient): Promise<FleetChange[]> => {
@@ -104,7 +85,7 @@ export class FleetService {
       for (const m of file.models) {
         const current = modelsByName.get(m.name);
         const fields = current ? MODEL_FIELDS.filter((f) => !same(current[f], m[f])) : [];
-        const action: ChangeAction = !current ? 'create' : fields.length ? 'update' : 'unchanged';
+        const action: FleetChangeAction = !current ? 'create' : fields.length ? 'update' : 'unchanged';
         changes.push({ kind: 'model', name: m.name, action, ...(action === 'update' ? { fields } : {}) });
         if (options.dryRun || action === 'unchanged') continue;
         const row = current ? await this.catalog.update(current.id, pick(m, fields), actor, tx) : await this.catalog.create(m, actor, tx);
@@ -113,7 +94,7 @@ export class FleetService {
       for (const d of file.deployments) {
         const current = deploymentsByName.get(d.name);
         const fields = current ? DEPLOYMENT_FIELDS.filter((f) => !same(normalizeDeployment(current)[f], normalizeDeployment(d)[f])) : [];
-        const action: ChangeAction = !current ? 'create' : fields.length ? 'update' : 'unchanged';
+        const action: FleetChangeAction = !current ? 'create' : fields.length ? 'update' : 'unchanged';
         changes.push({ kind: 'deployment', name: d.name, action, ...(action === 'update' ? { fields } : {}) });
         if (options.dryRun || action === 'unchanged') continue;
         const row = current
@@ -143,7 +124,7 @@ export class FleetService {
       ] as const) {
         if (value === undefined) continue;
         const stored = settings.find((s) => s.key === key);
-        const action: ChangeAction = !stored ? 'create' : same(stored.value, value) ? 'unchanged' : 'update';
+        const action: FleetChangeAction = !stored ? 'create' : same(stored.value, value) ? 'unchanged' : 'update';
         changes.push({ kind: key, name: key, action });
         if (options.dryRun || action === 'unchanged') continue;
         const json = value as Prisma.InputJsonObject;
@@ -248,8 +229,8 @@ function canonical(value: unknown): string {
   );
 }
 
-function summarize(changes: FleetChange[], dryRun: boolean): ApplyResult {
-  const count = (a: ChangeAction) => changes.filter((c) => c.action === a).length;
+function summarize(changes: FleetChange[], dryRun: boolean): FleetApplyResult {
+  const count = (a: FleetChangeAction) => changes.filter((c) => c.action === a).length;
   const changed = changes.some((c) => c.action !== 'unchanged');
   const parts = (
     [

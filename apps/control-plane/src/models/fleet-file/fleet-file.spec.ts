@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { parseByteSize } from '../catalog/inputs.js';
+import { parseByteSize } from '@flotilla/protocol';
 import { DEFAULT_ROUTING, FleetFileError, parseFleetFile, writeFleetFile, type FleetFileIssue } from './fleet-file.js';
 
 const example = (name: string) => readFile(fileURLToPath(new URL(`../../../../../examples/fleet/${name}`, import.meta.url)), 'utf8');

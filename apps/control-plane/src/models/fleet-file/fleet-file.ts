@@ -1,86 +1,23 @@
-import { ModelNameSchema } from '@flotilla/protocol';
+import {
+  FLEET_API_VERSION,
+  FleetFileSchema,
+  FleetMetadataSchema,
+  RoutingSchema,
+  type FleetFile,
+  type FleetFileIssue,
+  type Routing,
+} from '@flotilla/protocol';
 import { isMap, isNode, isPair, isScalar, isSeq, LineCounter, parseDocument, stringify, type Document } from 'yaml';
-import { z } from 'zod';
-import { ModelInputSchema, MODEL_TIERS } from '../catalog/catalog.service.js';
-import { DeploymentInputSchema } from '../deployments/deployments.service.js';
 
 /**
  * The fleet file (`fleet.yaml`): the models, deployments and routing of a fleet, one device or many, as data.
  * `flotilla apply -f fleet.yaml` / `POST /api/v1/fleet/apply` make the control plane match it; `flotilla export` /
- * `GET /api/v1/fleet/export` write the current state back in the same format. See docs/fleet-file.md.
+ * `GET /api/v1/fleet/export` write the current state back in the same format. See docs/fleet-file.md. Its schemas
+ * are the REST contract's (`@flotilla/protocol`); this file reads and writes the YAML.
  */
-export const FLEET_API_VERSION = 'flotilla/v1';
+export { FLEET_API_VERSION, FleetFileSchema, FleetMetadataSchema, RoutingSchema, type FleetFile, type FleetFileIssue, type Routing };
 
-const TierSchema = z.enum(MODEL_TIERS);
-const TokensSchema = z.int().min(1).max(1_048_576);
-
-/** Routing for the OpenAI-compatible gateway: tiers, `model: auto` and the cloud fallback. Stored as given. */
-export const RoutingSchema = z.strictObject({
-  /** the tier `model: auto` starts from */
-  defaultTier: TierSchema.default('small'),
-  /** models serving each tier (by catalog name); an empty list means every catalog model of that tier */
-  tiers: z
-    .strictObject({
-      small: z.array(ModelNameSchema).max(64).default([]),
-      medium: z.array(ModelNameSchema).max(64).default([]),
-      large: z.array(ModelNameSchema).max(64).default([]),
-    })
-    .default({ small: [], medium: [], large: [] }),
-  auto: z
-    .strictObject({
-      enabled: z.boolean().default(true),
-      /** prompts longer than this (tokens) skip the tier; absent: the models' context length decides */
-      maxPromptTokens: z.strictObject({ small: TokensSchema.optional(), medium: TokensSchema.optional(), large: TokensSchema.optional() }).default({}),
-      /** requests with tools or a JSON schema start at this tier at least */
-      toolsMinTier: TierSchema.default('small'),
-      /** a failed or timed-out answer is retried on the next larger tier */
-      escalateOnFailure: z.boolean().default(true),
-      /** true: no served model at or above the picked tier is a 503; false: the largest served tier below answers */
-      strictMinTier: z.boolean().default(false),
-    })
-    .default({ enabled: true, maxPromptTokens: {}, toolsMinTier: 'small', escalateOnFailure: true, strictMinTier: false }),
-  /** an OpenAI-compatible endpoint used when no device can serve; the key comes from an environment variable */
-  cloudFallback: z
-    .strictObject({
-      enabled: z.boolean().default(false),
-      baseUrl: z.url({ protocol: /^https?$/ }).max(2048).optional(),
-      model: z.string().min(1).max(128).optional(),
-      /** name of the environment variable holding the API key (never the key itself) */
-      apiKeyEnv: z
-        .string()
-        .regex(/^[A-Z_][A-Z0-9_]{0,127}$/, 'expected an environment variable name such as OPENAI_API_KEY')
-        .optional(),
-      timeoutMs: z.int().min(100).max(600_000).default(30_000),
-    })
-    .refine((c) => !c.enabled || (c.baseUrl !== undefined && c.model !== undefined), 'an enabled cloud fallback needs baseUrl and model')
-    .default({ enabled: false, timeoutMs: 30_000 }),
-  /** keep a multi-turn chat on the device that answered it before */
-  sessionAffinity: z.boolean().default(true),
-  /** requests in flight per device before spilling to another one */
-  maxConcurrentPerDevice: z.int().min(1).max(1024).default(10),
-  requestTimeoutMs: z.int().min(100).max(600_000).default(30_000),
-  /** failovers per request */
-  maxRetries: z.int().min(0).max(10).default(2),
-});
-export type Routing = z.output<typeof RoutingSchema>;
 export const DEFAULT_ROUTING: Routing = RoutingSchema.parse({});
-
-export const FleetMetadataSchema = z.strictObject({
-  name: z.string().min(1).max(128).optional(),
-  description: z.string().max(2048).optional(),
-});
-
-export const FleetFileSchema = z
-  .strictObject({
-    apiVersion: z.literal(FLEET_API_VERSION, { message: `expected apiVersion: ${FLEET_API_VERSION}` }),
-    kind: z.literal('Fleet', { message: 'expected kind: Fleet' }),
-    metadata: FleetMetadataSchema.optional(),
-    models: z.array(ModelInputSchema).max(1000).default([]),
-    deployments: z.array(DeploymentInputSchema).max(1000).default([]),
-    /** absent: routing stays as it is */
-    routing: RoutingSchema.optional(),
-  });
-export type FleetFile = z.output<typeof FleetFileSchema>;
 
 /** Names declared twice, checked on the raw data so they are listed together with the schema's problems. */
 function duplicateIssues(data: unknown): { path: (string | number)[]; message: string }[] {
@@ -125,15 +62,6 @@ function keepText(node: unknown, textual: boolean, parentKey = ''): void {
     const key = isScalar(pair.key) ? String(pair.key.value) : '';
     keepText(pair.value, textual || TEXT_KEYS.has(key) || TEXT_CONTAINERS.has(key) || parentKey === 'tiers', key);
   }
-}
-
-/** One problem in a fleet file, with where it is (1-based line and column; 0 when unknown). */
-export interface FleetFileIssue {
-  line: number;
-  column: number;
-  /** e.g. `deployments[1].replicas` */
-  path: string;
-  message: string;
 }
 
 export class FleetFileError extends Error {

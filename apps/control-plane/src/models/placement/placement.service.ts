@@ -1,5 +1,5 @@
 import { Inject, Injectable, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
-import { encode, topics } from '@flotilla/protocol';
+import { encode, topics, type ScheduleRunView } from '@flotilla/protocol';
 import type { Logger } from 'pino';
 import { BROKER, DATABASE, LOGGER } from '../../platform/tokens.js';
 import type { EmbeddedBroker } from '../../platform/broker/embedded-broker.js';
@@ -21,17 +21,8 @@ import {
 import { planPlacements, type DeploymentPlan, type PlannerPlacement, type PlanResult } from './planner.js';
 import { SCHEDULER_SETTINGS, type SchedulerSettings } from './placement.settings.js';
 
-/** What one planning run did. */
-export interface ScheduleRun {
-  at: Date;
-  durationMs: number;
-  added: number;
-  removed: number;
-  updated: number;
-  /** devices that got a new desired-state version */
-  publishedDeviceIds: string[];
-  deployments: DeploymentPlan[];
-}
+/** What one planning run did: what `GET /api/v1/scheduler` answers as `lastRun`. */
+export type ScheduleRun = ScheduleRunView;
 
 /**
  * Runs the planner and makes its result real: placement rows, a new `Device.desiredVersion` for every device whose
@@ -183,7 +174,7 @@ export class PlacementService implements OnApplicationBootstrap, OnModuleDestroy
       this.events.emit('placement.changed', { deviceId: id, desiredVersion: version });
     }
     const run: ScheduleRun = {
-      at: new Date(started),
+      at: new Date(started).toISOString(),
       durationMs: Date.now() - started,
       added: plan.added.length,
       removed: plan.removed.length,

@@ -17,12 +17,14 @@
  *   swapped in place at a time (the only case where capacity dips by one).
  */
 
+import type { AcceleratorNeed, DeploymentPlan, UnplacedReason } from '@flotilla/protocol';
+
 /**
  * `reconnecting`: stored as online by an earlier control-plane process, not back on this one yet. Its replicas stay
  * placed (the reconnect grace decides whether it is gone) but count as not ready, and it gets no new ones.
  */
 export type DeviceStatus = 'online' | 'reconnecting' | 'offline' | 'draining' | 'revoked';
-export type AcceleratorNeed = 'any' | 'preferred' | 'required';
+export type { AcceleratorNeed };
 
 export interface PlannerModel {
   id: string;
@@ -110,37 +112,8 @@ export interface PlanInput {
   options?: Partial<PlannerOptions>;
 }
 
-/** Why a replica could not be placed on a device (counted per deployment for the status). */
-export type UnplacedReason =
-  | 'offline'
-  | 'reconnecting'
-  | 'labels'
-  | 'not-pinned'
-  | 'no-accelerator'
-  | 'no-hardware'
-  | 'memory'
-  | 'disk'
-  | 'holds-model'
-  | 'avoided';
-
-export interface DeploymentPlan {
-  deploymentId: string;
-  name: string;
-  modelId: string;
-  wanted: number;
-  /** replicas of the current model placed after this plan */
-  placed: number;
-  /** the devices holding them (sorted) */
-  deviceIds: string[];
-  /** of those, reported ready */
-  ready: number;
-  /** replicas of previous models still placed (a rollout in progress) */
-  previous: number;
-  /** true while replicas of an earlier model are still placed */
-  rollingOut: boolean;
-  /** set when fewer than `wanted` replicas could be placed */
-  unsatisfied?: { missing: number; message: string; devices: Partial<Record<UnplacedReason, number>> };
-}
+// The deployment plan is what `GET /api/v1/scheduler` answers: its shape is the REST contract's.
+export type { DeploymentPlan, UnplacedReason };
 
 export interface PlanResult {
   /** the complete new set of placements (hand-placed ones included) */
