@@ -1,5 +1,5 @@
 import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
-import { RequestAttemptSchema, type RequestAttempt, type RequestRecordView } from '@flotilla/protocol';
+import { RequestAttemptSchema, type GatewayCounters, type RequestAttempt, type RequestRecordView } from '@flotilla/protocol';
 import type { Logger } from 'pino';
 import { DATABASE, LOGGER } from '../platform/tokens.js';
 import type { Database } from '../platform/database/index.js';
@@ -30,15 +30,8 @@ export interface RequestRecord {
   attempts: RequestAttempt[];
 }
 
-export interface UsageCounters {
-  requests: number;
-  successes: number;
-  failures: number;
-  retries: number;
-  tokensIn: number;
-  tokensOut: number;
-  latencySumMs: number;
-}
+/** Live counters per model and per device (`GET /api/v1/gateway/stats`). */
+export type UsageCounters = GatewayCounters;
 
 const FLUSH_MS = 250;
 

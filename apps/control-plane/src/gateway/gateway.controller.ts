@@ -1,7 +1,20 @@
 import { randomUUID } from 'node:crypto';
 import { Controller, Get, HttpCode, Inject, Param, Post, Req, Res } from '@nestjs/common';
-import { RequestRecordSchema, type RequestRecordView } from '@flotilla/protocol';
-import { z } from 'zod';
+import {
+  ChatCompletionChunkSchema,
+  ChatCompletionRequestSchema,
+  ChatCompletionSchema,
+  GatewayStatsSchema,
+  OpenAiErrorBodySchema,
+  OpenAiModelListSchema,
+  RequestRecordParamsSchema,
+  RequestRecordSchema,
+  RoutingPolicyViewSchema,
+  type GatewayStats,
+  type OpenAiModelList,
+  type RequestRecordView,
+  type RoutingPolicyView,
+} from '@flotilla/protocol';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { LOGGER } from '../platform/tokens.js';
@@ -18,9 +31,7 @@ import { GATEWAY_SETTINGS, type GatewaySettings } from './gateway.settings.js';
 import { GatewayService, StreamFailure, type AnswerInfo } from './gateway.service.js';
 import { GatewayError, chunkBody, completionBody, parseChatBody, usageChunkBody } from './openai-format.js';
 import { VIRTUAL_MODELS } from './router.js';
-import { GatewayRouting, policyView, type RoutingPolicyView } from './routing-policy.js';
-
-const requestParams = z.object({ id: z.string().min(1).max(128) });
+import { GatewayRouting, policyView } from './routing-policy.js';
 
 /**
  * The OpenAI-compatible API under `/v1`. `@Public()` for the admin guard: gateway keys (scope `gateway`) are checked
@@ -41,13 +52,21 @@ export class GatewayController {
 
   @Public()
   @Get('v1/models')
+  @ApiDoc({
+    summary: 'OpenAI-compatible: the models this gateway key may use (the virtual auto/small/medium/large and the catalog)',
+    tags: ['openai'],
+    auth: 'gateway-key',
+    response: OpenAiModelListSchema,
+    errorBody: OpenAiErrorBodySchema,
+  })
   async models(@Req() request: FastifyRequest, @Res() reply: FastifyReply): Promise<void> {
     try {
       const key = await this.keys.authenticate(request.headers.authorization);
       const names = [...VIRTUAL_MODELS.map((name) => ({ name, created: 0 })), ...(await this.gateway.modelNames())].filter((m) =>
         this.keys.allows(key, m.name),
       );
-      await reply.send({ object: 'list', data: names.map((m) => ({ id: m.name, object: 'model', created: m.created, owned_by: 'flotilla' })) });
+      const list: OpenAiModelList = { object: 'list', data: names.map((m) => ({ id: m.name, object: 'model', created: m.created, owned_by: 'flotilla' })) };
+      await reply.send(list);
     } catch (error) {
       await this.sendError(reply, error);
     }
@@ -57,6 +76,21 @@ export class GatewayController {
   @Post('v1/chat/completions')
   // OpenAI answers 200, not Nest's default 201 for POST.
   @HttpCode(200)
+  @ApiDoc({
+    summary: 'OpenAI-compatible chat completion, answered by a device of the fleet (or the cloud fallback)',
+    description:
+      'Without `stream` the answer is one JSON chat.completion. With `stream: true` it is `text/event-stream`: ' +
+      'chat.completion.chunk events, a last chunk with `finish_reason`, a usage chunk with `stream_options.include_usage`, ' +
+      'then `data: [DONE]`; an error after the first chunk arrives as one `data:` event with the error body. Headers: ' +
+      '`x-request-id` (see GET /api/v1/requests/{id}), `x-flotilla-model`, `x-flotilla-device`, `x-flotilla-route`.',
+    tags: ['openai'],
+    auth: 'gateway-key',
+    body: ChatCompletionRequestSchema,
+    response: ChatCompletionSchema,
+    streamResponse: ChatCompletionChunkSchema,
+    errorBody: OpenAiErrorBodySchema,
+    errors: [403, 404, 429, 502, 503, 504],
+  })
   async chatCompletions(@Req() request: FastifyRequest, @Res() reply: FastifyReply): Promise<void> {
     const requestId = `req_${randomUUID().replaceAll('-', '')}`;
     void reply.header('x-request-id', requestId);
@@ -141,12 +175,12 @@ export class GatewayController {
   @ApiDoc({
     summary: 'One recorded gateway request (the x-request-id of its answer) with every attempt: device, start, end, why it ended, tokens, continuation',
     tags: ['gateway'],
-    params: requestParams,
+    params: RequestRecordParamsSchema,
     response: RequestRecordSchema,
     errors: [404],
   })
   async requestRecord(@Param() params: unknown): Promise<RequestRecordView> {
-    const { id } = parseInput(requestParams, params);
+    const { id } = parseInput(RequestRecordParamsSchema, params);
     await this.accounting.flush(); // a request that just ended may still wait in the write batch
     const row = await this.accounting.find(id);
     if (!row) throw notFound(`request ${id}`);
@@ -159,6 +193,7 @@ export class GatewayController {
   @ApiDoc({
     summary: 'The routing the gateway applies now (fleet file routing block, else FLOTILLA_GATEWAY_* settings); the cloud key is never shown',
     tags: ['gateway'],
+    response: RoutingPolicyViewSchema,
   })
   routingPolicy(): RoutingPolicyView {
     return policyView(this.routing.current);
@@ -167,8 +202,12 @@ export class GatewayController {
   /** Requests and tokens per model and per device since start, outstanding work and queue (live, in memory). */
   @RequireRole('viewer')
   @Get('api/v1/gateway/stats')
-  @ApiDoc({ summary: 'Live gateway counters since start: per model and device, outstanding work, queue, ready replicas', tags: ['gateway'] })
-  stats() {
+  @ApiDoc({
+    summary: 'Live gateway counters since start: per model and device, outstanding work, queue, ready replicas',
+    tags: ['gateway'],
+    response: GatewayStatsSchema,
+  })
+  stats(): GatewayStats {
     return {
       inFlight: this.dispatcher.inFlight,
       queued: this.gateway.balancer.queued,

@@ -1,7 +1,18 @@
 import { HttpException } from '@nestjs/common';
-import type { ChatMessage, FinishReason, ResponseFormat, Tool, ToolCall, ToolCallDelta, ToolChoice } from '@flotilla/protocol';
-import { ResponseFormatSchema, ToolChoiceSchema, ToolSchema } from '@flotilla/protocol';
-import { z } from 'zod';
+import {
+  ChatCompletionRequestSchema,
+  type ChatCompletion,
+  type ChatCompletionChunk,
+  type ChatCompletionChunkDelta,
+  type ChatMessage,
+  type FinishReason,
+  type OpenAiErrorBody,
+  type OpenAiUsage,
+  type ResponseFormat,
+  type Tool,
+  type ToolCall,
+  type ToolChoice,
+} from '@flotilla/protocol';
 
 /** OpenAI's error shape: `{ error: { message, type, param, code } }`, with the status and extra headers. */
 export class GatewayError extends HttpException {
@@ -20,10 +31,6 @@ export class GatewayError extends HttpException {
   }
 }
 
-export interface OpenAiErrorBody {
-  error: { message: string; type: string; param: string | null; code: string };
-}
-
 function errorType(status: number): string {
   if (status === 401) return 'authentication_error';
   if (status === 403) return 'permission_error';
@@ -33,45 +40,6 @@ function errorType(status: number): string {
   if (status >= 500) return 'server_error';
   return 'invalid_request_error';
 }
-
-// OpenAI accepts content as a string or an array of parts; devices take text, so text parts are joined.
-const TextContent = z.union([
-  z.string(),
-  z.array(z.object({ type: z.literal('text'), text: z.string() })).transform((parts) => parts.map((p) => p.text).join('')),
-]);
-
-const ToolCallIn = z.object({
-  id: z.string().min(1).max(128),
-  type: z.literal('function'),
-  function: z.object({ name: z.string().min(1).max(64), arguments: z.string() }),
-});
-
-const MessageIn = z.discriminatedUnion('role', [
-  z.object({ role: z.enum(['system', 'developer']), content: TextContent }),
-  z.object({ role: z.literal('user'), content: TextContent, name: z.string().min(1).max(256).optional() }),
-  z.object({ role: z.literal('assistant'), content: TextContent.nullish(), tool_calls: z.array(ToolCallIn).max(64).optional() }),
-  z.object({ role: z.literal('tool'), tool_call_id: z.string().min(1).max(128), content: TextContent }),
-]);
-
-/** `POST /v1/chat/completions` body: the OpenAI fields the fleet serves; unknown fields are ignored. */
-export const ChatCompletionBodySchema = z.object({
-  model: z.string().min(1).max(128),
-  messages: z.array(MessageIn).min(1),
-  stream: z.boolean().nullish(),
-  stream_options: z.object({ include_usage: z.boolean().nullish() }).nullish(),
-  tools: z.array(ToolSchema).max(128).nullish(),
-  tool_choice: ToolChoiceSchema.nullish(),
-  response_format: ResponseFormatSchema.nullish(),
-  max_tokens: z.int().min(1).max(1_048_576).nullish(),
-  max_completion_tokens: z.int().min(1).max(1_048_576).nullish(),
-  temperature: z.number().min(0).max(2).nullish(),
-  top_p: z.number().gt(0).max(1).nullish(),
-  seed: z.int().nullish(),
-  stop: z.union([z.string().min(1), z.array(z.string().min(1)).max(4)]).nullish(),
-  user: z.string().max(256).nullish(),
-  n: z.literal(1).nullish(),
-});
-export type ChatCompletionBody = z.infer<typeof ChatCompletionBodySchema>;
 
 /** The request after validation, in the protocol's terms. */
 export interface NormalizedChat {
@@ -94,7 +62,7 @@ export function parseChatBody(body: unknown): NormalizedChat {
   if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) {
     throw new GatewayError(400, 'invalid_request_error', 'the request body must be a JSON object');
   }
-  const parsed = ChatCompletionBodySchema.safeParse(body);
+  const parsed = ChatCompletionRequestSchema.safeParse(body);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const param = issue?.path.join('.') ?? null;
@@ -136,7 +104,7 @@ export interface Usage {
   completionTokens: number;
 }
 
-export function openAiUsage(u: Usage) {
+export function openAiUsage(u: Usage): OpenAiUsage {
   return { prompt_tokens: u.promptTokens, completion_tokens: u.completionTokens, total_tokens: u.promptTokens + u.completionTokens };
 }
 
@@ -148,7 +116,7 @@ export function completionBody(args: {
   toolCalls: ToolCall[] | undefined;
   finishReason: FinishReason;
   usage: Usage;
-}) {
+}): ChatCompletion {
   return {
     id: args.id,
     object: 'chat.completion',
@@ -167,13 +135,7 @@ export function completionBody(args: {
   };
 }
 
-export interface ChunkDelta {
-  role?: 'assistant';
-  content?: string;
-  tool_calls?: ToolCallDelta[];
-}
-
-export function chunkBody(id: string, created: number, model: string, delta: ChunkDelta, finishReason: FinishReason | null = null) {
+export function chunkBody(id: string, created: number, model: string, delta: ChatCompletionChunkDelta, finishReason: FinishReason | null = null): ChatCompletionChunk {
   return {
     id,
     object: 'chat.completion.chunk',
@@ -184,6 +146,6 @@ export function chunkBody(id: string, created: number, model: string, delta: Chu
   };
 }
 
-export function usageChunkBody(id: string, created: number, model: string, usage: Usage) {
+export function usageChunkBody(id: string, created: number, model: string, usage: Usage): ChatCompletionChunk {
   return { id, object: 'chat.completion.chunk', created, model, system_fingerprint: null, choices: [], usage: openAiUsage(usage) };
 }

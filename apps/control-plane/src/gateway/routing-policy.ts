@@ -1,4 +1,5 @@
 import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
+import type { RoutingPolicyView } from '@flotilla/protocol';
 import type { Logger } from 'pino';
 import { DATABASE, LOGGER } from '../platform/tokens.js';
 import type { Database } from '../platform/database/index.js';
@@ -43,8 +44,8 @@ export interface RoutingPolicy {
   cloud: CloudSettings | undefined;
 }
 
-/** The policy as served by `GET /api/v1/gateway/routing`: the cloud key is never shown. */
-export type RoutingPolicyView = Omit<RoutingPolicy, 'cloud'> & { cloud: (Omit<CloudSettings, 'apiKey'> & { apiKeySet: boolean }) | null };
+/** The policy as served by `GET /api/v1/gateway/routing` (RoutingPolicyViewSchema): the cloud key is never shown. */
+export type { RoutingPolicyView };
 
 export function policyFromSettings(s: GatewaySettings): RoutingPolicy {
   return {

@@ -1,4 +1,4 @@
-import { ApiErrorBodySchema, AuditPageSchema } from '@flotilla/protocol';
+import { ApiErrorBodySchema, AuditPageSchema, OpenApiDocumentSchema } from '@flotilla/protocol';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { RouteCatalog } from '../../src/platform/openapi/route-catalog.js';
 import { api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
@@ -10,6 +10,7 @@ interface Operation {
   summary: string;
   security: Record<string, string[]>[];
   'x-required-role': string;
+  'x-undocumented'?: boolean;
   parameters?: { name: string; in: string; required: boolean; schema: Record<string, unknown> }[];
   requestBody?: { content: Record<string, { schema: { properties?: Record<string, unknown>; required?: string[] } }> };
   responses: Record<string, unknown>;
@@ -44,6 +45,7 @@ describeBackends('REST API surface', (backend) => {
   it('serves an OpenAPI 3.1 document with every route Fastify serves, its role and its zod schemas', async () => {
     const res = await api<OpenApi>(t.cp, '/api/v1/openapi.json');
     expect(res.status).toBe(200);
+    OpenApiDocumentSchema.parse(res.body);
     const doc = res.body;
     expect(doc.openapi).toBe('3.1.0');
     const routes = t.cp.app.get(RouteCatalog).list();
@@ -105,6 +107,58 @@ describeBackends('REST API surface', (backend) => {
       if (op.responses['401'] === undefined && op['x-required-role'] !== 'public') gaps.push(`${where}: no 401`);
     }
     expect(gaps).toEqual([]);
+  });
+
+  it('documents the observability, gateway and platform routes with request and response schemas, auth and error bodies', async () => {
+    const doc = (await api<OpenApi>(t.cp, '/api/v1/openapi.json')).body;
+    const routes: [string, string, number][] = [
+      ['get', '/api/v1/alerts', 200],
+      ['get', '/api/v1/alerts/rules', 200],
+      ['get', '/api/v1/fleet-health', 200],
+      ['get', '/api/v1/recommendations', 200],
+      ['get', '/api/v1/usage', 200],
+      ['get', '/api/v1/events/stream', 200],
+      ['get', '/metrics', 200],
+      ['get', '/api/v1/gateway/stats', 200],
+      ['get', '/api/v1/gateway/routing', 200],
+      ['get', '/api/v1/requests/{id}', 200],
+      ['get', '/v1/models', 200],
+      ['post', '/v1/chat/completions', 200],
+      ['get', '/healthz', 200],
+      ['get', '/readyz', 200],
+      ['get', '/api/v1/openapi.json', 200],
+    ];
+    const lacking: string[] = [];
+    for (const [method, path, status] of routes) {
+      const op = doc.paths[path]?.[method];
+      const success = op?.responses[String(status)] as { content?: Record<string, { schema?: Record<string, unknown> }> } | undefined;
+      const schemas = Object.values(success?.content ?? {}).map((c) => c.schema ?? {});
+      // A documented response has a type or a structure, not the `{}` an undocumented route gets.
+      if (!op || op['x-undocumented'] || schemas.length === 0 || schemas.some((schema) => Object.keys(schema).length === 0)) lacking.push(`${method} ${path}`);
+    }
+    expect(lacking).toEqual([]);
+
+    const chat = doc.paths['/v1/chat/completions']?.post;
+    expect(chat?.security).toEqual([{ gatewayKey: [] }]);
+    expect(chat?.requestBody?.content['application/json']?.schema).toMatchObject({ required: expect.arrayContaining(['model', 'messages']) });
+    const chatOk = chat?.responses['200'] as { content: Record<string, { schema: { properties: Record<string, unknown> } }> };
+    expect(chatOk.content['application/json']?.schema.properties.object).toEqual({ type: 'string', const: 'chat.completion' });
+    expect(chatOk.content['text/event-stream']?.schema.properties.object).toEqual({ type: 'string', const: 'chat.completion.chunk' });
+    // OpenAI's error shape on /v1, not the control plane's shared one.
+    for (const status of ['400', '401', '403', '404', '413', '429', '503']) {
+      expect(chat?.responses[status], status).toMatchObject({
+        content: { 'application/json': { schema: { properties: { error: { required: ['message', 'type', 'param', 'code'] } } } } },
+      });
+    }
+    expect(doc.paths['/v1/models']?.get).toMatchObject({ security: [{ gatewayKey: [] }], responses: { '401': expect.anything() } });
+    expect(doc.paths['/api/v1/alerts']?.get?.responses['200']).toMatchObject({
+      content: { 'application/json': { schema: { properties: { items: { items: { properties: { openedAt: { type: 'string', format: 'date-time' } } } } } } } },
+    });
+    expect(doc.paths['/api/v1/events/stream']?.get?.responses['200']).toMatchObject({
+      content: { 'text/event-stream': { schema: { oneOf: expect.arrayContaining([expect.objectContaining({ required: ['id', 'type', 'data', 'at'] })]) } } },
+    });
+    expect(doc.paths['/readyz']?.get?.responses).toHaveProperty('503');
+    expect(doc.paths['/api/v1/gateway/stats']?.get?.['x-required-role']).toBe('viewer');
   });
 
   it('lists the audit log to admins, newest first and page by page', async () => {

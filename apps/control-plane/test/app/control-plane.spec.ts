@@ -1,7 +1,7 @@
 import { stat, readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { ApiErrorBodySchema, CreatedEnrollmentTokenSchema, DevicePageSchema, EnrollResponseSchema, LoginResponseSchema, topics } from '@flotilla/protocol';
+import { ApiErrorBodySchema, CreatedEnrollmentTokenSchema, DevicePageSchema, EnrollResponseSchema, LivenessSchema, LoginResponseSchema, ReadinessReportSchema, topics } from '@flotilla/protocol';
 import { connectAsync } from 'mqtt';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,10 +19,10 @@ describeBackends('control plane start-up', (backend) => {
   afterAll(() => t?.dispose());
 
   it('answers /healthz and /readyz', async () => {
-    expect((await api(t.cp, '/healthz')).body).toEqual({ status: 'ok' });
-    const ready = await api<{ status: string; checks: Record<string, { ok: boolean }> }>(t.cp, '/readyz');
+    expect(LivenessSchema.parse((await api(t.cp, '/healthz')).body)).toEqual({ status: 'ok' });
+    const ready = await api(t.cp, '/readyz');
     expect(ready.status).toBe(200);
-    expect(ready.body.checks).toEqual({ database: { ok: true }, broker: { ok: true } });
+    expect(ReadinessReportSchema.parse(ready.body).checks).toEqual({ database: { ok: true }, broker: { ok: true } });
   });
 
   it('creates the first admin and gateway key once, in a 0600 file', async () => {

@@ -1,18 +1,31 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { decodeTopic, topics, type InferenceCancel, type InferenceRequest, type InferenceResponse, type RequestRecordView } from '@flotilla/protocol';
+import {
+  ApiErrorBodySchema,
+  ChatCompletionChunkSchema,
+  ChatCompletionSchema,
+  GatewayStatsSchema,
+  OpenAiErrorBodySchema,
+  OpenAiModelListSchema,
+  RequestRecordSchema,
+  RoutingPolicyViewSchema,
+  UsageSchema,
+  decodeTopic,
+  topics,
+  type InferenceCancel,
+  type InferenceRequest,
+  type InferenceResponse,
+} from '@flotilla/protocol';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ensureModel } from '@flotilla/tools/models';
 import { startAgents, stopAgents, type SimAgent } from '@flotilla/tools/sim';
 import { GatewayAccounting } from '../../src/gateway/accounting.js';
-import type { Usage } from '../../src/observability/usage/usage.service.js';
 import { parsePrometheusText, sampleValue, type Family } from '../observability/prometheus-text.js';
 import { adminLogin, api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
 import { describeBackends } from '../support/databases.js';
 import { pollUntil } from '../support/poll.js';
-import type { RoutingPolicyView } from '../../src/gateway/routing-policy.js';
 import { addCatalogModel, createGatewayKey, publishDesired, startCloudStandIn, startFailingDevice, type TestModelFile } from './support.js';
 
 // The gateway end to end: the official `openai` client -> control plane (in process) -> MQTT -> 3 real device agents
@@ -31,11 +44,9 @@ describeBackends('gateway (issue 5)', (backend) => {
   const scrape = async (): Promise<Map<string, Family>> => parsePrometheusText(await (await fetch(`${t.cp.url}/metrics`)).text());
   const stats = async () => {
     const res = await fetch(`${t.cp.url}/api/v1/gateway/stats`, { headers: { authorization: `Bearer ${adminToken}` } });
-    return (await res.json()) as {
-      replicas: Record<string, string[]>;
-      byDevice: Record<string, { requests: number }>;
-      devices: Record<string, { outstanding: number; served: number }>;
-    };
+    expect(res.status).toBe(200);
+    // Every answer checked against the REST contract: a drift fails here.
+    return GatewayStatsSchema.parse(await res.json());
   };
 
   beforeAll(async () => {
@@ -89,6 +100,7 @@ describeBackends('gateway (issue 5)', (backend) => {
 
   it('answers non-streaming and streaming chats with usage; the stream is the same text, once', async () => {
     const { data, response } = await client.chat.completions.create(ask).withResponse();
+    ChatCompletionSchema.parse(data);
     expect(data.object).toBe('chat.completion');
     expect(data.model).toBe('tiny-m');
     expect(data.choices[0]?.message.role).toBe('assistant');
@@ -102,6 +114,7 @@ describeBackends('gateway (issue 5)', (backend) => {
     let usage: OpenAI.CompletionUsage | undefined | null;
     let finish: string | null | undefined;
     for await (const chunk of stream) {
+      ChatCompletionChunkSchema.parse(chunk);
       text += chunk.choices[0]?.delta.content ?? '';
       finish ??= chunk.choices[0]?.finish_reason;
       if (chunk.usage) usage = chunk.usage;
@@ -117,6 +130,7 @@ describeBackends('gateway (issue 5)', (backend) => {
     ];
     const first = await client.chat.completions.create({ model: 'tiny-m', messages: [{ role: 'user', content: 'Weather in Paris?' }], tools, tool_choice: { type: 'function', function: { name: 'get_weather' } }, max_tokens: 64, temperature: 0 });
     const call = first.choices[0]?.message.tool_calls?.[0];
+    ChatCompletionSchema.parse(first);
     expect(first.choices[0]?.finish_reason).toBe('tool_calls');
     expect(call?.type).toBe('function');
     if (call?.type !== 'function') throw new Error('no function call');
@@ -155,10 +169,10 @@ describeBackends('gateway (issue 5)', (backend) => {
       fetch(`${t.cp.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${gatewayKey}` }, body });
     const malformed = await post('{"model": "tiny-m", "messages": [');
     expect(malformed.status).toBe(400);
-    expect(((await malformed.json()) as { error: { message: string } }).error.message).toMatch(/JSON/);
+    expect(OpenAiErrorBodySchema.parse(await malformed.json()).error.message).toMatch(/JSON/);
     const huge = await post(JSON.stringify({ ...ask, messages: [{ role: 'user', content: 'x'.repeat(1_100_000) }] }));
     expect(huge.status).toBe(413);
-    expect(((await huge.json()) as { error: { type: string } }).error.type).toBe('invalid_request_error');
+    expect(OpenAiErrorBodySchema.parse(await huge.json()).error.type).toBe('invalid_request_error');
 
     const many = Array.from({ length: 65 }, () => ({ role: 'user' as const, content: 'hi' }));
     await expect(client.chat.completions.create({ ...ask, messages: many })).rejects.toMatchObject({ status: 400, param: 'messages' });
@@ -179,6 +193,12 @@ describeBackends('gateway (issue 5)', (backend) => {
     await expect(onlySmall.chat.completions.create(ask)).rejects.toMatchObject({ status: 403, code: 'model_not_allowed' });
     const listed = await onlySmall.models.list();
     expect(listed.data.map((m) => m.id)).toEqual(['tiny-s']);
+    const models = await fetch(`${t.cp.url}/v1/models`, { headers: { authorization: `Bearer ${gatewayKey}` } });
+    expect(models.status).toBe(200);
+    expect(OpenAiModelListSchema.parse(await models.json()).data.map((m) => m.id)).toEqual(expect.arrayContaining(['auto', 'tiny-s', 'tiny-m']));
+    const refusedList = await fetch(`${t.cp.url}/v1/models`, { headers: { authorization: 'Bearer flt_key_nope' } });
+    expect(refusedList.status).toBe(401);
+    expect(OpenAiErrorBodySchema.parse(await refusedList.json()).error.code).toBe('invalid_api_key');
     const all = await client.models.list();
     expect(all.data.map((m) => m.id)).toEqual(expect.arrayContaining(['auto', 'small', 'medium', 'large', 'tiny-s', 'tiny-m', 'tiny-l']));
   });
@@ -230,11 +250,11 @@ describeBackends('gateway (issue 5)', (backend) => {
     expect(data.choices[0]?.message.content).toBe('cloud answer');
     expect(response.headers.get('x-flotilla-device')).toBe('cloud');
     // The request record lists the cloud as the one attempt, with no device.
-    const record = await api<RequestRecordView>(t.cp, `/api/v1/requests/${response.headers.get('x-request-id') ?? ''}`, { token: adminToken });
-    expect(record.body).toMatchObject({ cloud: true, deviceId: null, attempts: [{ attempt: 1, deviceId: null, end: 'ok', tokens: data.usage?.completion_tokens }] });
+    const record = await api(t.cp, `/api/v1/requests/${response.headers.get('x-request-id') ?? ''}`, { token: adminToken });
+    expect(RequestRecordSchema.parse(record.body)).toMatchObject({ cloud: true, deviceId: null, attempts: [{ attempt: 1, deviceId: null, end: 'ok', tokens: data.usage?.completion_tokens }] });
     const stream = await client.chat.completions.create({ ...ask, model: 'tiny-l', stream: true });
     let text = '';
-    for await (const c of stream) text += c.choices[0]?.delta.content ?? '';
+    for await (const c of stream) text += ChatCompletionChunkSchema.parse(c).choices[0]?.delta.content ?? '';
     expect(text).toBe('cloud answer');
     expect(cloud.calls).toBe(callsBefore + 2);
   }, 60_000);
@@ -293,8 +313,9 @@ describeBackends('gateway (issue 5)', (backend) => {
     expect(sampleValue(after, 'flotilla_gateway_device_concurrency_limit')).toBe(4);
 
     // The REST view over a window agrees with the recorded rows.
-    const usage = await api<Usage>(t.cp, '/api/v1/usage?window=1h', { token: adminToken });
-    expect(usage.status).toBe(200);
+    const res = await api(t.cp, '/api/v1/usage?window=1h', { token: adminToken });
+    expect(res.status).toBe(200);
+    const usage = { body: UsageSchema.parse(res.body) };
     const prisma = t.cp.database.prisma;
     expect(usage.body.totals.requests).toBe(await prisma.inferenceRequest.count());
     const m = usage.body.byModel.find((x) => x.model === 'tiny-m');
@@ -310,13 +331,14 @@ describeBackends('gateway (issue 5)', (backend) => {
       expect(d?.tokensOut).toBe((await prisma.inferenceRequest.aggregate({ where: { deviceId: a.deviceId }, _sum: { tokensOut: true } }))._sum.tokensOut);
     }
     expect(usage.body.byDevice.find((x) => x.deviceId === 'cloud')?.requests).toBeGreaterThanOrEqual(2);
-    const bad = await api<{ error: { message: string } }>(t.cp, '/api/v1/usage?window=forever', { token: adminToken });
+    const bad = await api(t.cp, '/api/v1/usage?window=forever', { token: adminToken });
     expect(bad.status).toBe(400);
+    expect(ApiErrorBodySchema.parse(bad.body).error.code).toBe('INVALID_REQUEST');
     expect((await api(t.cp, '/api/v1/usage')).status).toBe(401);
   }, 30_000);
 
   it('routes by the fleet file routing block (tiers, default tier, tools tier, cloud, concurrency) and escalates a tier when every replica fails', async () => {
-    const policy = async () => (await api<RoutingPolicyView>(t.cp, '/api/v1/gateway/routing', { token: adminToken })).body;
+    const policy = async () => RoutingPolicyViewSchema.parse((await api(t.cp, '/api/v1/gateway/routing', { token: adminToken })).body);
     let applied = 0;
     const apply = async (routing: Record<string, unknown>) => {
       // JSON is YAML: the fleet file route takes it as it is.

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { RequestRollupService, histogramQuantile } from '../../src/observability/usage/request-rollups.js';
-import { UsageService, type Usage, type UsageCounters } from '../../src/observability/usage/usage.service.js';
+import { UsageSchema, type Usage, type UsageCounters } from '@flotilla/protocol';
+import { UsageService } from '../../src/observability/usage/usage.service.js';
 import { RetentionService } from '../../src/observability/retention/retention.service.js';
 import { adminLogin, api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
 import { describeBackends } from '../support/databases.js';
@@ -104,10 +105,11 @@ describeBackends('request rollups and retention', (backend) => {
     expect(await prisma.requestRollup.count()).toBe(rollupsBefore - 1);
 
     const { adminToken } = await adminLogin(t.cp, t.isolated.dataDir);
-    const long = await api<Usage>(t.cp, '/api/v1/usage?window=30d', { token: adminToken });
-    expect(long.status).toBe(200);
-    expect(long.body.totals.requests).toBe(240);
-    expect(long.body.byModel.map((m) => m.model).sort()).toEqual(['m-a', 'm-b', 'none']);
+    const res = await api(t.cp, '/api/v1/usage?window=30d', { token: adminToken });
+    expect(res.status).toBe(200);
+    const long = UsageSchema.parse(res.body);
+    expect(long.totals.requests).toBe(240);
+    expect(long.byModel.map((m) => m.model).sort()).toEqual(['m-a', 'm-b', 'none']);
   });
 });
 

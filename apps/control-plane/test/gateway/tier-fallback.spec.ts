@@ -5,7 +5,7 @@ import { ensureModel } from '@flotilla/tools/models';
 import { startAgents, stopAgents, type SimAgent } from '@flotilla/tools/sim';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import type { RoutingPolicyView } from '../../src/gateway/routing-policy.js';
+import { RoutingPolicyViewSchema } from '@flotilla/protocol';
 import { adminLogin, api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
 import { describeBackends } from '../support/databases.js';
 import { pollUntil } from '../support/poll.js';
@@ -103,7 +103,7 @@ describeBackends('tier fallback and allow-lists (issue 8)', (backend) => {
         body: { yaml: JSON.stringify({ apiVersion: 'flotilla/v1', kind: 'Fleet', routing: { cloudFallback: { enabled: true, baseUrl: cloud.url, model: 'gpt-stand-in' }, requestTimeoutMs: 20_001 } }) },
       });
       expect(res.status).toBe(200);
-      await pollUntil(async () => (await api<RoutingPolicyView>(t.cp, '/api/v1/gateway/routing', { token: adminToken })).body.timeoutMs === 20_001, { timeoutMs: 5000, intervalMs: 20 });
+      await pollUntil(async () => RoutingPolicyViewSchema.parse((await api(t.cp, '/api/v1/gateway/routing', { token: adminToken })).body).timeoutMs === 20_001, { timeoutMs: 5000, intervalMs: 20 });
       const calls = cloud.calls;
       expect(await create(gatewayKey, { model: 'large' })).toMatchObject({ device: 'cloud' });
       expect(cloud.calls).toBe(calls + 1);

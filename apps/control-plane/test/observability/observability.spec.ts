@@ -1,4 +1,16 @@
-import { encode, topics } from '@flotilla/protocol';
+import {
+  AlertPageSchema,
+  type AlertPage,
+  AlertRulesSchema,
+  ApiErrorBodySchema,
+  FleetHealthSchema,
+  MetricsTextSchema,
+  RecommendationsSchema,
+  StreamControlEventSchemas,
+  StreamEventSchema,
+  encode,
+  topics,
+} from '@flotilla/protocol';
 import { makeTelemetry } from '@flotilla/protocol/testing';
 import { connectAsync } from 'mqtt';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -27,7 +39,8 @@ describeBackends('observability', (backend) => {
   afterAll(() => t?.dispose());
 
   const prisma = () => t.cp.database.prisma;
-  const health = async () => (await api<{ status: string; reasons: { rule: string }[] }>(t.cp, '/api/v1/fleet-health', { token: admin })).body;
+  // Every answer is checked against its REST schema: a drift between contract and handler fails here.
+  const health = async () => FleetHealthSchema.parse((await api(t.cp, '/api/v1/fleet-health', { token: admin })).body);
   const setStatus = async (id: string, status: 'online' | 'offline', previous: string) => {
     await prisma().device.update({ where: { id }, data: { status, lastSeenAt: new Date() } });
     t.cp.app.get(FleetEvents).emit('device.status', { deviceId: id, status, previous, at: new Date().toISOString() });
@@ -128,18 +141,15 @@ describeBackends('observability', (backend) => {
     const ids: string[] = [];
     let cursor: string | null = null;
     do {
-      const page: { body: { items: { id: string; state: string }[]; nextCursor: string | null } } = await api(
-        t.cp,
-        `/api/v1/alerts?state=open&limit=3${cursor ? `&cursor=${cursor}` : ''}`,
-        { token: admin },
-      );
+      const page: { body: AlertPage } = { body: AlertPageSchema.parse((await api(t.cp, `/api/v1/alerts?state=open&limit=3${cursor ? `&cursor=${cursor}` : ''}`, { token: admin })).body) };
       expect(page.body.items.length).toBeLessThanOrEqual(3);
       ids.push(...page.body.items.map((a) => a.id));
       cursor = page.body.nextCursor;
     } while (cursor);
     expect(ids.sort()).toEqual(open.map((a) => a.id).sort());
-    const invalid = await api<{ error: { code: string } }>(t.cp, '/api/v1/alerts?state=maybe', { token: admin });
+    const invalid = await api(t.cp, '/api/v1/alerts?state=maybe', { token: admin });
     expect(invalid.status).toBe(400);
+    expect(ApiErrorBodySchema.parse(invalid.body).error.code).toBe('INVALID_REQUEST');
 
     // The data recovers: normal load, no failures, the device back.
     await prisma().telemetryRollup.updateMany({ where: { deviceId: hot.id }, data: { queueAvg: 1, memoryAvgBytes: 0.4 * GB, failures: 0 } });
@@ -148,16 +158,16 @@ describeBackends('observability', (backend) => {
     const third = await alerts.evaluate();
     expect(third.firing).toEqual([]);
     expect(third.resolved.sort()).toEqual(open.map((a) => a.id).sort());
-    const resolved = await api<{ items: { id: string; resolvedAt: string | null }[] }>(t.cp, '/api/v1/alerts?state=resolved', { token: admin });
+    const resolved = { body: AlertPageSchema.parse((await api(t.cp, '/api/v1/alerts?state=resolved', { token: admin })).body) };
     const resolvedNow = resolved.body.items.filter((a) => ids.includes(a.id));
     expect(resolvedNow).toHaveLength(7);
     expect(resolvedNow.every((a) => a.resolvedAt !== null)).toBe(true);
     expect(events.slice(seen).filter((e) => e.type === 'alert.changed' && e.data.state === 'resolved')).toHaveLength(7);
     expect((await health()).status).toBe('healthy');
 
-    const rules = await api<{ rules: { rule: string; threshold: number }[] }>(t.cp, '/api/v1/alerts/rules', { token: admin });
+    const rules = { body: AlertRulesSchema.parse((await api(t.cp, '/api/v1/alerts/rules', { token: admin })).body) };
     expect(rules.body.rules).toContainEqual(expect.objectContaining({ rule: 'latency-high', threshold: 3000 }));
-    const recommendations = await api<{ windowSeconds: number; recommendations: unknown[] }>(t.cp, '/api/v1/recommendations', { token: admin });
+    const recommendations = { body: RecommendationsSchema.parse((await api(t.cp, '/api/v1/recommendations', { token: admin })).body) };
     expect(recommendations.body).toMatchObject({ windowSeconds: 900, recommendations: [] });
 
     await prisma().inferenceRequest.deleteMany({});
@@ -182,7 +192,7 @@ describeBackends('observability', (backend) => {
       const scrape = async () => {
         const res = await fetch(`${t.cp.url}/metrics`);
         expect(res.headers.get('content-type')).toBe('text/plain; version=0.0.4; charset=utf-8');
-        return parsePrometheusText(await res.text());
+        return parsePrometheusText(MetricsTextSchema.parse(await res.text()));
       };
       const families = await pollUntil(
         async () => {
@@ -210,7 +220,7 @@ describeBackends('observability', (backend) => {
       expect(families.get('flotilla_http_request_duration_seconds')?.type).toBe('histogram');
       // The gauge follows the last assessment, which background triggers (enrollment, status) may run at any time:
       // assess now, then the next scrape must show exactly that status.
-      const health = await api<{ status: 'healthy' | 'degraded' | 'unhealthy' }>(t.cp, '/api/v1/fleet-health', { token: admin });
+      const health = { body: FleetHealthSchema.parse((await api(t.cp, '/api/v1/fleet-health', { token: admin })).body) };
       expect(sampleValue(await scrape(), 'flotilla_fleet_health')).toBe({ healthy: 0, degraded: 1, unhealthy: 2 }[health.body.status]);
       expect(sampleValue(families, 'flotilla_alert_evaluations_total', { result: 'ok' })).toBeGreaterThanOrEqual(3);
     } finally {
@@ -231,13 +241,13 @@ describeBackends('observability', (backend) => {
       const ready = await all.next((f) => f.event === 'ready');
       await alertsOnly.next((f) => f.event === 'ready');
       expect(all.frames[0]).toEqual({ retry: 3000 });
-      const before = (JSON.parse(ready.data ?? '{}') as { lastEventId: string | null }).lastEventId;
+      const before = StreamControlEventSchemas.ready.parse(JSON.parse(ready.data ?? '{}')).lastEventId;
 
       const device = await enrollDevice(t.cp, admin, 'sse-box');
       const enrolled = await all.next((f) => f.event === 'device.enrolled');
       expect(enrolled.id).toMatch(/^[0-9a-z]+\.\d+$/);
-      expect(JSON.parse(enrolled.data ?? '{}')).toMatchObject({ id: enrolled.id, type: 'device.enrolled', data: { deviceId: device.deviceId, name: 'sse-box' } });
-      await all.next((f) => f.event === 'heartbeat');
+      expect(StreamEventSchema.parse(JSON.parse(enrolled.data ?? '{}'))).toMatchObject({ id: enrolled.id, type: 'device.enrolled', data: { deviceId: device.deviceId, name: 'sse-box' } });
+      StreamControlEventSchemas.heartbeat.parse(JSON.parse((await all.next((f) => f.event === 'heartbeat')).data ?? '{}'));
       await alertsOnly.next((f) => f.event === 'heartbeat');
       expect(alertsOnly.frames.filter((f) => f.event === 'device.enrolled')).toEqual([]);
 
@@ -249,7 +259,7 @@ describeBackends('observability', (backend) => {
         replay.close();
       }
       const stale = await openSse(`${t.cp.url}/api/v1/events/stream`, { authorization: `Bearer ${admin}`, 'last-event-id': 'zzz.1' });
-      await stale.next((f) => f.event === 'resync');
+      StreamControlEventSchemas.resync.parse(JSON.parse((await stale.next((f) => f.event === 'resync')).data ?? '{}'));
       stale.close();
     } finally {
       all.close();
@@ -262,7 +272,7 @@ describeBackends('observability', (backend) => {
     const stream = await openSse(`${t.cp.url}/api/v1/events/stream?token=${encodeURIComponent(viewer)}`);
     await stream.next((f) => f.event === 'ready');
     expect((await api(t.cp, '/api/v1/auth/logout', { method: 'POST', token: viewer })).status).toBe(204);
-    await stream.next((f) => f.event === 'unauthorized');
+    StreamControlEventSchemas.unauthorized.parse(JSON.parse((await stream.next((f) => f.event === 'unauthorized')).data ?? '{}'));
     await stream.ended;
   });
 

@@ -8,3 +8,6 @@ export * from './models.js';
 export * from './deployments.js';
 export * from './placements.js';
 export * from './fleet.js';
+export * from './observability.js';
+export * from './gateway.js';
+export * from './platform.js';

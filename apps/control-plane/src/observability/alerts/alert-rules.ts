@@ -1,3 +1,4 @@
+import { ALERT_RULE_IDS, type AlertRuleId, type AlertSeverity } from '@flotilla/protocol';
 /**
  * Alert rules as pure functions: facts read from the database go in, the conditions that should be open come out, and
  * a plan says which alert rows to open and which to resolve. No I/O here, so the rules are tested with plain data.
@@ -14,10 +15,9 @@
  * when its subject no longer reports anything (a device that went offline has no queue).
  */
 
-export type AlertSeverity = 'info' | 'warning' | 'critical';
-
-export const ALERT_RULES = ['device-offline', 'latency-high', 'queue-high', 'memory-high', 'accelerator-memory-high', 'error-rate-high'] as const;
-export type AlertRuleId = (typeof ALERT_RULES)[number];
+export type { AlertRuleId, AlertSeverity };
+/** The rule ids are part of the REST contract (`GET /api/v1/alerts/rules`). */
+export const ALERT_RULES = ALERT_RULE_IDS;
 
 export const RULE_SEVERITY: Record<AlertRuleId, AlertSeverity> = {
   'device-offline': 'warning',

@@ -1,3 +1,4 @@
+import type { FleetHealthView, Recommendations } from '@flotilla/protocol';
 import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import type { Logger } from 'pino';
 import { DATABASE, LOGGER } from '../../platform/tokens.js';
@@ -8,19 +9,13 @@ import { FleetEvents, type FleetEventName } from '../../platform/events/fleet-ev
 import type { DeviceStatus } from '../../generated/prisma/client.js';
 import { MetricsRegistry } from '../../platform/metrics/metrics-registry.js';
 import { DevicePresence } from '../../devices/ingest/device-presence.js';
-import { assessFleetHealth, type FleetHealth, type FleetHealthStatus } from './fleet-health.js';
-import { recommendScaling, type Recommendation } from './recommendations.js';
+import { assessFleetHealth, type FleetHealthStatus } from './fleet-health.js';
+import { recommendScaling } from './recommendations.js';
 
 const STATUS_VALUE: Record<FleetHealthStatus, number> = { healthy: 0, degraded: 1, unhealthy: 2 };
 /** Changes that can move fleet health; a burst of them is assessed once. */
 const TRIGGERS: FleetEventName[] = ['device.status', 'device.enrolled', 'alert.changed', 'placement.changed', 'deployment.changed', 'model-state.changed'];
 const DEBOUNCE_MS = 500;
-
-export interface RecommendationReport {
-  windowSeconds: number;
-  generatedAt: Date;
-  recommendations: Recommendation[];
-}
 
 /**
  * Computes fleet health on request and after fleet changes, emitting `fleet.health` when the status moves and keeping
@@ -59,7 +54,7 @@ export class FleetHealthService implements OnModuleInit, OnModuleDestroy {
     await this.pending.catch(() => undefined);
   }
 
-  async assess(): Promise<FleetHealth & { evaluatedAt: Date }> {
+  async assess(): Promise<FleetHealthView> {
     const [byStatus, reconnecting, deployments, openAlerts] = await Promise.all([
       this.db.prisma.device.groupBy({ by: ['status'], _count: { _all: true } }),
       this.presence.reconnectingDevices(),
@@ -78,10 +73,10 @@ export class FleetHealthService implements OnModuleInit, OnModuleDestroy {
       { unhealthyOfflinePercent: this.settings.unhealthyOfflinePercent },
     );
     this.record(health.status);
-    return { ...health, evaluatedAt: new Date() };
+    return { ...health, evaluatedAt: new Date().toISOString() };
   }
 
-  async recommendations(now = new Date()): Promise<RecommendationReport> {
+  async recommendations(now = new Date()): Promise<Recommendations> {
     const windowSeconds = this.settings.scaling.windowSeconds;
     const since = new Date(now.getTime() - windowSeconds * 1000);
     const [deployments, traffic, devices, telemetry] = await Promise.all([
@@ -91,7 +86,7 @@ export class FleetHealthService implements OnModuleInit, OnModuleDestroy {
       this.facts.telemetry(since),
     ]);
     const recommendations = recommendScaling({ windowSeconds, deployments, traffic, devices, telemetry }, this.settings.scaling, this.settings.thresholds);
-    return { windowSeconds, generatedAt: now, recommendations };
+    return { windowSeconds, generatedAt: now.toISOString(), recommendations };
   }
 
   private record(status: FleetHealthStatus): void {

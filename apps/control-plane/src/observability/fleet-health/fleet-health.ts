@@ -1,3 +1,5 @@
+import type { FleetHealthReason, FleetHealthStatus, FleetHealthView } from '@flotilla/protocol';
+
 /**
  * Fleet health as a pure function of counts. The rules, worst first:
  *
@@ -14,7 +16,7 @@
  * online by an earlier control-plane process, not back yet) are not counted online; they are enrolled, so they count
  * in the share's whole, and their replicas are not ready.
  */
-export type FleetHealthStatus = 'healthy' | 'degraded' | 'unhealthy';
+export type { FleetHealthReason, FleetHealthStatus };
 
 export interface FleetHealthFacts {
   devices: { online: number; reconnecting: number; offline: number; draining: number; revoked: number };
@@ -22,19 +24,8 @@ export interface FleetHealthFacts {
   openAlerts: { rule: string; subject: string; severity: 'info' | 'warning' | 'critical' }[];
 }
 
-export interface FleetHealthReason {
-  rule: 'devices-offline' | 'deployment-unavailable' | 'deployment-below-desired' | 'fleet-errors' | 'alerts-open';
-  status: Exclude<FleetHealthStatus, 'healthy'>;
-  message: string;
-}
-
-export interface FleetHealth {
-  status: FleetHealthStatus;
-  reasons: FleetHealthReason[];
-  devices: FleetHealthFacts['devices'] & { total: number };
-  deployments: { total: number; belowDesired: number; unavailable: number };
-  alerts: { open: number; critical: number; warning: number };
-}
+/** The assessment as `GET /api/v1/fleet-health` serves it, less the time it was made. */
+export type FleetHealth = Omit<FleetHealthView, 'evaluatedAt'>;
 
 export function assessFleetHealth(facts: FleetHealthFacts, options: { unhealthyOfflinePercent: number }): FleetHealth {
   const reasons: FleetHealthReason[] = [];

@@ -1,3 +1,4 @@
+import type { Recommendation } from '@flotilla/protocol';
 import { summarizeTelemetry, type AlertThresholds, type DeviceFacts, type TelemetryFacts, type TrafficFacts } from '../alerts/alert-rules.js';
 import type { ScalingSettings } from '../alerts/alert.settings.js';
 import type { DeploymentFacts } from '../alerts/fleet-facts.js';
@@ -16,19 +17,8 @@ import type { DeploymentFacts } from '../alerts/fleet-facts.js';
  * - scale-down (remove replicas): more than one replica, utilisation below `scaleDownUtilizationPercent` (20 %) and
  *   fewer than `scaleDownRequestsPerSecond` (1) requests per second. Never below one replica.
  */
-export type RecommendationKind = 'scale-out' | 'scale-up' | 'scale-down';
-
-export interface Recommendation {
-  kind: RecommendationKind;
-  /** `deployment:<name>` or `device:<id>` */
-  subject: string;
-  deploymentId?: string;
-  deviceId?: string;
-  currentReplicas?: number;
-  suggestedReplicas?: number;
-  reason: string;
-  metrics: Record<string, number>;
-}
+export type { Recommendation };
+export type RecommendationKind = Recommendation['kind'];
 
 export interface RecommendationFacts {
   windowSeconds: number;

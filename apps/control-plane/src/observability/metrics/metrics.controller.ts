@@ -1,4 +1,5 @@
 import { Controller, Get, Inject, Req, Res } from '@nestjs/common';
+import { MetricsTextSchema } from '@flotilla/protocol';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { LOGGER } from '../../platform/tokens.js';
@@ -24,7 +25,7 @@ export class MetricsController {
   /** Public unless FLOTILLA_METRICS_TOKEN is set (see metrics.settings.ts). */
   @Public()
   @Get('metrics')
-  @ApiDoc({ summary: 'Prometheus metrics (text format 0.0.4)', tags: ['observability'], produces: 'text/plain', auth: 'metrics-token' })
+  @ApiDoc({ summary: 'Prometheus metrics (text format 0.0.4)', tags: ['observability'], produces: 'text/plain', response: MetricsTextSchema, auth: 'metrics-token' })
   async metrics(@Req() request: FastifyRequest, @Res({ passthrough: true }) reply: FastifyReply): Promise<string> {
     if (this.tokenHash) {
       const bearer = bearerOf(request);

@@ -1,17 +1,9 @@
 import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
-import { FleetEvents, type FleetEvent, type FleetEventName } from '../../platform/events/fleet-events.js';
+import type { StreamEvent } from '@flotilla/protocol';
+import { FleetEvents, type FleetEvent } from '../../platform/events/fleet-events.js';
 import { MetricsRegistry } from '../../platform/metrics/metrics-registry.js';
 import type { SseConnection } from '../../platform/sse/sse-connection.js';
 import { STREAM_SETTINGS, type StreamSettings } from './stream.settings.js';
-
-/** What a dashboard receives for each fleet event. */
-export interface StreamEvent {
-  id: string;
-  type: FleetEventName;
-  data: FleetEvent['data'];
-  /** when the control plane emitted it (ISO) */
-  at: string;
-}
 
 interface Subscriber {
   connection: SseConnection;
@@ -79,7 +71,8 @@ export class EventStreamHub implements OnModuleDestroy {
   }
 
   private publish(event: FleetEvent): void {
-    const entry: StreamEvent = { id: `${this.boot}.${++this.seq}`, type: event.type, data: event.data, at: new Date().toISOString() };
+    // What a dashboard receives for each fleet event (StreamEventSchema).
+    const entry: StreamEvent = { id: `${this.boot}.${++this.seq}`, ...event, at: new Date().toISOString() };
     this.recent.push(entry);
     if (this.recent.length > REPLAY_EVENTS) this.recent.shift();
     for (const subscriber of this.subscribers) this.deliver(subscriber, entry);

@@ -1,7 +1,6 @@
 import { Controller, Get, Inject, Query, Req, Res } from '@nestjs/common';
-import { ErrorCode } from '@flotilla/protocol';
+import { ErrorCode, EventStreamQuerySchema, StreamEventSchema } from '@flotilla/protocol';
 import type { FastifyReply } from 'fastify';
-import { z } from 'zod';
 import { type AuthedRequest, Public, bearerOf } from '../../identity/auth/auth.guard.js';
 import { AuthService } from '../../identity/auth/auth.service.js';
 import { AppError } from '../../platform/common/app-error.js';
@@ -10,20 +9,6 @@ import { ApiDoc } from '../../platform/openapi/api-doc.js';
 import { EventStreamHub } from './event-stream.hub.js';
 import { SseConnection } from '../../platform/sse/sse-connection.js';
 import { STREAM_SETTINGS, type StreamSettings } from './stream.settings.js';
-
-/** Documented here for clients; the filter accepts any name so new event types need no change to this file. */
-const EVENT_TYPES_EXAMPLE = ['device.enrolled', 'device.status', 'model-state.changed', 'placement.changed', 'alert.changed', 'fleet.health'];
-
-export const streamQuery = z.object({
-  /** comma-separated event types; default: all */
-  types: z
-    .string()
-    .max(1000)
-    .regex(/^[a-z0-9.,_ -]*$/, 'expected comma-separated event types')
-    .optional()
-    .describe(`Comma-separated event types to receive (default: all), e.g. ${EVENT_TYPES_EXAMPLE.join(',')}`),
-  token: z.string().max(512).optional().describe('Session token or API key, for EventSource which cannot send headers'),
-});
 
 /**
  * The live event stream for dashboards: Server-Sent Events of fleet changes. Public at the guard because EventSource
@@ -46,14 +31,15 @@ export class StreamController {
       'every 15 s by default. Reconnecting with Last-Event-ID replays missed events, or sends `resync` when they are gone. ' +
       'The credential is checked again every minute; a logged-out or expired one gets an `unauthorized` event and the stream ends.',
     tags: ['events'],
-    query: streamQuery.omit({ token: true }),
+    query: EventStreamQuerySchema.omit({ token: true }),
+    response: StreamEventSchema,
     produces: 'text/event-stream',
     auth: 'bearer-or-query',
     role: 'viewer',
     errors: [429],
   })
   async stream(@Req() request: AuthedRequest, @Query() query: unknown, @Res() reply: FastifyReply): Promise<void> {
-    const { types, token } = parseInput(streamQuery, query);
+    const { types, token } = parseInput(EventStreamQuerySchema, query);
     const credential = bearerOf(request) ?? token;
     // Any role may watch (viewer is the least); authenticate() refuses gateway-only keys.
     await this.auth.authenticate(credential);

@@ -1,59 +1,11 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { z } from 'zod';
+import { usageWindowMs, type Usage, type UsageCounters } from '@flotilla/protocol';
 import { DATABASE } from '../../platform/tokens.js';
 import type { Database } from '../../platform/database/index.js';
 import { Prisma } from '../../generated/prisma/client.js';
 import { REGISTRY_SETTINGS, type RegistrySettings } from '../../devices/ingest/device-ingest.settings.js';
 import { PendingWrites } from '../../platform/events/pending-writes.js';
 import { histogramQuantile, mergeHistogram, type RollupExtras } from './request-rollups.js';
-
-const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
-const MAX_WINDOW_MS = 30 * UNIT_MS.d;
-
-/** `?window=`: a duration such as `15m`, `1h`, `24h`, `7d` (at most 30 days); default one hour. */
-export const usageQuery = z.object({
-  window: z
-    .string()
-    .regex(/^[1-9][0-9]{0,6}[smhd]$/, 'expected a duration such as 15m, 1h, 24h or 7d')
-    .refine((w) => windowMs(w) <= MAX_WINDOW_MS, 'at most 30d')
-    .default('1h'),
-});
-
-const usageCounters = z.object({
-  requests: z.number().int(),
-  successes: z.number().int(),
-  /** `failed` and `timeout` outcomes (client cancellations and 4xx rejections are not failures) */
-  failures: z.number().int(),
-  timeouts: z.number().int(),
-  cancelled: z.number().int(),
-  rejected: z.number().int(),
-  retries: z.number().int(),
-  tokensIn: z.number().int(),
-  tokensOut: z.number().int(),
-  /** over successful requests */
-  latencyAvgMs: z.number().nullable(),
-  latencyP50Ms: z.number().nullable(),
-  latencyP95Ms: z.number().nullable(),
-  ttftP50Ms: z.number().nullable(),
-  /** requests an agent served on its local endpoint (recorded by the agent, not through the gateway) */
-  local: z.number().int(),
-});
-export type UsageCounters = z.infer<typeof usageCounters>;
-
-export const usageSchema = z.object({
-  window: z.string(),
-  since: z.iso.datetime(),
-  until: z.iso.datetime(),
-  totals: usageCounters,
-  byModel: z.array(usageCounters.extend({ model: z.string().describe('the model that answered; `none` when none did') })),
-  byDevice: z.array(
-    usageCounters.extend({
-      deviceId: z.string().describe('a device id, `cloud` (fallback endpoint) or `none` (no device answered)'),
-      deviceName: z.string().nullable(),
-    }),
-  ),
-});
-export type Usage = z.infer<typeof usageSchema>;
 
 interface Row {
   key: string | null;
@@ -107,7 +59,7 @@ export class UsageService {
   ) {}
 
   async usage(window: string, at?: Date): Promise<Usage> {
-    if (windowMs(window) > this.settings.requestRetentionMs) return this.fromRollups(window, at ?? new Date());
+    if (usageWindowMs(window) > this.settings.requestRetentionMs) return this.fromRollups(window, at ?? new Date());
     return this.fromRequests(window, at);
   }
 
@@ -115,7 +67,7 @@ export class UsageService {
   async fromRequests(window: string, at?: Date): Promise<Usage> {
     await this.pendingWrites.flushAll();
     const now = at ?? new Date(); // after the flush: its rows are stamped with the time they were written
-    const since = new Date(now.getTime() - windowMs(window));
+    const since = new Date(now.getTime() - usageWindowMs(window));
     const prisma = this.db.prisma;
     const [totals, byModel, byDevice] = await Promise.all([
       prisma.$queryRaw<Row[]>`SELECT NULL AS key, ${AGGREGATES} FROM inference_requests r WHERE r.created_at >= ${since} AND r.created_at <= ${now}`,
@@ -143,7 +95,7 @@ export class UsageService {
 
   /** From the request rollups (for windows longer than the raw retention). */
   async fromRollups(window: string, now: Date): Promise<Usage> {
-    const since = new Date(now.getTime() - windowMs(window));
+    const since = new Date(now.getTime() - usageWindowMs(window));
     const hour = 3_600_000;
     const currentHour = new Date(Math.floor(now.getTime() / hour) * hour);
     const rows = await this.db.prisma.requestRollup.findMany({
@@ -234,11 +186,6 @@ function sumCounters(s: Sum): UsageCounters {
     ttftP50Ms: ms(histogramQuantile(s.ttft, 0.5)),
     local: s.local,
   };
-}
-
-export function windowMs(window: string): number {
-  const unit = window.slice(-1) as keyof typeof UNIT_MS;
-  return Number(window.slice(0, -1)) * UNIT_MS[unit];
 }
 
 function counters(r: Row): UsageCounters {

@@ -88,6 +88,9 @@ export class GlobalErrorFilter implements ExceptionFilter {
       this.logger.error({ err: exception, url: request.url, method: request.method }, 'unhandled error');
       body = errorBody(500, ErrorCode.INTERNAL, 'internal error');
     }
+    // The OpenAI-compatible routes answer OpenAI's error shape (OpenAiErrorBodySchema), whose `param` is never absent:
+    // errors raised before their handler (malformed JSON, a body too large) come through here.
+    if (isOpenAiPath(request.url)) body = { error: { ...body.error, param: body.error.param ?? null } };
     if (status >= 500) this.logger.warn({ status, code: body.error.code, url: request.url }, body.error.message);
     void reply.status(status).send(body);
   }
@@ -97,6 +100,10 @@ function isFastifyError(e: unknown): e is Error & { statusCode: number; code?: s
   if (!(e instanceof Error)) return false;
   const statusCode: unknown = (e as Error & { statusCode?: unknown }).statusCode;
   return typeof statusCode === 'number' && statusCode >= 400 && statusCode < 600;
+}
+
+function isOpenAiPath(url: string): boolean {
+  return /^\/v1(\/|$|\?)/.test(url);
 }
 
 function isApiPath(url: string): boolean {

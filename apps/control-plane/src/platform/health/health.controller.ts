@@ -1,5 +1,7 @@
 import { Controller, Get, HttpCode, HttpException, HttpStatus, Inject } from '@nestjs/common';
+import { LivenessSchema, ReadinessReportSchema, type Liveness, type ReadinessReport } from '@flotilla/protocol';
 import { READINESS_CHECKS } from '../tokens.js';
+import { ApiDoc } from '../openapi/api-doc.js';
 import { Public } from '../common/route-access.js';
 
 export interface ReadinessCheck {
@@ -7,10 +9,7 @@ export interface ReadinessCheck {
   check(): Promise<void>;
 }
 
-export interface ReadinessReport {
-  status: 'ready' | 'not-ready';
-  checks: Record<string, { ok: boolean; error?: string }>;
-}
+export type { ReadinessReport };
 
 @Public()
 @Controller()
@@ -20,12 +19,19 @@ export class HealthController {
   /** Liveness: the process answers. */
   @Get('healthz')
   @HttpCode(200)
-  healthz(): { status: 'ok' } {
+  @ApiDoc({ summary: 'Liveness: the process answers', tags: ['health'], response: LivenessSchema })
+  healthz(): Liveness {
     return { status: 'ok' };
   }
 
   /** Readiness: every dependency answers (database, broker). */
   @Get('readyz')
+  @ApiDoc({
+    summary: 'Readiness: every dependency (database, broker) answers; 503 with the same body when one does not',
+    tags: ['health'],
+    response: ReadinessReportSchema,
+    errors: [503],
+  })
   async readyz(): Promise<ReadinessReport> {
     const entries = await Promise.all(
       this.checks.map(async (c) => {

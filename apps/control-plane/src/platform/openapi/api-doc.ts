@@ -28,11 +28,16 @@ export interface ApiDocOptions {
   response?: z.ZodType;
   /** default: `text/plain` for strings, else `application/json` */
   produces?: 'application/json' | 'text/plain' | 'text/event-stream';
+  /** the `data:` of each event when the same route also answers as a stream (e.g. OpenAI's `stream: true`) */
+  streamResponse?: z.ZodType;
   /**
    * For `@Public()` routes that check credentials themselves: `metrics-token` (optional static token), `bearer-or-query`
-   * (a session in the header or `?token=`, for EventSource), with the role they then need.
+   * (a session in the header or `?token=`, for EventSource), `gateway-key` (an API key of scope `gateway`), with the
+   * role they then need.
    */
-  auth?: 'metrics-token' | 'bearer-or-query';
+  auth?: 'metrics-token' | 'bearer-or-query' | 'gateway-key';
+  /** the error body when the route does not use the shared one (the OpenAI-compatible routes keep OpenAI's) */
+  errorBody?: z.ZodType;
   role?: Role;
   /** extra documented error statuses, e.g. 404, 409, 429 */
   errors?: number[];

@@ -77,6 +77,7 @@ export function buildOpenApiDocument(routes: readonly DocumentedRoute[], info: O
         },
         queryToken: { type: 'apiKey', in: 'query', name: 'token', description: 'The same credential as a query parameter, for EventSource.' },
         metricsToken: { type: 'http', scheme: 'bearer', description: 'FLOTILLA_METRICS_TOKEN, only when it is set.' },
+        gatewayKey: { type: 'http', scheme: 'bearer', description: 'An API key of scope `gateway` (flt_key_...), for the OpenAI-compatible /v1 routes.' },
       },
       schemas: { Error: toJsonSchema(ApiErrorBodySchema.extend({ error: ApiErrorBodySchema.shape.error.extend({ type: z.string() }) }), 'output') },
       responses: Object.fromEntries(
@@ -109,6 +110,7 @@ function buildOperation(route: DocumentedRoute, pathParameters: JsonSchema[]): J
   if (route.access.kind === 'role') operation.security = [{ bearer: [] }];
   else if (doc?.auth === 'bearer-or-query') operation.security = [{ bearer: [] }, { queryToken: [] }];
   else if (doc?.auth === 'metrics-token') operation.security = [{}, { metricsToken: [] }];
+  else if (doc?.auth === 'gateway-key') operation.security = [{ gatewayKey: [] }];
   else operation.security = [];
 
   if (doc?.body) {
@@ -121,15 +123,20 @@ function buildOperation(route: DocumentedRoute, pathParameters: JsonSchema[]): J
     responses['204'] = { description: 'Done' };
   } else {
     const schema = doc?.response ? toJsonSchema(doc.response, 'output') : produces === 'application/json' ? {} : { type: 'string' };
-    responses[String(route.status)] = { description: doc?.summary ?? 'Success', content: { [produces]: { schema } } };
+    const content: JsonSchema = { [produces]: { schema } };
+    if (doc?.streamResponse) content['text/event-stream'] = { schema: toJsonSchema(doc.streamResponse, 'output') };
+    responses[String(route.status)] = { description: doc?.summary ?? 'Success', content };
   }
   const errors = new Set<number>(doc?.errors ?? []);
   if (doc?.body || doc?.query || route.method === 'POST' || route.method === 'PUT' || route.method === 'PATCH') errors.add(400);
   if (doc?.body) errors.add(413);
   if (route.access.kind === 'role' || doc?.auth) errors.add(401);
   if (route.access.kind === 'role' || doc?.role) errors.add(403);
+  const errorBody = doc?.errorBody ? toJsonSchema(doc.errorBody, 'output') : undefined;
   for (const status of [...errors].sort()) {
-    responses[String(status)] = ERROR_STATUS_TEXT[status]
+    responses[String(status)] = errorBody
+      ? { description: ERROR_STATUS_TEXT[status] ?? `Error ${status}`, content: { 'application/json': { schema: errorBody } } }
+      : ERROR_STATUS_TEXT[status]
       ? { $ref: `#/components/responses/E${status}` }
       : { description: `Error ${status}`, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };
   }

@@ -1,4 +1,5 @@
 import { Controller, Get } from '@nestjs/common';
+import { OpenApiDocumentSchema } from '@flotilla/protocol';
 import { Public } from '../common/route-access.js';
 import { ApiDoc } from './api-doc.js';
 import type { OpenApiDocument } from './openapi-document.js';
@@ -11,7 +12,7 @@ export class OpenApiController {
   /** Public: the API's shape is not a secret, and clients generate their types from it without logging in. */
   @Public()
   @Get('openapi.json')
-  @ApiDoc({ summary: 'This OpenAPI 3.1 document', tags: ['meta'] })
+  @ApiDoc({ summary: 'This OpenAPI 3.1 document', tags: ['meta'], response: OpenApiDocumentSchema })
   document(): OpenApiDocument {
     return this.openApi.getDocument();
   }
