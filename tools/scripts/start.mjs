@@ -44,20 +44,39 @@ if (process.env.FLOTILLA_SKIP_BUILD !== '1') {
 
 const children = new Set();
 let stopping = false;
+/** Stops the agent first, while its broker is still there to take its goodbye, then the control plane. */
 function stopAll(code) {
   if (stopping) return;
   stopping = true;
-  for (const child of children) child.kill('SIGTERM');
-  const timer = setTimeout(() => process.exit(code), 15_000);
+  const agents = [...children].filter((child) => child.flotillaRole === 'agent');
+  const others = () => [...children].filter((child) => child.flotillaRole !== 'agent');
+  for (const child of agents) child.kill('SIGTERM');
+  // Never leave a child behind: one still there after the grace period gets a second signal, which forces its exit.
+  const timer = setTimeout(() => {
+    for (const child of children) child.kill('SIGTERM');
+    setTimeout(() => {
+      for (const child of children) child.kill('SIGKILL');
+      process.exit(code);
+    }, 3_000).unref();
+  }, 15_000);
   timer.unref();
-  const wait = () => (children.size === 0 ? process.exit(code) : setTimeout(wait, 100));
+  let controlPlaneSignalled = false;
+  const wait = () => {
+    if (children.size === 0) return process.exit(code);
+    if (!controlPlaneSignalled && agents.every((child) => !children.has(child))) {
+      controlPlaneSignalled = true;
+      for (const child of others()) child.kill('SIGTERM');
+    }
+    setTimeout(wait, 100);
+  };
   wait();
 }
 process.on('SIGINT', () => stopAll(0));
 process.on('SIGTERM', () => stopAll(0));
 
-function start(name, args, extraEnv = {}) {
+function start(name, args, role, extraEnv = {}) {
   const child = spawn(process.execPath, args, { cwd: root, env: { ...env, ...extraEnv }, stdio: 'inherit' });
+  child.flotillaRole = role;
   children.add(child);
   child.on('exit', (code, signal) => {
     children.delete(child);
@@ -159,7 +178,7 @@ async function deployTinyModel(token) {
 }
 
 // 2. The control plane.
-start('control plane', [join(root, 'apps/control-plane/dist/main.js')]);
+start('control plane', [join(root, 'apps/control-plane/dist/main.js')], 'control-plane');
 if (!(await waitForHealth(60_000))) {
   if (!stopping) {
     process.stderr.write('flotilla: the control plane did not become healthy within 60 s\n');
@@ -195,7 +214,7 @@ if (!(await waitForHealth(60_000))) {
       });
       if (enroll.status !== 0) throw new Error('the local agent could not enroll');
     }
-    start('device agent', [agentMain, 'run']);
+    start('device agent', [agentMain, 'run'], 'agent');
     await deployTinyModel(await adminSession());
     if (!existsSync(initialFile)) {
       // Without the first gateway key there is nothing to ask the gateway with; the system runs all the same.
