@@ -11,8 +11,21 @@ const dataDir = resolve(root, process.env.FLOTILLA_DATA_DIR ?? '.flotilla');
 env.FLOTILLA_DATA_DIR = dataDir;
 const agentDataDir = resolve(process.env.FLOTILLA_AGENT_DATA_DIR ?? join(dataDir, 'agent'));
 env.FLOTILLA_AGENT_DATA_DIR = agentDataDir;
-const httpPort = Number(process.env.FLOTILLA_HTTP_PORT ?? 8080);
-const baseUrl = `http://127.0.0.1:${httpPort}`;
+// The control plane decides its HTTP port: FLOTILLA_HTTP_PORT when set, else the one recorded in
+// <dataDir>/ports.json (written once every listener is bound: the default 8080, or the next free port if it was taken).
+let baseUrl;
+function currentBaseUrl() {
+  const fromVariable = process.env.FLOTILLA_HTTP_PORT?.trim();
+  let port = fromVariable || undefined;
+  if (!port) {
+    try {
+      port = JSON.parse(readFileSync(join(dataDir, 'ports.json'), 'utf8')).http;
+    } catch {
+      // not written yet: the control plane is still starting
+    }
+  }
+  return port ? `http://127.0.0.1:${port}` : undefined;
+}
 
 function fail(message) {
   process.stderr.write(`flotilla: ${message}\n`);
@@ -31,20 +44,39 @@ if (process.env.FLOTILLA_SKIP_BUILD !== '1') {
 
 const children = new Set();
 let stopping = false;
+/** Stops the agent first, while its broker is still there to take its goodbye, then the control plane. */
 function stopAll(code) {
   if (stopping) return;
   stopping = true;
-  for (const child of children) child.kill('SIGTERM');
-  const timer = setTimeout(() => process.exit(code), 15_000);
+  const agents = [...children].filter((child) => child.flotillaRole === 'agent');
+  const others = () => [...children].filter((child) => child.flotillaRole !== 'agent');
+  for (const child of agents) child.kill('SIGTERM');
+  // Never leave a child behind: one still there after the grace period gets a second signal, which forces its exit.
+  const timer = setTimeout(() => {
+    for (const child of children) child.kill('SIGTERM');
+    setTimeout(() => {
+      for (const child of children) child.kill('SIGKILL');
+      process.exit(code);
+    }, 3_000).unref();
+  }, 15_000);
   timer.unref();
-  const wait = () => (children.size === 0 ? process.exit(code) : setTimeout(wait, 100));
+  let controlPlaneSignalled = false;
+  const wait = () => {
+    if (children.size === 0) return process.exit(code);
+    if (!controlPlaneSignalled && agents.every((child) => !children.has(child))) {
+      controlPlaneSignalled = true;
+      for (const child of others()) child.kill('SIGTERM');
+    }
+    setTimeout(wait, 100);
+  };
   wait();
 }
 process.on('SIGINT', () => stopAll(0));
 process.on('SIGTERM', () => stopAll(0));
 
-function start(name, args, extraEnv = {}) {
+function start(name, args, role, extraEnv = {}) {
   const child = spawn(process.execPath, args, { cwd: root, env: { ...env, ...extraEnv }, stdio: 'inherit' });
+  child.flotillaRole = role;
   children.add(child);
   child.on('exit', (code, signal) => {
     children.delete(child);
@@ -60,15 +92,56 @@ function start(name, args, extraEnv = {}) {
 async function waitForHealth(timeoutMs) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline && !stopping) {
+    const url = currentBaseUrl();
     try {
-      const res = await fetch(`${baseUrl}/healthz`);
-      if (res.ok) return true;
+      if (url && (await fetch(`${url}/healthz`)).ok) {
+        baseUrl = url;
+        return true;
+      }
     } catch {
       // not up yet
     }
     await new Promise((r) => setTimeout(r, 250));
   }
   return false;
+}
+
+/** The README's first request; "running" is said only once it has been answered. */
+const FIRST_REQUEST_BODY = { model: 'auto', messages: [{ role: 'user', content: 'hello' }], max_tokens: 16 };
+
+/** Asks the gateway until a model answers (the deployment converges in the background): the last error, or null. */
+async function waitForAnswer(apiKey, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  let last = 'no answer yet';
+  while (Date.now() < deadline && !stopping) {
+    try {
+      const res = await fetch(`${baseUrl}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify(FIRST_REQUEST_BODY),
+      });
+      const text = await res.text();
+      if (res.ok) return null;
+      last = `${res.status} ${text.slice(0, 200)}`;
+    } catch (error) {
+      last = error.message;
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  return last;
+}
+
+function runningMessage(credentialsFile) {
+  const key = `$(node -p "require('${credentialsFile}').apiKey")`;
+  return [
+    'Flotilla is running (Ctrl-C stops it):',
+    `  dashboard (a placeholder for now) and REST API:  ${baseUrl}   (/api/v1)`,
+    `  OpenAI-compatible gateway:                       ${baseUrl}/v1`,
+    '  a first request, ready to paste:',
+    `    KEY=${key}`,
+    `    curl -s ${baseUrl}/v1/chat/completions -H "authorization: Bearer $KEY" -H 'content-type: application/json' -d '${JSON.stringify(FIRST_REQUEST_BODY)}'`,
+    '',
+  ].join('\n');
 }
 
 async function api(path, { method = 'GET', token, body } = {}) {
@@ -105,7 +178,7 @@ async function deployTinyModel(token) {
 }
 
 // 2. The control plane.
-start('control plane', [join(root, 'apps/control-plane/dist/main.js')]);
+start('control plane', [join(root, 'apps/control-plane/dist/main.js')], 'control-plane');
 if (!(await waitForHealth(60_000))) {
   if (!stopping) {
     process.stderr.write('flotilla: the control plane did not become healthy within 60 s\n');
@@ -141,9 +214,20 @@ if (!(await waitForHealth(60_000))) {
       });
       if (enroll.status !== 0) throw new Error('the local agent could not enroll');
     }
-    start('device agent', [agentMain, 'run']);
+    start('device agent', [agentMain, 'run'], 'agent');
     await deployTinyModel(await adminSession());
-    process.stdout.write(`Flotilla is running: dashboard and API on ${baseUrl}, OpenAI-compatible gateway on ${baseUrl}/v1 (Ctrl-C stops it)\n`);
+    if (!existsSync(initialFile)) {
+      // Without the first gateway key there is nothing to ask the gateway with; the system runs all the same.
+      process.stdout.write(`Flotilla is running on ${baseUrl} (gateway ${baseUrl}/v1; ${initialFile} is gone, so no first request was tried)\n`);
+    } else {
+      const { apiKey } = JSON.parse(readFileSync(initialFile, 'utf8'));
+      const failure = await waitForAnswer(apiKey, 180_000);
+      if (failure !== null) {
+        if (!stopping) throw new Error(`the local model did not answer through the gateway within 180 s (last: ${failure})`);
+      } else {
+        process.stdout.write(runningMessage(initialFile));
+      }
+    }
   } catch (error) {
     process.stderr.write(`flotilla: ${error.message}\n`);
     stopAll(1);

@@ -168,12 +168,14 @@ async function isMain(): Promise<boolean> {
   return (await realpath(entry).catch(() => entry)) === (await realpath(fileURLToPath(import.meta.url)).catch(() => ''));
 }
 
-if (await isMain()) {
-  const code = await runCli(process.argv.slice(2), process.env, {
+/** The process entry: `bin/flotilla.mjs` (what npm links) and `node dist/cli.js` both end here. */
+export async function main(argv: string[]): Promise<void> {
+  process.exitCode = await runCli(argv, process.env, {
     out: (t) => process.stdout.write(t),
     err: (t) => process.stderr.write(t),
     readFile: readInput,
     writeFile: (path, text) => writeFile(path, text, 'utf8'),
   });
-  process.exitCode = code;
 }
+
+if (await isMain()) await main(process.argv.slice(2));

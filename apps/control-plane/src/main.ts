@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { ConfigError, loadConfig } from './app/config.js';
 import { createLogger } from './platform/common/logger.js';
-import { PortInUseError } from './platform/common/ports.js';
+import { PortInUseError, describeMove } from './platform/common/ports.js';
 import { startControlPlane } from './app/create-app.js';
 import { INITIAL_CREDENTIALS_FILE } from './app/bootstrap/initial-credentials.js';
 
@@ -9,6 +9,7 @@ async function main(): Promise<void> {
   const config = loadConfig(process.env);
   const logger = createLogger(config.logLevel, { prettyWhenTty: true });
   const cp = await startControlPlane(config, logger);
+  for (const move of cp.portMoves) process.stdout.write(`flotilla: ${describeMove(move, config.dataDir)}\n`);
   if (cp.initialCredentials) {
     // Printed once, on purpose, outside the (redacting) log: the operator needs these to sign in.
     process.stdout.write(

@@ -120,6 +120,8 @@ export interface ControlPlaneConfig {
   http: {
     host: string;
     port: number;
+    /** FLOTILLA_HTTP_PORT was set: the port is used as is; else it may move on first start (see ports.ts) */
+    portSetByVariable: boolean;
     publicUrl: string | undefined;
     /** Fastify's `trustProxy`: false, true (every hop) or the proxies' addresses/CIDRs; `request.ip` then comes from X-Forwarded-For */
     trustProxy: boolean | string[];
@@ -127,12 +129,14 @@ export interface ControlPlaneConfig {
   mqtt: {
     host: string;
     port: number;
+    /** FLOTILLA_MQTT_PORT was set */
+    portSetByVariable: boolean;
     keepaliveLimitSeconds: number;
     maxMessageBytes: number;
     /** connections from one source address that may be open without having authenticated yet; 0: no cap */
     maxUnauthenticatedPerAddress: number;
     /** MQTT over TLS beside plain TCP, when a certificate and key are configured */
-    tls: { port: number; certFile: string; keyFile: string; caFile: string | undefined } | undefined;
+    tls: { port: number; portSetByVariable: boolean; certFile: string; keyFile: string; caFile: string | undefined } | undefined;
   };
   database: { url: string | undefined; migrationsDir: string | undefined };
   dashboardDir: string | undefined;
@@ -173,18 +177,27 @@ export function loadConfig(env: NodeJS.ProcessEnv): ControlPlaneConfig {
     ]);
   }
   const e = parsed.data;
+  const setByVariable = (name: string) => (env[name]?.trim() ?? '') !== '';
   return {
     dataDir: resolve(e.FLOTILLA_DATA_DIR),
-    http: { host: e.FLOTILLA_HTTP_HOST, port: e.FLOTILLA_HTTP_PORT, publicUrl: e.FLOTILLA_PUBLIC_URL, trustProxy: e.FLOTILLA_TRUST_PROXY ?? false },
+    http: {
+      host: e.FLOTILLA_HTTP_HOST,
+      port: e.FLOTILLA_HTTP_PORT,
+      portSetByVariable: setByVariable('FLOTILLA_HTTP_PORT'),
+      publicUrl: e.FLOTILLA_PUBLIC_URL, trustProxy: e.FLOTILLA_TRUST_PROXY ?? false },
     mqtt: {
       host: e.FLOTILLA_MQTT_HOST,
       port: e.FLOTILLA_MQTT_PORT,
+      portSetByVariable: setByVariable('FLOTILLA_MQTT_PORT'),
       keepaliveLimitSeconds: e.FLOTILLA_MQTT_KEEPALIVE_LIMIT_S,
       maxMessageBytes: e.FLOTILLA_MQTT_MAX_MESSAGE_BYTES,
       maxUnauthenticatedPerAddress: e.FLOTILLA_MQTT_MAX_UNAUTHENTICATED_PER_ADDRESS,
       tls:
         e.FLOTILLA_MQTT_TLS_CERT_FILE && e.FLOTILLA_MQTT_TLS_KEY_FILE
-          ? { port: e.FLOTILLA_MQTT_TLS_PORT, certFile: e.FLOTILLA_MQTT_TLS_CERT_FILE, keyFile: e.FLOTILLA_MQTT_TLS_KEY_FILE, caFile: e.FLOTILLA_MQTT_TLS_CA_FILE }
+          ? {
+              port: e.FLOTILLA_MQTT_TLS_PORT,
+              portSetByVariable: setByVariable('FLOTILLA_MQTT_TLS_PORT'),
+              certFile: e.FLOTILLA_MQTT_TLS_CERT_FILE, keyFile: e.FLOTILLA_MQTT_TLS_KEY_FILE, caFile: e.FLOTILLA_MQTT_TLS_CA_FILE }
           : undefined,
     },
     database: { url: e.DATABASE_URL, migrationsDir: e.FLOTILLA_MIGRATIONS_DIR },

@@ -11,7 +11,7 @@ import { type InitialCredentials, ensureInitialCredentials } from './bootstrap/i
 import { EmbeddedBroker } from '../platform/broker/embedded-broker.js';
 import { GlobalErrorFilter } from '../platform/common/error.filter.js';
 import { createLogger } from '../platform/common/logger.js';
-import { PortInUseError, assertPortFree } from '../platform/common/ports.js';
+import { PortInUseError, type PortMove, planPorts, rememberPorts } from '../platform/common/ports.js';
 import type { ControlPlaneConfig } from './config.js';
 import { type Database, openDatabase } from '../platform/database/index.js';
 import { DeviceBrokerSecurity } from '../devices/inventory/device-broker-security.js';
@@ -31,6 +31,8 @@ export interface ControlPlane {
   url: string;
   /** Set only on the very first start, when the admin user and gateway key were just created. */
   initialCredentials: InitialCredentials | null;
+  /** default ports that were taken on this start and moved to the next free one (first start only) */
+  portMoves: PortMove[];
   close(): Promise<void>;
 }
 
@@ -38,16 +40,30 @@ export interface ControlPlane {
 export const MAX_BODY_BYTES = 1024 * 1024;
 
 /**
- * Starts the whole control plane: ports are checked first (one clear error), then the database is migrated,
+ * Starts the whole control plane: ports are planned first (a taken default moves once and is recorded in the data
+ * directory; a taken variable-set or recorded port is one clear error), then the database is migrated,
  * the broker and the HTTP server come up. `main.ts` and the tests use this same function.
  */
 export async function startControlPlane(config: ControlPlaneConfig, logger: Logger = createLogger(config.logLevel)): Promise<ControlPlane> {
-  await assertPortFree({ host: config.http.host, port: config.http.port, variable: 'FLOTILLA_HTTP_PORT', purpose: 'HTTP' });
-  await assertPortFree({ host: config.mqtt.host, port: config.mqtt.port, variable: 'FLOTILLA_MQTT_PORT', purpose: 'MQTT' });
-  if (config.mqtt.tls) {
-    await assertPortFree({ host: config.mqtt.host, port: config.mqtt.tls.port, variable: 'FLOTILLA_MQTT_TLS_PORT', purpose: 'MQTT over TLS' });
-  }
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  const plan = await planPorts(config.dataDir, [
+    { key: 'http', host: config.http.host, port: config.http.port, setByVariable: config.http.portSetByVariable, variable: 'FLOTILLA_HTTP_PORT', purpose: 'HTTP' },
+    { key: 'mqtt', host: config.mqtt.host, port: config.mqtt.port, setByVariable: config.mqtt.portSetByVariable, variable: 'FLOTILLA_MQTT_PORT', purpose: 'MQTT' },
+    ...(config.mqtt.tls
+      ? [
+          {
+            key: 'mqttTls' as const,
+            host: config.mqtt.host,
+            port: config.mqtt.tls.port,
+            setByVariable: config.mqtt.tls.portSetByVariable,
+            variable: 'FLOTILLA_MQTT_TLS_PORT',
+            purpose: 'MQTT over TLS',
+          },
+        ]
+      : []),
+  ]);
+  const httpPortWanted = plan.ports.http ?? config.http.port;
+  for (const move of plan.moves) logger.info({ port: move.from, instead: move.to, variable: move.variable }, 'default port taken: using the next free one');
 
   const closers: (() => Promise<void>)[] = [];
   const closeAll = async () => {
@@ -68,7 +84,7 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
 
     const broker = await EmbeddedBroker.start({
       host: config.mqtt.host,
-      port: config.mqtt.port,
+      port: plan.ports.mqtt ?? config.mqtt.port,
       keepaliveLimitSeconds: config.mqtt.keepaliveLimitSeconds,
       maxMessageBytes: config.mqtt.maxMessageBytes,
       maxUnauthenticatedPerAddress: config.mqtt.maxUnauthenticatedPerAddress,
@@ -76,7 +92,7 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
       tls: config.mqtt.tls
         ? {
             host: config.mqtt.host,
-            port: config.mqtt.tls.port,
+            port: plan.ports.mqttTls ?? config.mqtt.tls.port,
             cert: await readFile(config.mqtt.tls.certFile),
             key: await readFile(config.mqtt.tls.keyFile),
             ca: config.mqtt.tls.caFile ? await readFile(config.mqtt.tls.caFile) : undefined,
@@ -88,7 +104,7 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
 
     // trustProxy: per-address rate limits see the client behind a reverse proxy, not the proxy.
     const adapter = new FastifyAdapter({ bodyLimit: MAX_BODY_BYTES, trustProxy: config.http.trustProxy });
-    const endpoints: Endpoints = { httpPort: config.http.port, mqttPort: broker.port, mqttTlsPort: broker.tlsPort };
+    const endpoints: Endpoints = { httpPort: httpPortWanted, mqttPort: broker.port, mqttTlsPort: broker.tlsPort };
     const app = await NestFactory.create<NestFastifyApplication>(AppModule.register({ config, logger, database, broker, endpoints }), adapter, {
       logger: new PinoNestLogger(logger.child({ component: 'nest' })),
       abortOnError: false,
@@ -107,10 +123,10 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
     await app.init();
     broker.open();
     try {
-      await app.listen({ port: config.http.port, host: config.http.host });
+      await app.listen({ port: httpPortWanted, host: config.http.host });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-        throw new PortInUseError(config.http.port, 'FLOTILLA_HTTP_PORT', 'HTTP');
+        throw new PortInUseError(httpPortWanted, 'FLOTILLA_HTTP_PORT', 'HTTP');
       }
       throw error;
     }
@@ -121,6 +137,8 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
     endpoints.httpPort = httpPort;
     const host = config.http.host === '0.0.0.0' || config.http.host === '::' ? '127.0.0.1' : config.http.host;
     const url = `http://${host.includes(':') ? `[${host}]` : host}:${httpPort}`;
+    // Recorded only once every listener is bound: these are the ports enrolled devices will be given.
+    if (Object.keys(plan.remember).length > 0) await rememberPorts(config.dataDir, plan.remember);
     logger.info({ url, mqttPort: broker.port, database: database.backend }, 'control plane ready');
     return {
       app,
@@ -132,6 +150,7 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
       mqttPort: broker.port,
       url,
       initialCredentials,
+      portMoves: plan.moves,
       close: closeAll,
     };
   } catch (error) {

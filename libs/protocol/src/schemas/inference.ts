@@ -117,7 +117,7 @@ export const InferenceRequestSchema = z.object({
       tokens: z.object({ modelSha256: Sha256Schema, ids: z.array(TokenId).min(1).max(LIMITS.continuationTokenIds) }).optional(),
     })
     .optional(),
-  /** session affinity key (multi-turn chats), lets the agent reuse a cached context */
+  /** session affinity key (multi-turn chats), a hint: the reference agent does not reuse contexts by it [P-3.6] */
   sessionKey: IdSchema.optional(),
 });
 export type InferenceRequest = z.infer<typeof InferenceRequestSchema>;
@@ -181,7 +181,7 @@ export const InferenceResultSchema = z.object({
     ttftMs: z.number().min(0),
     totalMs: z.number().min(0),
   }),
-  /** number of chunks sent before this result (0 when not streaming), so a receiver can spot a lost chunk */
+  /** number of chunks sent before this result (0 when not streaming); informational, the CP does not use it [P-3.7] */
   chunkCount: NonNegativeInt,
 });
 export type InferenceResult = z.infer<typeof InferenceResultSchema>;
