@@ -4,6 +4,7 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { CreatedEnrollmentTokenSchema, type CreateEnrollmentTokenRequest } from '@flotilla/protocol';
 
 /** The built device agent (one-file bundle): `npx nx build @flotilla/device-agent`. */
 export const AGENT_BUNDLE = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../apps/device-agent/dist/flotilla-agent.mjs');
@@ -49,10 +50,10 @@ export async function startAgents(options: StartAgentsOptions): Promise<SimAgent
   const minted = await fetch(`${options.controlPlaneUrl}/api/v1/enrollment-tokens`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${options.adminToken}` },
-    body: JSON.stringify({ uses: options.count, labels: { sim: 'true' } }),
+    body: JSON.stringify({ uses: options.count, labels: { sim: 'true' } } satisfies CreateEnrollmentTokenRequest),
   });
   if (!minted.ok) throw new Error(`could not mint an enrollment token: ${minted.status} ${await minted.text()}`);
-  const { token } = (await minted.json()) as { token: string };
+  const { token } = CreatedEnrollmentTokenSchema.parse(await minted.json());
   await mkdir(options.baseDir, { recursive: true });
   return Promise.all(
     Array.from({ length: options.count }, async (_, i) => {
