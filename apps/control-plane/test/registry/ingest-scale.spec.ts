@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { makeTelemetry } from '@flotilla/protocol/testing';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
 import { IngestStats } from '../../src/devices/ingest/ingest-stats.js';
 import { OutboxIngestService } from '../../src/devices/ingest/outbox-ingest.service.js';
 import { api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
@@ -14,6 +16,18 @@ describeBackends('ingest at fleet scale', (backend) => {
   let t: TestControlPlane;
   const unhandled: unknown[] = [];
   const onUnhandled = (reason: unknown) => unhandled.push(reason);
+  /** error-level log lines of the control plane (message and error), to show why a write failed */
+  const errors: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of chunk.toString('utf8').split('\n')) {
+        if (!line) continue;
+        const parsed = JSON.parse(line) as { msg: string; err?: { message?: string } };
+        errors.push(`${parsed.msg}: ${parsed.err?.message?.slice(0, 200) ?? ''}`);
+      }
+      done();
+    },
+  });
 
   beforeAll(async () => {
     process.on('unhandledRejection', onUnhandled);
@@ -22,8 +36,12 @@ describeBackends('ingest at fleet scale', (backend) => {
       FLOTILLA_INGEST_FLUSH_ENTRIES: '100000',
       FLOTILLA_INGEST_FLUSH_MS: '60000',
       FLOTILLA_DEVICE_RECONNECT_GRACE_S: '2',
-    });
+    }, pino({ level: 'error' }, sink));
   }, 60_000);
+
+  beforeEach(() => {
+    errors.length = 0;
+  });
 
   afterAll(async () => {
     await t?.dispose();
@@ -47,6 +65,7 @@ describeBackends('ingest at fleet scale', (backend) => {
 
     // a minute and an hour bucket per device: 10,000 rows x 17 parameters, far past PostgreSQL's 65,535
     const prisma = t.cp.database.prisma;
+    expect(errors).toEqual([]);
     expect(stats.flushFailures - failuresBefore).toBe(0);
     expect(await prisma.telemetryRollup.count({ where: { deviceId: { in: ids } } })).toBe(2 * FLEET);
     expect(await prisma.deviceOutboxCursor.count({ where: { deviceId: { in: ids }, lastAckedSeq: 1n } })).toBe(FLEET);
@@ -61,6 +80,7 @@ describeBackends('ingest at fleet scale', (backend) => {
     const history = await prisma.deviceStatusChange.count({ where: { deviceId: { in: ids }, status: 'offline', previous: 'online', reason: 'restart-grace' } });
     expect(history).toBe(FLEET);
     expect(unhandled).toEqual([]);
+    expect(errors).toEqual([]);
     expect((await api(t.cp, '/readyz')).status).toBe(200);
   }, 180_000);
 });
