@@ -76,11 +76,16 @@ describeBackends('ingest at fleet scale', (backend) => {
     const ids = await insertDevices('gone', { status: 'online', lastSeenAt: new Date(Date.now() - 60_000) });
     await t.restart();
     const prisma = t.cp.database.prisma;
-    await pollUntil(async () => (await prisma.device.count({ where: { id: { in: ids }, status: 'offline' } })) === FLEET, { timeoutMs: 120_000, intervalMs: 500, what: 'every missing device offline' });
-    const history = await prisma.deviceStatusChange.count({ where: { deviceId: { in: ids }, status: 'offline', previous: 'online', reason: 'restart-grace' } });
-    expect(history).toBe(FLEET);
+    // an error on the way (logged, or a rejection nobody handles) ends the wait: it is the failure to report
+    await pollUntil(async () => errors.length + unhandled.length > 0 || (await prisma.device.count({ where: { id: { in: ids }, status: 'offline' } })) === FLEET, {
+      timeoutMs: 120_000,
+      intervalMs: 500,
+      what: 'every missing device offline',
+    });
     expect(unhandled).toEqual([]);
     expect(errors).toEqual([]);
+    const history = await prisma.deviceStatusChange.count({ where: { deviceId: { in: ids }, status: 'offline', previous: 'online', reason: 'restart-grace' } });
+    expect(history).toBe(FLEET);
     expect((await api(t.cp, '/readyz')).status).toBe(200);
   }, 180_000);
 });
