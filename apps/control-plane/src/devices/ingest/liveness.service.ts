@@ -11,6 +11,8 @@ import { DeviceQueue } from './device-queue.js';
 import { IngestStats } from './ingest-stats.js';
 import { OutboxIngestService } from './outbox-ingest.service.js';
 import { REGISTRY_SETTINGS, type RegistrySettings } from './device-ingest.settings.js';
+import { chunkRows } from '../../platform/database/bulk.js';
+import { retryTransactionStart } from '../../platform/database/retry.js';
 
 /** Why a status changed, stored in the status history. */
 export type StatusReason =
@@ -67,7 +69,11 @@ export class DeviceLivenessService implements OnApplicationBootstrap, OnModuleDe
     this.startedAt = new Date();
     this.removeDisconnectHook = this.broker.onClientDisconnect((clientId, reason) => this.disconnected(clientId, reason));
     this.later(this.settings.reconnectGraceMs, () => {
-      this.graceDone = this.expireUnreturned();
+      // Awaited on shutdown and never left unhandled: a failed expiry is logged, the process keeps running.
+      this.graceDone = this.expireUnreturned().catch((error: unknown) => {
+        this.logger.error({ err: error }, 'reconnect-grace expiry failed');
+        return [];
+      });
     });
   }
 
@@ -164,29 +170,66 @@ export class DeviceLivenessService implements OnApplicationBootstrap, OnModuleDe
 
   /**
    * After a control-plane start: devices still marked online/draining that have not been heard from since the start
-   * and have no live session become offline. Returns their ids.
+   * and have no live session become offline. Returns their ids. One transaction for all of them (chunked under the
+   * parameter limit), retried while the pool cannot start it: a fleet's worth of per-device transactions started at
+   * once exhausts the pool (P2028). The devices' queues are held meanwhile, so a hello arriving during the batch is
+   * applied after it, and its `online` follows our `offline`.
    */
   async expireUnreturned(): Promise<string[]> {
     const startedAt = this.startedAt;
+    const unreturned: Prisma.DeviceWhereInput = { OR: [{ lastSeenAt: null }, { lastSeenAt: { lt: startedAt } }] };
     const candidates = await this.db.prisma.device.findMany({
-      where: { status: { in: ['online', 'draining'] }, OR: [{ lastSeenAt: null }, { lastSeenAt: { lt: startedAt } }] },
+      where: { status: { in: ['online', 'draining'] }, ...unreturned },
       select: { id: true },
     });
-    const expired: string[] = [];
-    await Promise.all(
-      candidates.map(({ id }) =>
-        this.queue.run(id, async () => {
-          // Connected but silent: its hello may have come before our subscriptions; the session is live.
-          if (this.broker.isConnected(id)) return;
-          const changed = await this.apply(id, 'offline', 'restart-grace', {
-            guard: (row) => (row.status === 'online' || row.status === 'draining') && (row.lastSeenAt === null || row.lastSeenAt < startedAt),
-          });
-          if (changed) expired.push(id);
+    // Connected but silent: its hello may have come before our subscriptions; the session is live.
+    const ids = candidates.map(({ id }) => id).filter((id) => !this.broker.isConnected(id));
+    if (ids.length === 0) return [];
+
+    let release = (): void => undefined;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const entered = ids.map(
+      (id) =>
+        new Promise<void>((resolve) => {
+          this.queue
+            .run(id, () => {
+              resolve();
+              return released;
+            })
+            .catch(() => undefined);
         }),
-      ),
     );
-    if (expired.length > 0) this.logger.info({ devices: expired.length }, 'devices that did not reconnect after the restart marked offline');
-    return expired;
+    try {
+      await Promise.all(entered);
+      const expired = await retryTransactionStart(() =>
+        this.db.prisma.$transaction(async (tx) => {
+          const changed: { id: string; previous: DeviceStatus; sessionId: string | null }[] = [];
+          for (const previous of ['online', 'draining'] as const) {
+            for (const chunk of chunkRows(ids, 1)) {
+              // the guard is in the WHERE clause, so a row changed since the candidates were read is left alone
+              const rows = await tx.device.updateManyAndReturn({
+                where: { id: { in: chunk }, status: previous, ...unreturned },
+                data: { status: 'offline' },
+                select: { id: true, sessionId: true },
+              });
+              for (const row of rows) changed.push({ id: row.id, previous, sessionId: row.sessionId });
+            }
+          }
+          const history = changed.map(({ id, previous }) => ({ deviceId: id, status: 'offline' as const, previous, reason: 'restart-grace' }));
+          for (const chunk of chunkRows(history, 6)) await tx.deviceStatusChange.createMany({ data: chunk });
+          return changed;
+        }),
+      );
+      const at = Date.now();
+      for (const { id, previous, sessionId } of expired) {
+        this.known.set(id, { status: 'offline', sessionId });
+        this.emitStatus(id, previous, 'offline', at);
+      }
+      if (expired.length > 0) this.logger.info({ devices: expired.length }, 'devices that did not reconnect after the restart marked offline');
+      return expired.map(({ id }) => id);
+    } finally {
+      release();
+    }
   }
 
   /** Records a status set elsewhere (e.g. revocation) so later messages are judged against it. */

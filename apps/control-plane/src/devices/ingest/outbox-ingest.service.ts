@@ -10,6 +10,7 @@ import { IngestStats, type OutboxKind } from './ingest-stats.js';
 import { REGISTRY_SETTINGS, type RegistrySettings } from './device-ingest.settings.js';
 import { TelemetryCache } from './telemetry-cache.js';
 import { RollupAccumulator, rollupUpsertSql } from './telemetry-rollups.js';
+import { chunkRows, chunkedStatements } from '../../platform/database/bulk.js';
 
 type Entry =
   | { kind: 'telemetry'; seq: number; value: Telemetry; receivedAt: number }
@@ -29,6 +30,10 @@ interface DeviceCommit {
 }
 
 type TransactionClient = Prisma.TransactionClient;
+
+/** Bind parameters per row of `createMany`: an upper bound (every column of device_events / inference_requests, id included). */
+const EVENT_COLUMNS = 12;
+const USAGE_COLUMNS = 18;
 
 /**
  * Agent outbox entries (telemetry, events, usage) [P-4]: buffered in memory and written in one transaction per flush
@@ -342,20 +347,26 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
       }
     }
 
-    if (rollups.size > 0) await tx.$executeRaw(rollupUpsertSql(rollups.values()));
-    if (events.length > 0) await tx.deviceEvent.createMany({ data: events, skipDuplicates: true });
-    if (usage.length > 0) await tx.inferenceRequest.createMany({ data: usage, skipDuplicates: true });
+    // Every multi-row write below grows with the fleet: chunked under PostgreSQL's bind-parameter limit.
+    for (const statement of rollupUpsertSql(rollups.values())) await tx.$executeRaw(statement);
+    for (const chunk of chunkRows(events, EVENT_COLUMNS)) await tx.deviceEvent.createMany({ data: chunk, skipDuplicates: true });
+    for (const chunk of chunkRows(usage, USAGE_COLUMNS)) await tx.inferenceRequest.createMany({ data: chunk, skipDuplicates: true });
 
     const advanced = [...result].filter(([deviceId, commit]) => commit.upToSeq > (cursors.get(deviceId) ?? 0));
     if (advanced.length > 0) {
       const now = new Date().toISOString();
       const rows = advanced.map(([deviceId, commit]) => Prisma.sql`(${deviceId}, ${BigInt(commit.upToSeq)}::bigint, ${now}::timestamp(3))`);
-      await tx.$executeRaw`INSERT INTO "device_outbox_cursors" ("device_id", "last_acked_seq", "updated_at") VALUES ${Prisma.join(rows)}
+      const cursorUpserts = chunkedStatements(
+        rows,
+        (values) => Prisma.sql`INSERT INTO "device_outbox_cursors" ("device_id", "last_acked_seq", "updated_at") VALUES ${values}
         ON CONFLICT ("device_id") DO UPDATE SET "last_acked_seq" = GREATEST("device_outbox_cursors"."last_acked_seq", EXCLUDED."last_acked_seq"),
-        "updated_at" = EXCLUDED."updated_at"`;
+        "updated_at" = EXCLUDED."updated_at"`,
+      );
+      for (const statement of cursorUpserts) await tx.$executeRaw(statement);
       // last seen without touching updated_at (it means "changed", not "heard from")
-      await tx.$executeRaw`UPDATE "devices" SET "last_seen_at" = ${now}::timestamp(3)
-        WHERE "id" IN (${Prisma.join(advanced.map(([deviceId]) => deviceId))})`;
+      const ids = advanced.map(([deviceId]) => Prisma.sql`${deviceId}`);
+      const lastSeen = chunkedStatements(ids, (values) => Prisma.sql`UPDATE "devices" SET "last_seen_at" = ${now}::timestamp(3) WHERE "id" IN (${values})`);
+      for (const statement of lastSeen) await tx.$executeRaw(statement);
     }
     for (const kind of ['telemetry', 'event', 'usage'] as const) this.stats.stored[kind] += counts[kind];
     return result;

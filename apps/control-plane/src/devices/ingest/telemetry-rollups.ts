@@ -1,5 +1,6 @@
 import type { Telemetry } from '@flotilla/protocol';
 import { Prisma } from '../../generated/prisma/client.js';
+import { chunkedStatements } from '../../platform/database/bulk.js';
 
 export const MINUTE_SECONDS = 60;
 export const HOUR_SECONDS = 3600;
@@ -101,10 +102,12 @@ const int = (n: number) => Prisma.sql`${Math.min(Math.round(n), 2_147_483_647)}:
 const timestamp = (ms: number) => Prisma.sql`${new Date(ms).toISOString()}::timestamp(3)`;
 
 /**
- * One statement merging every delta into its bucket: averages are re-weighted by sample counts, maxima and counters
- * combined, so buckets filled over several flushes (or by late samples) stay exact.
+ * Statements merging every delta into its bucket: averages are re-weighted by sample counts, maxima and counters
+ * combined, so buckets filled over several flushes (or by late samples) stay exact. One statement per chunk of rows
+ * under PostgreSQL's bind-parameter limit (17 per row: one statement would break past ~3,800 rows); run them all in
+ * one transaction. Each delta has its own key, so no two chunks touch the same row.
  */
-export function rollupUpsertSql(deltas: RollupDelta[]): Prisma.Sql {
+export function rollupUpsertSql(deltas: RollupDelta[]): Prisma.Sql[] {
   const rows = deltas.map(
     (d) => Prisma.sql`(${d.deviceId}, ${timestamp(d.bucketStart)}, ${int(d.bucketSeconds)}, ${int(d.samples)},
       ${float(d.cpuSum / d.samples)}, ${float(d.cpuMax)}, ${float(d.memorySum / d.samples)}, ${float(d.memoryMax)},
@@ -131,9 +134,12 @@ export function rollupUpsertSql(deltas: RollupDelta[]): Prisma.Sql {
     add('samples'),
     max('expires_at'),
   ];
-  return Prisma.sql`INSERT INTO "telemetry_rollups" AS t ("device_id", "bucket_start", "bucket_seconds", "samples",
+  return chunkedStatements(
+    rows,
+    (values) => Prisma.sql`INSERT INTO "telemetry_rollups" AS t ("device_id", "bucket_start", "bucket_seconds", "samples",
       "cpu_avg", "cpu_max", "memory_avg_bytes", "memory_max_bytes", "vram_avg_bytes", "vram_max_bytes",
       "tokens_per_second_avg", "tokens_per_second_max", "queue_avg", "queue_max", "requests", "failures", "expires_at")
-    VALUES ${Prisma.join(rows)}
-    ON CONFLICT ("device_id", "bucket_seconds", "bucket_start") DO UPDATE SET ${Prisma.join(updates)}`;
+    VALUES ${values}
+    ON CONFLICT ("device_id", "bucket_seconds", "bucket_start") DO UPDATE SET ${Prisma.join(updates)}`,
+  );
 }
