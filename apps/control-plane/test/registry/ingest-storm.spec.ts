@@ -1,0 +1,154 @@
+import { randomUUID } from 'node:crypto';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { encode, topics } from '@flotilla/protocol';
+import { makeHardware, makeHello, makeModelState, makeModelStatus, makeStatus } from '@flotilla/protocol/testing';
+import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
+import { DeviceQueue } from '../../src/devices/ingest/device-queue.js';
+import { startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
+import { describeBackends } from '../support/databases.js';
+import { pollUntil } from '../support/poll.js';
+
+/** Issue 11, causes 2 and 3: device writes (hello, status, model state) under a busy pool and a connect storm. */
+const STORM = 3000;
+
+interface LogLine {
+  level: number;
+  msg: string;
+  deviceId?: string;
+  err?: { code?: string; message?: string };
+}
+
+describeBackends('device writes under load', (backend) => {
+  let t: TestControlPlane;
+  const logs: LogLine[] = [];
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown) => unhandled.push(reason);
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of chunk.toString('utf8').split('\n')) if (line) logs.push(JSON.parse(line) as LogLine);
+      done();
+    },
+  });
+  const errorLines = () => logs.filter((line) => line.level >= 50).map((line) => `${line.msg}: ${line.err?.message?.slice(0, 200) ?? ''}`);
+
+  beforeAll(async () => {
+    process.on('unhandledRejection', onUnhandled);
+    t = await startTestControlPlane(backend, {}, pino({ level: 'warn' }, sink));
+  }, 60_000);
+
+  beforeEach(() => {
+    logs.length = 0;
+  });
+
+  afterAll(async () => {
+    await t?.dispose();
+    process.off('unhandledRejection', onUnhandled);
+  });
+
+  async function insertDevices(prefix: string, count: number): Promise<string[]> {
+    const ids = Array.from({ length: count }, () => randomUUID());
+    await t.cp.database.prisma.device.createMany({ data: ids.map((id, i) => ({ id, name: `${prefix}-${i}`, status: 'offline' as const })) });
+    return ids;
+  }
+
+  /** Through the embedded broker, as a device's PUBLISH reaches the ingest subscriptions. */
+  const publish = (topic: string, payload: string) => t.cp.broker.publish(topic, payload, { qos: 0 });
+
+  it('a transaction timeout that is retried, not dropped: hello, status and model state land after the pool frees up', async () => {
+    const [helloId, statusId, modelId] = (await insertDevices('busy', 3)) as [string, string, string];
+    const prisma = t.cp.database.prisma;
+    // Every connection taken by a transaction that waits: PostgreSQL's default pool holds 10, PGlite has one.
+    const holders = backend === 'postgres' ? 10 : 1;
+    let release = (): void => undefined;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const started: Promise<void>[] = [];
+    const held: Promise<void>[] = [];
+    for (let i = 0; i < holders; i++) {
+      let begun = (): void => undefined;
+      started.push(new Promise<void>((resolve) => (begun = resolve)));
+      held.push(
+        prisma.$transaction(
+          async (tx) => {
+            await tx.$queryRaw`SELECT 1`;
+            begun();
+            await released;
+          },
+          { maxWait: 30_000, timeout: 60_000 },
+        ),
+      );
+    }
+    try {
+      await Promise.all(started);
+      const hardware = makeHardware({ cpu: { model: 'held-pool CPU', cores: 64 } });
+      await publish(topics.hello(helloId), encode('hello', makeHello({ sessionId: 'busy-hello', hardware })));
+      await publish(topics.status(statusId), encode('status', makeStatus({ sessionId: 'busy-status' })));
+      await publish(topics.modelState(modelId), encode('modelState', makeModelState({ models: [makeModelStatus('ready', { name: 'held-model' })] })));
+      // the writes wait for a connection until Prisma gives up on starting their transaction (P2028)
+      await pollUntil(() => logs.some((line) => line.err?.code === 'P2028' || JSON.stringify(line).includes('P2028')), {
+        timeoutMs: 30_000,
+        intervalMs: 100,
+        what: 'a write that could not start its transaction (P2028)',
+      });
+    } finally {
+      release();
+      await Promise.all(held);
+    }
+    await pollUntil(
+      async () => {
+        const devices = await prisma.device.findMany({ where: { id: { in: [helloId, statusId] } } });
+        const models = await prisma.modelState.count({ where: { deviceId: modelId, modelName: 'held-model', state: 'ready' } });
+        const hello = devices.find((d) => d.id === helloId);
+        const status = devices.find((d) => d.id === statusId);
+        return (
+          hello?.status === 'online' &&
+          hello.sessionId === 'busy-hello' &&
+          (hello.hardware as { cpu?: { model?: string } }).cpu?.model === 'held-pool CPU' &&
+          status?.status === 'online' &&
+          status.sessionId === 'busy-status' &&
+          models === 1
+        );
+      },
+      { timeoutMs: 60_000, intervalMs: 200, what: 'hello, status and model state stored after the pool freed up' },
+    );
+    await t.cp.app.get(DeviceQueue).idle();
+    expect(unhandled).toEqual([]);
+  }, 120_000);
+
+  it(`a hello storm: ${STORM} devices' hello, status and model state through the broker all land, with no error`, async () => {
+    const ids = await insertDevices('storm', STORM);
+    const prisma = t.cp.database.prisma;
+    const started = Date.now();
+    const sent: Promise<void>[] = [];
+    for (const [i, id] of ids.entries()) {
+      const sessionId = `storm-${i}`;
+      const hardware = makeHardware({ os: { platform: 'linux', release: '6.1.0', arch: 'x64', hostname: `storm-${i}` } });
+      sent.push(publish(topics.hello(id), encode('hello', makeHello({ sessionId, hardware }))));
+      sent.push(publish(topics.status(id), encode('status', makeStatus({ sessionId }))));
+      sent.push(publish(topics.modelState(id), encode('modelState', makeModelState({ models: [makeModelStatus('ready', { name: `storm-model` })] }))));
+    }
+    await Promise.all(sent);
+    // an error on the way ends the wait early: it is the failure to report
+    await pollUntil(
+      async () =>
+        errorLines().length + unhandled.length > 0 ||
+        ((await prisma.device.count({ where: { id: { in: ids }, status: 'online' } })) === STORM &&
+          (await prisma.modelState.count({ where: { deviceId: { in: ids }, modelName: 'storm-model' } })) === STORM),
+      { timeoutMs: 150_000, intervalMs: 500, what: `all ${STORM} devices online with their model state` },
+    );
+    const elapsed = Date.now() - started;
+    await t.cp.app.get(DeviceQueue).idle();
+    console.log(`[${backend}] hello storm of ${STORM} devices: all online with model state after ${elapsed} ms`);
+    expect(errorLines()).toEqual([]);
+    expect(unhandled).toEqual([]);
+    const rows = await prisma.device.findMany({ where: { id: { in: ids } }, select: { id: true, sessionId: true, hardware: true, status: true } });
+    const indexOf = new Map(ids.map((id, i) => [id, i]));
+    const wrong = rows.filter((row) => {
+      const index = indexOf.get(row.id);
+      return row.status !== 'online' || row.sessionId !== `storm-${index}` || (row.hardware as { os?: { hostname?: string } }).os?.hostname !== `storm-${index}`;
+    });
+    expect(wrong.length).toBe(0);
+    const history = await prisma.deviceStatusChange.count({ where: { deviceId: { in: ids }, status: 'online', previous: 'offline' } });
+    expect(history).toBe(STORM);
+  }, 240_000);
+});
