@@ -5,6 +5,7 @@ import { encode, topics } from '@flotilla/protocol';
 import { makeHardware, makeHello, makeModelState, makeModelStatus, makeStatus } from '@flotilla/protocol/testing';
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
 import { DeviceQueue } from '../../src/devices/ingest/device-queue.js';
+import { IngestStats } from '../../src/devices/ingest/ingest-stats.js';
 import { startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
 import { describeBackends } from '../support/databases.js';
 import { pollUntil } from '../support/poll.js';
@@ -138,7 +139,11 @@ describeBackends('device writes under load', (backend) => {
     );
     const elapsed = Date.now() - started;
     await t.cp.app.get(DeviceQueue).idle();
-    console.log(`[${backend}] hello storm of ${STORM} devices: all online with model state after ${elapsed} ms`);
+    const stats = t.cp.app.get(IngestStats);
+    console.log(
+      `[${backend}] hello storm of ${STORM} devices: all online with model state after ${elapsed} ms; ` +
+        `${stats.deviceWrites} device writes in ${stats.deviceWriteBatches} transactions`,
+    );
     expect(errorLines()).toEqual([]);
     expect(unhandled).toEqual([]);
     const rows = await prisma.device.findMany({ where: { id: { in: ids } }, select: { id: true, sessionId: true, hardware: true, status: true } });
