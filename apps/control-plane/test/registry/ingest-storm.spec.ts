@@ -5,6 +5,7 @@ import { encode, topics } from '@flotilla/protocol';
 import { makeHardware, makeHello, makeModelState, makeModelStatus, makeStatus } from '@flotilla/protocol/testing';
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
 import { DeviceQueue } from '../../src/devices/ingest/device-queue.js';
+import { DeviceWriteBatcher } from '../../src/devices/ingest/device-writes.js';
 import { IngestStats } from '../../src/devices/ingest/ingest-stats.js';
 import { startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
 import { describeBackends } from '../support/databases.js';
@@ -115,6 +116,49 @@ describeBackends('device writes under load', (backend) => {
     await t.cp.app.get(DeviceQueue).idle();
     expect(unhandled).toEqual([]);
   }, 120_000);
+
+  it('writes of one device in one batch apply in order: one transaction, the last values stored, every status change in the history', async () => {
+    const [id] = (await insertDevices('order', 1)) as [string];
+    const writes = t.cp.app.get(DeviceWriteBatcher);
+    const stats = t.cp.app.get(IngestStats);
+    const batchesBefore = stats.deviceWriteBatches;
+    const order: string[] = [];
+    const submitted = [
+      writes.status(id, { next: 'online', reason: 'startup', sessionId: 's1', lastSeenAt: new Date(1_000) }),
+      writes.status(id, { next: 'offline', reason: 'shutdown', guard: (row) => row.sessionId === 's1' }),
+      // judged against the row as the writes before it left it: the session is s1, not s0
+      writes.status(id, { next: 'draining', reason: 'drain', guard: (row) => row.sessionId === 's0' }),
+      writes.status(id, { next: 'online', reason: 'startup', sessionId: 's2', lastSeenAt: new Date(2_000) }),
+    ].map((write, i) => write.then((outcome) => (order.push(String(i)), outcome)));
+    const outcomes = await Promise.all(submitted);
+    expect(order).toEqual(['0', '1', '2', '3']);
+    expect(outcomes.map((o) => o && { applied: o.applied, previous: o.previous, status: o.status, sessionId: o.sessionId })).toEqual([
+      { applied: true, previous: 'offline', status: 'online', sessionId: 's1' },
+      { applied: true, previous: 'online', status: 'offline', sessionId: 's1' },
+      { applied: false, previous: 'offline', status: 'offline', sessionId: 's1' },
+      { applied: true, previous: 'offline', status: 'online', sessionId: 's2' },
+    ]);
+    expect(stats.deviceWriteBatches - batchesBefore).toBe(1);
+    const prisma = t.cp.database.prisma;
+    const row = await prisma.device.findUniqueOrThrow({ where: { id } });
+    expect({ status: row.status, sessionId: row.sessionId, lastSeenAt: row.lastSeenAt?.getTime() }).toEqual({ status: 'online', sessionId: 's2', lastSeenAt: 2_000 });
+    // one transaction: the rows share their time, so compared as a set (the outcomes above show the order)
+    const history = await prisma.deviceStatusChange.findMany({ where: { deviceId: id } });
+    expect(history.map((h) => `${h.previous}->${h.status} ${h.reason}`).sort()).toEqual(['offline->online startup', 'offline->online startup', 'online->offline shutdown']);
+  });
+
+  it('a hello below the stored outbox cursor resets it and records the reset (the path that still waits for flushes)', async () => {
+    const [id] = (await insertDevices('reset', 1)) as [string];
+    const prisma = t.cp.database.prisma;
+    await prisma.deviceOutboxCursor.create({ data: { deviceId: id, lastAckedSeq: 7n } });
+    await publish(topics.hello(id), encode('hello', makeHello({ sessionId: 'reset-1', outbox: { lastSeq: 2 } })));
+    await pollUntil(async () => (await prisma.deviceOutboxCursor.findUnique({ where: { deviceId: id } }))?.lastAckedSeq === 2n, {
+      timeoutMs: 20_000,
+      what: 'the cursor moved back to the agent\'s lastSeq',
+    });
+    expect(await prisma.deviceEvent.count({ where: { deviceId: id, code: 'OUTBOX_RESET' } })).toBe(1);
+    expect((await prisma.device.findUniqueOrThrow({ where: { id } })).status).toBe('online');
+  });
 
   it(`a hello storm: ${STORM} devices' hello, status and model state through the broker all land, with no error`, async () => {
     const ids = await insertDevices('storm', STORM);

@@ -215,7 +215,9 @@ export class DeviceWriteBatcher implements OnModuleDestroy, OnApplicationShutdow
       this.timer = undefined;
     }
     if (this.draining) return;
-    this.draining = this.drain().finally(() => {
+    this.draining = this.drain()
+      .catch((error: unknown) => this.logger.error({ err: error }, 'device write batcher failed'))
+      .finally(() => {
       this.draining = undefined;
       // submitted while the last batch was being written but not picked up: the window starts again
       if (this.pending.length > 0) this.timer ??= setTimeout(() => this.start(), this.settings.deviceWriteWindowMs);

@@ -13,7 +13,7 @@ import { IngestStats } from './ingest-stats.js';
 import { OutboxIngestService } from './outbox-ingest.service.js';
 import { REGISTRY_SETTINGS, type RegistrySettings } from './device-ingest.settings.js';
 import { chunkRows } from '../../platform/database/bulk.js';
-import { retryTransient } from '../../platform/database/retry.js';
+import { isTransientDatabaseError, retryTransient } from '../../platform/database/retry.js';
 
 /** Why a status changed, stored in the status history. */
 export type StatusReason =
@@ -64,13 +64,17 @@ export class DeviceLivenessService implements OnApplicationBootstrap, OnModuleDe
   onApplicationBootstrap(): void {
     this.startedAt = new Date();
     this.removeDisconnectHook = this.broker.onClientDisconnect((clientId, reason) => this.disconnected(clientId, reason));
-    this.later(this.settings.reconnectGraceMs, () => {
-      // Awaited on shutdown and never left unhandled: a failed expiry is logged, the process keeps running.
+    const expire = () => {
+      // Awaited on shutdown and never left unhandled: a failed expiry is logged, the process keeps running, and one
+      // that failed because the database was busy or away is tried again later (the devices must not stay online).
       this.graceDone = this.expireUnreturned().catch((error: unknown) => {
-        this.logger.error({ err: error }, 'reconnect-grace expiry failed');
+        const transient = isTransientDatabaseError(error);
+        this.logger.error({ err: error }, transient ? 'reconnect-grace expiry failed; tried again later' : 'reconnect-grace expiry failed');
+        if (transient) this.later(this.settings.deviceWriteDeferMs, expire);
         return [];
       });
-    });
+    };
+    this.later(this.settings.reconnectGraceMs, expire);
   }
 
   async onModuleDestroy(): Promise<void> {
