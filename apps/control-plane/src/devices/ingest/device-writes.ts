@@ -191,7 +191,12 @@ export class DeviceWriteBatcher implements OnModuleDestroy, OnApplicationShutdow
     }
   }
 
+  /**
+   * Writes what is pending. From now on a write that still fails for a transient reason after its retries is
+   * rejected (its caller logs it) instead of kept: a database that stays away must not hold the shutdown forever.
+   */
   async onModuleDestroy(): Promise<void> {
+    this.stopping = true;
     await this.idle();
   }
 
