@@ -229,17 +229,6 @@ export class DeviceLivenessService implements OnApplicationBootstrap, OnModuleDe
     this.known.set(deviceId, { status, sessionId });
   }
 
-  /** The device's status and session as this process knows them (loaded once from the database). */
-  async current(deviceId: string): Promise<Known | null> {
-    const known = this.known.get(deviceId);
-    if (known) return known;
-    const row = await this.db.prisma.device.findUnique({ where: { id: deviceId }, select: { status: true, sessionId: true } });
-    if (!row) return null;
-    const loaded = { status: row.status, sessionId: row.sessionId };
-    this.known.set(deviceId, loaded);
-    return loaded;
-  }
-
   /** Sets a status (with history and event) unless the device is revoked or `guard` rejects the stored row. */
   private async apply(
     deviceId: string,
