@@ -54,23 +54,18 @@ describeBackends('device writes under load', (backend) => {
     return ids;
   }
 
-  /** Through the embedded broker, as a device's PUBLISH reaches the ingest subscriptions. */
-  const publish = (topic: string, payload: string) => t.cp.broker.publish(topic, payload, { qos: 0 });
-
-  it('a transaction timeout that is retried, not dropped: hello, status and model state land after the pool frees up', async () => {
-    const [helloId, statusId, modelId] = (await insertDevices('busy', 3)) as [string, string, string];
-    const prisma = t.cp.database.prisma;
-    // Every connection taken by a transaction that waits: PostgreSQL's default pool holds 10, PGlite has one.
+  /** Takes every connection with a transaction that waits: PostgreSQL's default pool holds 10, PGlite has one. */
+  function holdEveryConnection(): { held: Promise<void>; release(): Promise<void> } {
     const holders = backend === 'postgres' ? 10 : 1;
-    let release = (): void => undefined;
-    const released = new Promise<void>((resolve) => (release = resolve));
+    let open = (): void => undefined;
+    const released = new Promise<void>((resolve) => (open = resolve));
     const started: Promise<void>[] = [];
-    const held: Promise<void>[] = [];
+    const done: Promise<void>[] = [];
     for (let i = 0; i < holders; i++) {
       let begun = (): void => undefined;
       started.push(new Promise<void>((resolve) => (begun = resolve)));
-      held.push(
-        prisma.$transaction(
+      done.push(
+        t.cp.database.prisma.$transaction(
           async (tx) => {
             await tx.$queryRaw`SELECT 1`;
             begun();
@@ -80,8 +75,24 @@ describeBackends('device writes under load', (backend) => {
         ),
       );
     }
+    return {
+      held: Promise.all(started).then(() => undefined),
+      release: async () => {
+        open();
+        await Promise.all(done);
+      },
+    };
+  }
+
+  /** Through the embedded broker, as a device's PUBLISH reaches the ingest subscriptions. */
+  const publish = (topic: string, payload: string) => t.cp.broker.publish(topic, payload, { qos: 0 });
+
+  it('a transaction timeout that is retried, not dropped: hello, status and model state land after the pool frees up', async () => {
+    const [helloId, statusId, modelId] = (await insertDevices('busy', 3)) as [string, string, string];
+    const prisma = t.cp.database.prisma;
+    const pool = holdEveryConnection();
     try {
-      await Promise.all(started);
+      await pool.held;
       const hardware = makeHardware({ cpu: { model: 'held-pool CPU', cores: 64 } });
       await publish(topics.hello(helloId), encode('hello', makeHello({ sessionId: 'busy-hello', hardware })));
       await publish(topics.status(statusId), encode('status', makeStatus({ sessionId: 'busy-status' })));
@@ -93,8 +104,7 @@ describeBackends('device writes under load', (backend) => {
         what: 'a write that could not start its transaction (P2028)',
       });
     } finally {
-      release();
-      await Promise.all(held);
+      await pool.release();
     }
     await pollUntil(
       async () => {
@@ -116,6 +126,39 @@ describeBackends('device writes under load', (backend) => {
     await t.cp.app.get(DeviceQueue).idle();
     expect(unhandled).toEqual([]);
   }, 120_000);
+
+  it('writes still failing after their retries are kept, logged once with the device id, and stored once the database is back', async () => {
+    const [id] = (await insertDevices('kept', 1)) as [string];
+    const lines: LogLine[] = [];
+    const own = pino(
+      { level: 'warn' },
+      new Writable({
+        write(chunk: Buffer, _encoding, done) {
+          for (const line of chunk.toString('utf8').split('\n')) if (line) lines.push(JSON.parse(line) as LogLine);
+          done();
+        },
+      }),
+    );
+    const stats = new IngestStats();
+    // one try per round and a short pause between rounds, so the writes outlast their retries while the pool is held
+    const writes = new DeviceWriteBatcher(t.cp.database, own, { ...t.cp.config.registry, deviceWriteAttempts: 1, deviceWriteDeferMs: 100 }, stats);
+    const pool = holdEveryConnection();
+    let written: Promise<unknown> | undefined;
+    try {
+      await pool.held;
+      written = writes.status(id, { next: 'online', reason: 'startup', sessionId: 'kept-1', lastSeenAt: new Date() });
+      await pollUntil(() => stats.deviceWritesDeferred >= 2, { timeoutMs: 30_000, intervalMs: 100, what: 'the write kept through two rounds' });
+    } finally {
+      await pool.release();
+    }
+    expect(await written).toMatchObject({ applied: true, status: 'online', sessionId: 'kept-1' });
+    await writes.onModuleDestroy();
+    const kept = lines.filter((line) => line.level >= 50);
+    expect(kept.map((line) => ({ msg: line.msg, deviceId: line.deviceId }))).toEqual([
+      { msg: 'device write not stored yet (database busy or away): kept, retried later', deviceId: id },
+    ]);
+    expect((await t.cp.database.prisma.device.findUniqueOrThrow({ where: { id } })).status).toBe('online');
+  }, 60_000);
 
   it('writes of one device in one batch apply in order: one transaction, the last values stored, every status change in the history', async () => {
     const [id] = (await insertDevices('order', 1)) as [string];
