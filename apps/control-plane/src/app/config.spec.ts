@@ -97,6 +97,14 @@ describe('loadConfig', () => {
     expect(config.metrics.token).toBeUndefined();
   });
 
+  it('takes the PostgreSQL pool size from FLOTILLA_DATABASE_POOL_SIZE and refuses one that is not a count of connections', () => {
+    expect(loadConfig({}).database.poolSize).toBe(10);
+    expect(loadConfig({ FLOTILLA_DATABASE_POOL_SIZE: '40' }).database.poolSize).toBe(40);
+    for (const bad of ['0', '2.5', 'many', '5000']) {
+      expect(problemsOf({ FLOTILLA_DATABASE_POOL_SIZE: bad })).toEqual(['FLOTILLA_DATABASE_POOL_SIZE must be a whole number of connections between 1 and 1000']);
+    }
+  });
+
   it('composes sections whose variables do not overlap', () => {
     const keys = Object.values(CONFIG_SECTIONS).flatMap((section) => Object.keys(section.shape));
     expect(new Set(keys).size).toBe(keys.length);

@@ -55,6 +55,9 @@ const trustProxy = optionalString.pipe(
     }),
 );
 
+/** PostgreSQL connections the control plane opens at most (PGlite has one, whatever this says). */
+export const DEFAULT_DATABASE_POOL_SIZE = 10;
+
 /** The core variables: data, ports, database, logging, first admin. */
 export const coreEnvSchema = z.object({
   FLOTILLA_DATA_DIR: z.string().trim().min(1).default('./.flotilla'),
@@ -70,6 +73,12 @@ export const coreEnvSchema = z.object({
       .regex(/^postgres(ql)?:\/\//, 'DATABASE_URL must be a postgres:// or postgresql:// URL')
       .optional(),
   ),
+  FLOTILLA_DATABASE_POOL_SIZE: z.coerce
+    .number({ error: 'FLOTILLA_DATABASE_POOL_SIZE must be a whole number of connections between 1 and 1000' })
+    .int({ error: 'FLOTILLA_DATABASE_POOL_SIZE must be a whole number of connections between 1 and 1000' })
+    .min(1, { error: 'FLOTILLA_DATABASE_POOL_SIZE must be a whole number of connections between 1 and 1000' })
+    .max(1000, { error: 'FLOTILLA_DATABASE_POOL_SIZE must be a whole number of connections between 1 and 1000' })
+    .default(DEFAULT_DATABASE_POOL_SIZE),
   FLOTILLA_MIGRATIONS_DIR: optionalString,
   FLOTILLA_DASHBOARD_DIR: optionalString,
   FLOTILLA_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -138,7 +147,12 @@ export interface ControlPlaneConfig {
     /** MQTT over TLS beside plain TCP, when a certificate and key are configured */
     tls: { port: number; portSetByVariable: boolean; certFile: string; keyFile: string; caFile: string | undefined } | undefined;
   };
-  database: { url: string | undefined; migrationsDir: string | undefined };
+  database: {
+    url: string | undefined;
+    migrationsDir: string | undefined;
+    /** PostgreSQL pool size (FLOTILLA_DATABASE_POOL_SIZE); unused by the embedded PGlite */
+    poolSize: number;
+  };
   dashboardDir: string | undefined;
   logLevel: z.infer<typeof coreEnvSchema>['FLOTILLA_LOG_LEVEL'];
   adminEmail: string;
@@ -200,7 +214,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): ControlPlaneConfig {
               certFile: e.FLOTILLA_MQTT_TLS_CERT_FILE, keyFile: e.FLOTILLA_MQTT_TLS_KEY_FILE, caFile: e.FLOTILLA_MQTT_TLS_CA_FILE }
           : undefined,
     },
-    database: { url: e.DATABASE_URL, migrationsDir: e.FLOTILLA_MIGRATIONS_DIR },
+    database: { url: e.DATABASE_URL, migrationsDir: e.FLOTILLA_MIGRATIONS_DIR, poolSize: e.FLOTILLA_DATABASE_POOL_SIZE },
     dashboardDir: e.FLOTILLA_DASHBOARD_DIR,
     logLevel: e.FLOTILLA_LOG_LEVEL,
     adminEmail: e.FLOTILLA_ADMIN_EMAIL,

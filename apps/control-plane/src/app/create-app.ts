@@ -77,6 +77,7 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
       dataDir: config.dataDir,
       databaseUrl: config.database.url,
       migrationsDir: config.database.migrationsDir,
+      poolMax: config.database.poolSize,
       logger,
     });
     closers.push(() => database.close());

@@ -2,6 +2,7 @@ import { Module } from '@nestjs/common';
 import { CONFIG } from '../../platform/tokens.js';
 import { DevicePresence } from './device-presence.js';
 import { DeviceQueue } from './device-queue.js';
+import { DeviceWriteBatcher } from './device-writes.js';
 import { IngestStats } from './ingest-stats.js';
 import { DeviceLivenessService } from './liveness.service.js';
 import { ModelStateService } from './model-state.service.js';
@@ -21,6 +22,7 @@ import { TelemetryCache } from './telemetry-cache.js';
     DeviceQueue,
     DevicePresence,
     TelemetryCache,
+    DeviceWriteBatcher,
     OutboxIngestService,
     DeviceLivenessService,
     ModelStateService,

@@ -16,6 +16,10 @@ export const registryEnvSchema = z.object({
   FLOTILLA_INGEST_FLUSH_ENTRIES: z.coerce.number().int().min(1).max(100_000).default(500),
   /** above this many buffered entries new ones are dropped unacknowledged (the agent resends them later) */
   FLOTILLA_INGEST_MAX_BUFFERED: z.coerce.number().int().min(1).max(10_000_000).default(100_000),
+  /** hello, status, model-state and offline writes arriving within this window share one transaction... */
+  FLOTILLA_DEVICE_WRITE_WINDOW_MS: z.coerce.number().int().min(1).max(10_000).default(20),
+  /** ...of at most this many writes (a larger burst is written as several batches, one after the other) */
+  FLOTILLA_DEVICE_WRITE_BATCH: z.coerce.number().int().min(1).max(20_000).default(1000),
   /**
    * TEST SEAM, never set in production: each outbox flush waits this long (after logging "test seam: holding the
    * outbox commit") before its database transaction, so a test can kill the process between the broker's PUBACK
@@ -44,6 +48,16 @@ export interface RegistrySettings {
   reconnectGraceMs: number;
   flushIntervalMs: number;
   flushEntries: number;
+  /** at most this many outbox entries per flush transaction: a larger buffer is written in several */
+  flushTransactionEntries: number;
+  /** device writes (hello, status, model state, offline) are collected this long into one transaction... */
+  deviceWriteWindowMs: number;
+  /** ...of at most this many writes */
+  deviceWriteBatch: number;
+  /** tries of one device write batch on transient errors (P2028, lost connection) before it is kept for later */
+  deviceWriteAttempts: number;
+  /** pause before a kept batch is tried again */
+  deviceWriteDeferMs: number;
   maxBufferedEntries: number;
   minuteRetentionMs: number;
   hourRetentionMs: number;
@@ -68,6 +82,11 @@ export function registrySettingsFromEnv(e: z.infer<typeof registryEnvSchema>): R
     reconnectGraceMs: e.FLOTILLA_DEVICE_RECONNECT_GRACE_S * 1000,
     flushIntervalMs: e.FLOTILLA_INGEST_FLUSH_MS,
     flushEntries: e.FLOTILLA_INGEST_FLUSH_ENTRIES,
+    flushTransactionEntries: Math.max(e.FLOTILLA_INGEST_FLUSH_ENTRIES, 5000),
+    deviceWriteWindowMs: e.FLOTILLA_DEVICE_WRITE_WINDOW_MS,
+    deviceWriteBatch: e.FLOTILLA_DEVICE_WRITE_BATCH,
+    deviceWriteAttempts: 6,
+    deviceWriteDeferMs: 5000,
     maxBufferedEntries: e.FLOTILLA_INGEST_MAX_BUFFERED,
     minuteRetentionMs: e.FLOTILLA_TELEMETRY_RETENTION_DAYS * DAY_MS,
     hourRetentionMs: e.FLOTILLA_TELEMETRY_HOURLY_RETENTION_DAYS * DAY_MS,

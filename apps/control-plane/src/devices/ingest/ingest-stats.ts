@@ -35,6 +35,14 @@ export interface IngestStatsSnapshot {
   lastFlushMs: number;
   /** the longest time an entry of the last flush waited between receipt and commit (ingest lag) */
   lastFlushLagMs: number;
+  /** transactions of batched device writes (hello, status, model state, offline) committed */
+  deviceWriteBatches: number;
+  /** device writes those transactions carried */
+  deviceWrites: number;
+  /** retries of a device write batch after a transient database error (P2028, lost connection) */
+  deviceWriteRetries: number;
+  /** device writes kept for a later try after their retries ran out */
+  deviceWritesDeferred: number;
 }
 
 function zeroes<K extends string>(keys: readonly K[]): Record<K, number> {
@@ -59,6 +67,10 @@ export class IngestStats {
   buffered = 0;
   lastFlushMs = 0;
   lastFlushLagMs = 0;
+  deviceWriteBatches = 0;
+  deviceWrites = 0;
+  deviceWriteRetries = 0;
+  deviceWritesDeferred = 0;
 
   countMalformed(kind: IngestedKind, code: string): void {
     this.malformed[kind] += 1;
@@ -83,6 +95,10 @@ export class IngestStats {
       buffered: this.buffered,
       lastFlushMs: this.lastFlushMs,
       lastFlushLagMs: this.lastFlushLagMs,
+      deviceWriteBatches: this.deviceWriteBatches,
+      deviceWrites: this.deviceWrites,
+      deviceWriteRetries: this.deviceWriteRetries,
+      deviceWritesDeferred: this.deviceWritesDeferred,
     };
   }
 }

@@ -8,11 +8,12 @@ import { FleetEvents } from '../../platform/events/fleet-events.js';
 import type { DeviceStatus, Prisma } from '../../generated/prisma/client.js';
 import { DevicePresence, type PresenceStatus } from './device-presence.js';
 import { DeviceQueue } from './device-queue.js';
+import { DeviceWriteBatcher, type GuardRow } from './device-writes.js';
 import { IngestStats } from './ingest-stats.js';
 import { OutboxIngestService } from './outbox-ingest.service.js';
 import { REGISTRY_SETTINGS, type RegistrySettings } from './device-ingest.settings.js';
 import { chunkRows } from '../../platform/database/bulk.js';
-import { retryTransactionStart } from '../../platform/database/retry.js';
+import { isTransientDatabaseError, retryTransient } from '../../platform/database/retry.js';
 
 /** Why a status changed, stored in the status history. */
 export type StatusReason =
@@ -32,13 +33,7 @@ interface Known {
   sessionId: string | null;
 }
 
-interface DeviceRow {
-  status: DeviceStatus;
-  sessionId: string | null;
-  lastSeenAt: Date | null;
-}
-
-const LABEL_KEY = /^[a-zA-Z0-9][a-zA-Z0-9._/-]{0,62}$/;
+type DeviceRow = GuardRow;
 
 /**
  * Device status and liveness [P-1.6][P-3.1][P-3.2]: hello and status messages, the broker's session ends (last will,
@@ -63,18 +58,23 @@ export class DeviceLivenessService implements OnApplicationBootstrap, OnModuleDe
     private readonly events: FleetEvents,
     private readonly stats: IngestStats,
     private readonly presence: DevicePresence,
+    private readonly writes: DeviceWriteBatcher,
   ) {}
 
   onApplicationBootstrap(): void {
     this.startedAt = new Date();
     this.removeDisconnectHook = this.broker.onClientDisconnect((clientId, reason) => this.disconnected(clientId, reason));
-    this.later(this.settings.reconnectGraceMs, () => {
-      // Awaited on shutdown and never left unhandled: a failed expiry is logged, the process keeps running.
+    const expire = () => {
+      // Awaited on shutdown and never left unhandled: a failed expiry is logged, the process keeps running, and one
+      // that failed because the database was busy or away is tried again later (the devices must not stay online).
       this.graceDone = this.expireUnreturned().catch((error: unknown) => {
-        this.logger.error({ err: error }, 'reconnect-grace expiry failed');
+        const transient = isTransientDatabaseError(error);
+        this.logger.error({ err: error }, transient ? 'reconnect-grace expiry failed; tried again later' : 'reconnect-grace expiry failed');
+        if (transient) this.later(this.settings.deviceWriteDeferMs, expire);
         return [];
       });
-    });
+    };
+    this.later(this.settings.reconnectGraceMs, expire);
   }
 
   async onModuleDestroy(): Promise<void> {
@@ -87,30 +87,8 @@ export class DeviceLivenessService implements OnApplicationBootstrap, OnModuleDe
   /** [P-3.1] Inventory, agent version, last seen, the new session; online unless it is draining. */
   async hello(deviceId: string, hello: Hello, receivedAt: number): Promise<void> {
     const first = this.presence.noteHeard(deviceId);
-    const outcome = await this.db.prisma.$transaction(async (tx) => {
-      const device = await tx.device.findUnique({ where: { id: deviceId }, select: { status: true, labels: true, hardware: true } });
-      if (!device || device.status === 'revoked') return null;
-      const next: DeviceStatus = device.status === 'draining' ? 'draining' : 'online';
-      const labels = mergeAgentLabels(device.labels as Record<string, string>, hello.labels);
-      const hardware = { ...hello.hardware, runtimes: hello.runtimes, modelsOnDisk: hello.models };
-      const hardwareChanged = JSON.stringify(device.hardware) !== JSON.stringify(hardware);
-      await tx.device.update({
-        where: { id: deviceId },
-        data: {
-          hardware: hardware,
-          agentVersion: hello.agentVersion,
-          lastSeenAt: new Date(receivedAt),
-          sessionId: hello.sessionId,
-          status: next,
-          ...(labels ? { labels } : {}),
-        },
-      });
-      if (next !== device.status) {
-        await tx.deviceStatusChange.create({ data: { deviceId, status: next, previous: device.status, reason: 'hello' } });
-      }
-      const fields = [...(labels ? ['labels'] : []), ...(hardwareChanged ? ['hardware'] : [])];
-      return { previous: device.status, next, fields };
-    });
+    // batched with other devices' writes; resolves after the commit, with the outbox cursor read in it
+    const outcome = await this.writes.hello(deviceId, hello, receivedAt);
     if (!outcome) {
       this.logger.warn({ deviceId }, 'hello from an unknown or revoked device ignored');
       return;
@@ -119,27 +97,40 @@ export class DeviceLivenessService implements OnApplicationBootstrap, OnModuleDe
     this.logger.info({ deviceId, sessionId: hello.sessionId, agentVersion: hello.agentVersion }, 'device hello');
     this.emitStatus(deviceId, first ? this.returned(outcome.previous) : outcome.previous, outcome.next, receivedAt);
     if (outcome.fields.length > 0) this.events.emit('device.updated', { deviceId, fields: outcome.fields });
-    await this.outbox.onHello(deviceId, hello.outbox.lastSeq, hello.sessionId);
+    await this.outbox.onHello(deviceId, hello.outbox.lastSeq, hello.sessionId, outcome.cursor);
   }
 
   /** [P-3.2] online/draining adopt the message's session; an offline counts only for the current session. */
   async status(deviceId: string, status: Status, receivedAt: number): Promise<void> {
-    const current = await this.current(deviceId);
-    if (!current || current.status === 'revoked') return;
+    const known = this.known.get(deviceId);
+    if (known?.status === 'revoked') return;
     if (status.state === 'offline') {
-      if (current.sessionId !== null && current.sessionId !== status.sessionId) {
-        this.stats.staleStatuses += 1;
-        this.logger.debug({ deviceId, sessionId: status.sessionId, current: current.sessionId }, 'offline of an older session ignored');
+      if (known && known.sessionId !== null && known.sessionId !== status.sessionId) {
+        this.staleOffline(deviceId, status.sessionId, known.sessionId);
         return;
       }
-      await this.apply(deviceId, 'offline', status.reason ?? 'shutdown', { guard: (row) => row.sessionId === current.sessionId });
+      // Not known yet: the same judgement against the stored row, in the batch (no read of its own).
+      const guard = known
+        ? (row: DeviceRow) => row.sessionId === known.sessionId
+        : (row: DeviceRow) => {
+            const current = row.sessionId === null || row.sessionId === status.sessionId;
+            if (!current) this.staleOffline(deviceId, status.sessionId, row.sessionId);
+            return current;
+          };
+      await this.apply(deviceId, 'offline', status.reason ?? 'shutdown', { guard });
       return;
     }
     const first = this.presence.noteHeard(deviceId);
     await this.apply(deviceId, status.state, status.reason ?? (status.state === 'draining' ? 'drain' : 'startup'), {
-      data: { sessionId: status.sessionId, lastSeenAt: new Date(receivedAt) },
+      sessionId: status.sessionId,
+      lastSeenAt: new Date(receivedAt),
       ...(first ? { previous: (row: DeviceStatus) => this.returned(row) } : {}),
     });
+  }
+
+  private staleOffline(deviceId: string, sessionId: string, current: string | null): void {
+    this.stats.staleStatuses += 1;
+    this.logger.debug({ deviceId, sessionId, current }, 'offline of an older session ignored');
   }
 
   /** The previous status of a device's first message to this process: it was reconnecting if stored as connected. */
@@ -155,14 +146,15 @@ export class DeviceLivenessService implements OnApplicationBootstrap, OnModuleDe
   disconnected(clientId: string, reason: 'closed' | 'keepalive-timeout'): void {
     if (!isValidDeviceId(clientId)) return;
     const sessionAtEnd = this.known.get(clientId)?.sessionId;
+    const connected = (status: DeviceStatus) => status === 'online' || status === 'draining';
     this.later(this.settings.disconnectSettleMs, () =>
       this.queue.post(clientId, 'disconnect handling', async () => {
         if (this.broker.isConnected(clientId)) return;
-        const current = await this.current(clientId);
-        if (!current || (current.status !== 'online' && current.status !== 'draining')) return;
-        if (sessionAtEnd !== undefined && current.sessionId !== sessionAtEnd) return; // a newer session began
+        const known = this.known.get(clientId);
+        if (known && (!connected(known.status) || (sessionAtEnd !== undefined && known.sessionId !== sessionAtEnd))) return; // a newer session began
         await this.apply(clientId, 'offline', reason === 'keepalive-timeout' ? 'keepalive-timeout' : 'disconnected', {
-          guard: (row) => row.sessionId === current.sessionId,
+          // judged against the stored row when this process does not know the device yet
+          guard: (row) => connected(row.status) && (known ? row.sessionId === known.sessionId : sessionAtEnd === undefined || row.sessionId === sessionAtEnd),
         });
       }),
     );
@@ -201,7 +193,7 @@ export class DeviceLivenessService implements OnApplicationBootstrap, OnModuleDe
     );
     try {
       await Promise.all(entered);
-      const expired = await retryTransactionStart(() =>
+      const expired = await retryTransient(() =>
         this.db.prisma.$transaction(async (tx) => {
           const changed: { id: string; previous: DeviceStatus; sessionId: string | null }[] = [];
           for (const previous of ['online', 'draining'] as const) {
@@ -237,17 +229,6 @@ export class DeviceLivenessService implements OnApplicationBootstrap, OnModuleDe
     this.known.set(deviceId, { status, sessionId });
   }
 
-  /** The device's status and session as this process knows them (loaded once from the database). */
-  async current(deviceId: string): Promise<Known | null> {
-    const known = this.known.get(deviceId);
-    if (known) return known;
-    const row = await this.db.prisma.device.findUnique({ where: { id: deviceId }, select: { status: true, sessionId: true } });
-    if (!row) return null;
-    const loaded = { status: row.status, sessionId: row.sessionId };
-    this.known.set(deviceId, loaded);
-    return loaded;
-  }
-
   /** Sets a status (with history and event) unless the device is revoked or `guard` rejects the stored row. */
   private async apply(
     deviceId: string,
@@ -255,25 +236,20 @@ export class DeviceLivenessService implements OnApplicationBootstrap, OnModuleDe
     reason: StatusReason,
     options: {
       guard?: (row: DeviceRow) => boolean;
-      data?: Prisma.DeviceUpdateInput;
+      sessionId?: string;
+      lastSeenAt?: Date;
       /** the previous status the event names (e.g. `reconnecting` rather than the stored one) */
       previous?: (stored: DeviceStatus) => PresenceStatus;
     } = {},
   ): Promise<boolean> {
-    const outcome = await this.db.prisma.$transaction(async (tx) => {
-      const row = await tx.device.findUnique({ where: { id: deviceId }, select: { status: true, sessionId: true, lastSeenAt: true } });
-      if (!row || row.status === 'revoked') return null;
-      if (options.guard && !options.guard(row)) return null;
-      if (row.status !== next || options.data) {
-        await tx.device.update({ where: { id: deviceId }, data: { ...options.data, status: next } });
-      }
-      if (row.status !== next) await tx.deviceStatusChange.create({ data: { deviceId, status: next, previous: row.status, reason } });
-      return { previous: row.status, sessionId: (options.data?.sessionId as string | undefined) ?? row.sessionId };
-    });
+    const { previous: namePrevious, ...write } = options;
+    const outcome = await this.writes.status(deviceId, { next, reason, ...write });
     if (!outcome) return false;
-    this.known.set(deviceId, { status: next, sessionId: outcome.sessionId });
+    // what the row says now, also when the guard refused: later messages are judged against it
+    this.known.set(deviceId, { status: outcome.status, sessionId: outcome.sessionId });
+    if (!outcome.applied) return false;
     if (outcome.previous !== next) this.logger.info({ deviceId, status: next, previous: outcome.previous, reason }, 'device status changed');
-    this.emitStatus(deviceId, options.previous?.(outcome.previous) ?? outcome.previous, next, Date.now());
+    this.emitStatus(deviceId, namePrevious?.(outcome.previous) ?? outcome.previous, next, Date.now());
     return outcome.previous !== next;
   }
 
@@ -291,16 +267,4 @@ export class DeviceLivenessService implements OnApplicationBootstrap, OnModuleDe
     timer.unref();
     this.timers.add(timer);
   }
-}
-
-/** Agent-local labels [P-3.1] fill keys the control plane does not set; returns the merged labels when they changed. */
-function mergeAgentLabels(labels: Record<string, string>, agent: Record<string, string> | undefined): Record<string, string> | null {
-  if (!agent) return null;
-  let merged: Record<string, string> | null = null;
-  for (const [key, value] of Object.entries(agent)) {
-    if (key in labels || !LABEL_KEY.test(key) || value.length > 128) continue;
-    merged ??= { ...labels };
-    merged[key] = value;
-  }
-  return merged;
 }

@@ -11,6 +11,7 @@ import { REGISTRY_SETTINGS, type RegistrySettings } from './device-ingest.settin
 import { TelemetryCache } from './telemetry-cache.js';
 import { RollupAccumulator, rollupUpsertSql } from './telemetry-rollups.js';
 import { chunkRows, chunkedStatements } from '../../platform/database/bulk.js';
+import { isTransientDatabaseError, retryTransient } from '../../platform/database/retry.js';
 
 type Entry =
   | { kind: 'telemetry'; seq: number; value: Telemetry; receivedAt: number }
@@ -141,26 +142,40 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
   /**
    * [P-1.6][P-4.2][P-4.4] After a hello: load the device's cursor, reset it when the agent's lastSeq is below it (the
    * agent lost its outbox), and always publish an ack with the current value so an agent whose ack was lost learns it.
+   * `stored` is the cursor the hello's own (batched) write read: then the usual case needs no database round trip and
+   * does not wait behind flushes (issue 11, cause 2); only a reset, which must not interleave with a flush, queues
+   * on the flush chain.
    */
-  onHello(deviceId: string, lastSeq: number, sessionId?: string): Promise<number> {
+  onHello(deviceId: string, lastSeq: number, sessionId?: string, stored?: number): Promise<number> {
+    if (stored !== undefined) {
+      // a flush that committed since the hello's read moved the cursor on: the higher one is stored
+      const acked = Math.max(stored, this.acked.get(deviceId) ?? 0);
+      if (lastSeq >= acked) {
+        this.acked.set(deviceId, acked);
+        this.publishAck(deviceId, sessionId);
+        return Promise.resolve(acked);
+      }
+    }
     return this.exclusive(async () => {
       const cursor = await this.db.prisma.deviceOutboxCursor.findUnique({ where: { deviceId } });
       let acked = Number(cursor?.lastAckedSeq ?? 0n);
       if (lastSeq < acked) {
-        await this.db.prisma.$transaction(async (tx) => {
-          await tx.deviceOutboxCursor.update({ where: { deviceId }, data: { lastAckedSeq: BigInt(lastSeq) } });
-          await tx.deviceEvent.create({
-            data: {
-              deviceId,
-              seq: null,
-              at: new Date(),
-              level: 'warn',
-              code: 'OUTBOX_RESET',
-              message: `agent outbox restarted at seq ${lastSeq}, below the acknowledged seq ${acked}`,
-              details: { lastSeq, ackedSeq: acked },
-            },
-          });
-        });
+        await retryTransient(() =>
+          this.db.prisma.$transaction(async (tx) => {
+            await tx.deviceOutboxCursor.update({ where: { deviceId }, data: { lastAckedSeq: BigInt(lastSeq) } });
+            await tx.deviceEvent.create({
+              data: {
+                deviceId,
+                seq: null,
+                at: new Date(),
+                level: 'warn',
+                code: 'OUTBOX_RESET',
+                message: `agent outbox restarted at seq ${lastSeq}, below the acknowledged seq ${acked}`,
+                details: { lastSeq, ackedSeq: acked },
+              },
+            });
+          }),
+        );
         // Buffered entries came from the lost store; their seqs now mean something else.
         this.buffered -= this.buffer.get(deviceId)?.size ?? 0;
         this.heldCount -= this.held.get(deviceId)?.size ?? 0;
@@ -218,25 +233,10 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
     this.stats.buffered = this.heldCount;
     const started = Date.now();
     if (this.settings.testCommitHoldMs > 0) await this.holdForTest(batch);
-    let committed: Map<string, DeviceCommit>;
-    try {
-      committed = await this.db.prisma.$transaction((tx) => this.write(tx, batch));
-    } catch (error) {
-      // One bad device must not hold back the others: retry device by device.
-      this.stats.flushFailures += 1;
-      this.logger.error({ err: error, devices: batch.size }, 'outbox flush failed; retrying per device');
-      committed = new Map();
-      for (const [deviceId, entries] of batch) {
-        try {
-          const one = await this.db.prisma.$transaction((tx) => this.write(tx, new Map([[deviceId, entries]])));
-          for (const [id, commit] of one) committed.set(id, commit);
-        } catch (deviceError) {
-          this.stats.flushFailures += 1;
-          // Not acknowledged: the agent keeps the entries; the next ack asks for them again [P-4.3].
-          this.resendWanted.add(deviceId);
-          this.logger.error({ err: deviceError, deviceId, entries: entries.size }, 'outbox entries of a device could not be stored');
-        }
-      }
+    // Bounded transactions: a buffer grown past one (a storm, a slow database) is written in several, in turn.
+    const committed = new Map<string, DeviceCommit>();
+    for (const part of splitBatch(batch, this.settings.flushTransactionEntries)) {
+      for (const [deviceId, commit] of await this.writePart(part)) committed.set(deviceId, commit);
     }
     const now = Date.now();
     this.stats.flushes += 1;
@@ -268,6 +268,39 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
     this.stats.lastFlushLagMs = lag;
     this.stats.buffered = this.buffered + this.heldCount;
     for (const deviceId of this.resendWanted) this.scheduleAck(deviceId);
+  }
+
+  /** One transaction (retried on transient errors); on any other failure device by device, so one cannot block the rest. */
+  private async writePart(part: Map<string, Map<number, Buffered>>): Promise<Map<string, DeviceCommit>> {
+    const write = (entries: Map<string, Map<number, Buffered>>) =>
+      retryTransient(() => this.db.prisma.$transaction((tx) => this.write(tx, entries), { timeout: 60_000 }), {
+        onRetry: (error, attempt) => this.logger.warn({ err: error, attempt, devices: entries.size }, 'outbox flush could not be committed; retrying'),
+      });
+    try {
+      return await write(part);
+    } catch (error) {
+      this.stats.flushFailures += 1;
+      if (isTransientDatabaseError(error)) {
+        // The database is busy or away: nothing was stored, nothing acknowledged; the agents resend [P-4.3].
+        for (const deviceId of part.keys()) this.resendWanted.add(deviceId);
+        this.logger.error({ err: error, devices: part.size }, 'outbox flush not stored (database busy or away); the devices are asked to resend');
+        return new Map();
+      }
+      this.logger.error({ err: error, devices: part.size }, 'outbox flush failed; retrying per device');
+      const committed = new Map<string, DeviceCommit>();
+      for (const [deviceId, entries] of part) {
+        try {
+          const one = await write(new Map([[deviceId, entries]]));
+          for (const [id, commit] of one) committed.set(id, commit);
+        } catch (deviceError) {
+          this.stats.flushFailures += 1;
+          // Not acknowledged: the agent keeps the entries; the next ack asks for them again [P-4.3].
+          this.resendWanted.add(deviceId);
+          this.logger.error({ err: deviceError, deviceId, entries: entries.size }, 'outbox entries of a device could not be stored');
+        }
+      }
+      return committed;
+    }
   }
 
   private hold(deviceId: string, waiting: readonly Buffered[]): void {
@@ -398,6 +431,24 @@ export class OutboxIngestService implements OnModuleInit, OnModuleDestroy, OnApp
       .publish(topics.outboxAck(deviceId), encode('outboxAck', { v: 1, upToSeq, ts, ...(resend ? { resend } : {}), ...(sessionId ? { sessionId } : {}) }), { qos: 1 })
       .catch((error: unknown) => this.logger.warn({ err: error, deviceId }, 'outbox ack not published'));
   }
+}
+
+/** Splits a flush's batch into parts of at most `limit` entries (a device's entries stay together). */
+function splitBatch(batch: Map<string, Map<number, Buffered>>, limit: number): Map<string, Map<number, Buffered>>[] {
+  const parts: Map<string, Map<number, Buffered>>[] = [];
+  let part = new Map<string, Map<number, Buffered>>();
+  let size = 0;
+  for (const [deviceId, entries] of batch) {
+    if (size > 0 && size + entries.size > limit) {
+      parts.push(part);
+      part = new Map();
+      size = 0;
+    }
+    part.set(deviceId, entries);
+    size += entries.size;
+  }
+  if (size > 0) parts.push(part);
+  return parts;
 }
 
 function eventRow(deviceId: string, event: DeviceEvent): Prisma.DeviceEventCreateManyInput {
