@@ -1,5 +1,5 @@
 import { Inject, Injectable, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
-import { encode, topics, type ScheduleRunView } from '@flotilla/protocol';
+import { encode, topics, type ScheduleRunView, type SchedulerCounters } from '@flotilla/protocol';
 import type { Logger } from 'pino';
 import { BROKER, DATABASE, LOGGER } from '../../platform/tokens.js';
 import type { EmbeddedBroker } from '../../platform/broker/embedded-broker.js';
@@ -41,6 +41,7 @@ export class PlacementService implements OnApplicationBootstrap, OnModuleDestroy
   /** device/model pairs that failed, until when they are avoided */
   private readonly failures = new Map<string, { deviceId: string; modelId: string; until: number }>();
   private last: ScheduleRun | undefined;
+  private readonly counts: SchedulerCounters = { runs: 0, indexLoads: 0, republishPasses: 0, republished: 0 };
 
   constructor(
     @Inject(DATABASE) private readonly db: Database,
@@ -90,6 +91,11 @@ export class PlacementService implements OnApplicationBootstrap, OnModuleDestroy
     return this.last;
   }
 
+  /** What the scheduler did since start (`GET /api/v1/scheduler`). */
+  counters(): SchedulerCounters {
+    return { ...this.counts };
+  }
+
   /** The last plan's view of one deployment. */
   deploymentStatus(deploymentId: string): DeploymentPlan | undefined {
     return this.last?.deployments.find((d) => d.deploymentId === deploymentId);
@@ -130,6 +136,8 @@ export class PlacementService implements OnApplicationBootstrap, OnModuleDestroy
 
   private async runOnce(): Promise<ScheduleRun> {
     const started = Date.now();
+    this.counts.runs += 1;
+    this.counts.indexLoads += 1;
     const [deployments, models, devices, placements, states] = await snapshotQueries(this.db.prisma);
     const modelsById = new Map(models.map((m) => [m.id, m]));
     const modelsByName = new Map(models.map((m) => [m.name, m]));
@@ -252,6 +260,8 @@ export class PlacementService implements OnApplicationBootstrap, OnModuleDestroy
       const rows = await this.db.prisma.placement.findMany({ where: { deviceId }, include: { model: true } });
       const models = new Map(rows.map((r) => [r.modelId, r.model]));
       await this.publish(deviceId, device.desiredVersion, rows.map(toPlannerPlacement), models, device.limits);
+      this.counts.republishPasses += 1;
+      this.counts.republished += 1;
     } catch (error) {
       this.logger.warn({ err: error, deviceId }, 'republishing the desired state failed');
     }

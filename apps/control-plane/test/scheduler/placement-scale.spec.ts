@@ -1,0 +1,128 @@
+import { randomUUID } from 'node:crypto';
+import { decode, topics, DeploymentSchema, ModelSchema, SchedulerStatusSchema, type SchedulerCounters } from '@flotilla/protocol';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { DevicePresence } from '../../src/devices/ingest/device-presence.js';
+import { FleetEvents } from '../../src/platform/events/fleet-events.js';
+import { chunkRows } from '../../src/platform/database/bulk.js';
+import { apiOk } from '../support/contract.js';
+import { startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
+import { describeBackends } from '../support/databases.js';
+import { pollUntil } from '../support/poll.js';
+import { GiB, adminToken, modelBody } from './support.js';
+
+/** Issue 11, cause 5: placement at fleet scale. 5,000 devices on both databases. */
+const FLEET = 5000;
+const BURST = 500;
+const DEPLOYMENTS = 100;
+const MODELS = 20;
+
+describeBackends('placement at fleet scale', (backend) => {
+  let t: TestControlPlane;
+  let token: string;
+  /** every desired state the broker delivered, by device: [version, model names, when] */
+  const desired = new Map<string, { version: number; models: string[]; at: number }[]>();
+  let unsubscribe: (() => Promise<void>) | undefined;
+
+  beforeAll(async () => {
+    // no periodic run: every run counted below has a cause
+    t = await startTestControlPlane(backend, { FLOTILLA_SCHEDULER_INTERVAL_S: '3600' });
+    token = await adminToken(t.cp, t.isolated.dataDir);
+    // a subscriber on every device's desired-state topic, on the real broker
+    unsubscribe = await t.cp.broker.subscribe(topics.allDevices.desired, ({ topic, payload }) => {
+      const deviceId = topic.split('/')[3] ?? '';
+      const decoded = decode('desired', payload);
+      if (!decoded.ok) return;
+      const list = desired.get(deviceId) ?? [];
+      list.push({ version: decoded.value.version, models: decoded.value.models.map((m) => m.name), at: Date.now() });
+      desired.set(deviceId, list);
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    await unsubscribe?.();
+    await t?.dispose();
+  });
+
+  /** Devices written straight to the database in chunks, online, with room for many models; heard by this process. */
+  async function seedDevices(n: number, prefix: string): Promise<string[]> {
+    const hardware = { memory: { totalBytes: 16 * GiB }, disk: { freeBytes: 500 * GiB }, gpus: [] };
+    const rows = Array.from({ length: n }, (_, i) => ({ id: randomUUID(), name: `${prefix}-${i}`, status: 'online' as const, hardware, lastSeenAt: new Date() }));
+    for (const chunk of chunkRows(rows, 5)) await t.cp.database.prisma.device.createMany({ data: chunk });
+    const presence = t.cp.app.get(DevicePresence);
+    for (const row of rows) presence.noteHeard(row.id);
+    // the scheduler learns about rows written behind its back when asked to run
+    await apiOk(SchedulerStatusSchema, t.cp, '/api/v1/scheduler/run', { token, method: 'POST' });
+    return rows.map((r) => r.id);
+  }
+
+  const counters = async (): Promise<SchedulerCounters> => (await apiOk(SchedulerStatusSchema, t.cp, '/api/v1/scheduler', { token })).body.counters;
+
+  it('a burst of online events is coalesced into one planning run and one republish pass of the current versions', async () => {
+    const ids = await seedDevices(BURST, 'burst');
+    const model = modelBody('burst-model');
+    expect((await apiOk(ModelSchema, t.cp, '/api/v1/models', { token, body: model })).status).toBe(201);
+    expect((await apiOk(DeploymentSchema, t.cp, '/api/v1/deployments', { token, body: { name: 'burst', model: model.name, replicas: 20 } })).status).toBe(201);
+    const holders = await pollUntil(async () => {
+      const rows = await t.cp.database.prisma.device.findMany({ where: { id: { in: ids }, desiredVersion: { gt: 0 } }, select: { id: true, desiredVersion: true } });
+      return rows.length === 20 && rows.every((r) => desired.get(r.id)?.at(-1)?.version === r.desiredVersion) ? rows : undefined;
+    }, { timeoutMs: 30_000, what: '20 replicas placed and published' });
+    const before = await counters();
+    for (const list of desired.values()) list.length = 0;
+
+    // The devices come back over ~half a second, as after a broker restart: 25 groups of 20, 10 ms apart.
+    const events = t.cp.app.get(FleetEvents);
+    for (let group = 0; group < BURST / 20; group++) {
+      for (const id of ids.slice(group * 20, group * 20 + 20)) events.emit('device.status', { deviceId: id, status: 'online', previous: 'offline', at: new Date().toISOString() });
+      await new Promise((r) => setTimeout(r, 10));
+    }
+
+    const after = await pollUntil(async () => {
+      const c = await counters();
+      return c.republished - before.republished >= holders.length && c.runs > before.runs ? c : undefined;
+    }, { timeoutMs: 30_000, what: 'the republish of every placed device' });
+    expect({ runs: after.runs - before.runs, republishPasses: after.republishPasses - before.republishPasses, republished: after.republished - before.republished }).toEqual({
+      runs: 1,
+      republishPasses: 1,
+      republished: holders.length,
+    });
+    // each device with a desired state got it once more, same version; the others nothing
+    for (const h of holders) expect(desired.get(h.id)?.map((d) => d.version)).toEqual([h.desiredVersion]);
+    expect([...desired.entries()].filter(([, list]) => list.length > 0).length).toBe(holders.length);
+    expect((await apiOk(DeploymentSchema, t.cp, '/api/v1/deployments/burst', { token, method: 'DELETE' })).status).toBe(200);
+  }, 60_000);
+
+  it(`100 deployments over ${FLEET} devices: every replica's desired state published soon after the last create`, async () => {
+    const ids = new Set(await seedDevices(FLEET, 'fleet'));
+    for (let m = 0; m < MODELS; m++) expect((await apiOk(ModelSchema, t.cp, '/api/v1/models', { token, body: modelBody(`scale-${m}`) })).status).toBe(201);
+    for (const list of desired.values()) list.length = 0;
+    let wanted = 0;
+    let lastCreate = 0;
+    for (let d = 0; d < DEPLOYMENTS; d++) {
+      const replicas = 1 + (d % 12);
+      wanted += replicas;
+      const body = { name: `scale-${d}`, model: `scale-${d % MODELS}`, replicas };
+      expect((await apiOk(DeploymentSchema, t.cp, '/api/v1/deployments', { token, body })).status).toBe(201);
+      lastCreate = Date.now();
+    }
+    // delivered: the newest desired state of the fleet's devices names `wanted` replicas in all
+    const delivered = () => {
+      let count = 0;
+      let at = 0;
+      for (const [deviceId, list] of desired) {
+        const latest = list.at(-1);
+        if (!ids.has(deviceId) || !latest) continue;
+        count += latest.models.length;
+        at = Math.max(at, latest.at);
+      }
+      return count === wanted ? at : undefined;
+    };
+    const doneAt = await pollUntil(delivered, { timeoutMs: 120_000, intervalMs: 100, what: `${wanted} replicas delivered` });
+    const ms = doneAt - lastCreate;
+    console.log(`[placement-scale ${backend}] ${wanted} replicas of ${DEPLOYMENTS} deployments over ${FLEET} devices delivered ${ms} ms after the last create`);
+    // what was delivered is what is stored
+    const placements = await t.cp.database.prisma.placement.findMany({ where: { deviceId: { in: [...ids] } }, include: { model: { select: { name: true } } } });
+    expect(placements.length).toBe(wanted);
+    for (const p of placements) expect(desired.get(p.deviceId)?.at(-1)?.models).toContain(p.model.name);
+    expect(ms).toBeLessThan(30_000);
+  }, 180_000);
+});
