@@ -46,8 +46,9 @@ describeBackends('placement at fleet scale', (backend) => {
   /** Devices written straight to the database in chunks, online, with room for many models; heard by this process. */
   async function seedDevices(n: number, prefix: string): Promise<string[]> {
     const hardware = { memory: { totalBytes: 16 * GiB }, disk: { freeBytes: 500 * GiB }, gpus: [] };
-    const rows = Array.from({ length: n }, (_, i) => ({ id: randomUUID(), name: `${prefix}-${i}`, status: 'online' as const, hardware, lastSeenAt: new Date() }));
-    for (const chunk of chunkRows(rows, 5)) await t.cp.database.prisma.device.createMany({ data: chunk });
+    const labels = { fleet: prefix };
+    const rows = Array.from({ length: n }, (_, i) => ({ id: randomUUID(), name: `${prefix}-${i}`, labels, status: 'online' as const, hardware, lastSeenAt: new Date() }));
+    for (const chunk of chunkRows(rows, 6)) await t.cp.database.prisma.device.createMany({ data: chunk });
     const presence = t.cp.app.get(DevicePresence);
     for (const row of rows) presence.noteHeard(row.id);
     // the scheduler learns about rows written behind its back when asked to run
@@ -61,7 +62,7 @@ describeBackends('placement at fleet scale', (backend) => {
     const ids = await seedDevices(BURST, 'burst');
     const model = modelBody('burst-model');
     expect((await apiOk(ModelSchema, t.cp, '/api/v1/models', { token, body: model })).status).toBe(201);
-    expect((await apiOk(DeploymentSchema, t.cp, '/api/v1/deployments', { token, body: { name: 'burst', model: model.name, replicas: 20 } })).status).toBe(201);
+    expect((await apiOk(DeploymentSchema, t.cp, '/api/v1/deployments', { token, body: { name: 'burst', model: model.name, replicas: 20, labelSelector: { fleet: 'burst' } } })).status).toBe(201);
     const holders = await pollUntil(async () => {
       const rows = await t.cp.database.prisma.device.findMany({ where: { id: { in: ids }, desiredVersion: { gt: 0 } }, select: { id: true, desiredVersion: true } });
       return rows.length === 20 && rows.every((r) => desired.get(r.id)?.at(-1)?.version === r.desiredVersion) ? rows : undefined;
@@ -100,7 +101,7 @@ describeBackends('placement at fleet scale', (backend) => {
     for (let d = 0; d < DEPLOYMENTS; d++) {
       const replicas = 1 + (d % 12);
       wanted += replicas;
-      const body = { name: `scale-${d}`, model: `scale-${d % MODELS}`, replicas };
+      const body = { name: `scale-${d}`, model: `scale-${d % MODELS}`, replicas, labelSelector: { fleet: 'fleet' } };
       expect((await apiOk(DeploymentSchema, t.cp, '/api/v1/deployments', { token, body })).status).toBe(201);
       lastCreate = Date.now();
     }
