@@ -151,3 +151,37 @@ describeBackends('placement at fleet scale', (backend) => {
     expect(ms).toBeLessThan(5000);
   }, 180_000);
 });
+
+describeBackends('the scheduler index and rows written without an event', (backend) => {
+  let t: TestControlPlane;
+  let token: string;
+
+  beforeAll(async () => {
+    // a resync every second; the periodic check every half second
+    t = await startTestControlPlane(backend, { FLOTILLA_SCHEDULER_RESYNC_S: '1', FLOTILLA_SCHEDULER_INTERVAL_S: '0.5' });
+    token = await adminToken(t.cp, t.isolated.dataDir);
+  }, 60_000);
+  afterAll(() => t?.dispose());
+
+  it('sees devices written straight to the database at the next resync, and places on them', async () => {
+    const model = modelBody('quiet-model');
+    expect((await apiOk(ModelSchema, t.cp, '/api/v1/models', { token, body: model })).status).toBe(201);
+    expect((await apiOk(DeploymentSchema, t.cp, '/api/v1/deployments', { token, body: { name: 'quiet', model: model.name, replicas: 3, labelSelector: { fleet: 'quiet' } } })).status).toBe(201);
+    const before = (await apiOk(SchedulerStatusSchema, t.cp, '/api/v1/scheduler', { token })).body.counters;
+    const hardware = { memory: { totalBytes: 16 * GiB }, disk: { freeBytes: 500 * GiB }, gpus: [] };
+    const ids = [randomUUID(), randomUUID(), randomUUID()];
+    // no event announces these rows (as if another tool wrote them)
+    await t.cp.database.prisma.device.createMany({
+      data: ids.map((id, i) => ({ id, name: `quiet-${i}`, labels: { fleet: 'quiet' }, status: 'online' as const, hardware, lastSeenAt: new Date() })),
+    });
+    const presence = t.cp.app.get(DevicePresence);
+    for (const id of ids) presence.noteHeard(id);
+    const placed = await pollUntil(async () => {
+      const rows = await t.cp.database.prisma.placement.findMany({ where: { deviceId: { in: ids } } });
+      return rows.length === 3 ? rows : undefined;
+    }, { timeoutMs: 20_000, what: 'replicas on the devices written behind the scheduler\'s back' });
+    expect(placed.map((p) => p.deviceId).sort()).toEqual([...ids].sort());
+    const after = (await apiOk(SchedulerStatusSchema, t.cp, '/api/v1/scheduler', { token })).body.counters;
+    expect(after.indexLoads).toBeGreaterThan(before.indexLoads);
+  }, 60_000);
+});
