@@ -169,7 +169,9 @@ export class PlacementService implements OnApplicationBootstrap, OnModuleDestroy
     try {
       run = await this.planIfChanged(force, bumped);
     } catch (error) {
-      // Usually a concurrent change (a deployment deleted meanwhile): the next run sees the new state.
+      // Usually a concurrent change (a deployment deleted meanwhile): the next run sees the new state, and plans
+      // even if nothing else moved.
+      this.plannedGeneration = -1;
       this.logger.warn({ err: error }, 'placement run failed; retrying');
       this.trigger(1000);
       if (force) throw error;
