@@ -54,6 +54,15 @@ export const ScheduleRunSchema = z.strictObject({
 });
 export type ScheduleRunView = z.infer<typeof ScheduleRunSchema>;
 
+/** What the scheduler has done since this control plane started: how often it planned, loaded and republished. */
+export const SchedulerCountersSchema = z.strictObject({
+  runs: z.int().min(0).describe('planning runs (a periodic tick with nothing changed is not a run)'),
+  indexLoads: z.int().min(0).describe('full loads of the fleet (every device, placement and model state) from the database'),
+  republishPasses: z.int().min(0).describe("passes that published devices' current desired states again after they came online"),
+  republished: z.int().min(0).describe('desired states published again, same version'),
+});
+export type SchedulerCounters = z.infer<typeof SchedulerCountersSchema>;
+
 /** `GET /api/v1/scheduler` and `POST /api/v1/scheduler/run` answer: the last run, null before the first. */
-export const SchedulerStatusSchema = z.strictObject({ lastRun: ScheduleRunSchema.nullable() });
+export const SchedulerStatusSchema = z.strictObject({ lastRun: ScheduleRunSchema.nullable(), counters: SchedulerCountersSchema });
 export type SchedulerStatus = z.infer<typeof SchedulerStatusSchema>;

@@ -19,6 +19,7 @@ export type FleetSnapshot = Awaited<ReturnType<typeof snapshotQueries>>;
 export type SnapshotModel = FleetSnapshot[1][number];
 export type SnapshotDevice = FleetSnapshot[2][number];
 export type SnapshotPlacement = FleetSnapshot[3][number];
+export type SnapshotState = FleetSnapshot[4][number];
 
 // The hardware column holds the hello's inventory (the registry adds `modelsOnDisk`) or the enrollment's. Read
 // leniently: a device that reported nothing usable simply gets nothing placed.
@@ -51,7 +52,8 @@ export function toPlannerDeployment(d: FleetSnapshot[0][number]): PlannerDeploym
   };
 }
 
-export function toPlannerDevice(d: SnapshotDevice, states: FleetSnapshot[4], models: Map<string, SnapshotModel>): PlannerDevice {
+/** `states`: the device's own model states (other devices' are skipped, but callers index them by device). */
+export function toPlannerDevice(d: SnapshotDevice, states: readonly SnapshotState[], models: Map<string, SnapshotModel>): PlannerDevice {
   const hw = StoredHardware.safeParse(d.hardware);
   const limits = deviceLimits(d.limits);
   const cached = new Set<string>();

@@ -72,7 +72,7 @@ export class PlacementController {
   @Get('scheduler')
   @ApiDoc({ summary: "The scheduler's last run: what it changed, each deployment's placement status", tags: ['placements'], response: SchedulerStatusSchema })
   status(): SchedulerStatus {
-    return { lastRun: this.scheduler.lastRun() ?? null };
+    return { lastRun: this.scheduler.lastRun() ?? null, counters: this.scheduler.counters() };
   }
 
   /** Plans now instead of waiting for the next event or period. */
@@ -81,6 +81,7 @@ export class PlacementController {
   @HttpCode(200)
   @ApiDoc({ summary: 'Run the scheduler now (it also runs on fleet events and periodically)', tags: ['placements'], response: SchedulerStatusSchema })
   async run(): Promise<SchedulerStatus> {
-    return { lastRun: (await this.scheduler.runNow()) ?? null };
+    const lastRun = (await this.scheduler.runNow()) ?? null;
+    return { lastRun, counters: this.scheduler.counters() };
   }
 }

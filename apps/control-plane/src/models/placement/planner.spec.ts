@@ -290,4 +290,33 @@ describe('planPlacements', () => {
       expect(step2.placements.map((p) => `${p.deviceId}:${p.modelId}`)).toEqual(['dev-1:nnn', 'dev-2:nnn']);
     });
   });
+  it('places many replicas in one run exactly where adding them one run at a time would', () => {
+    // A mixed fleet: some devices hold a file, some have a GPU, memory differs; three deployments share it.
+    const models = [model('aaa'), model('bbb', { memoryBytes: 2 * GiB }), model('ccc', { memoryBytes: 3 * GiB })];
+    const devices = Array.from({ length: 40 }, (_, i) =>
+      device(`dev-${String(i).padStart(2, '0')}`, {
+        memory: (4 + (i % 5) * 2) * GiB,
+        vram: i % 7 === 0 ? 8 * GiB : 0,
+        cachedSha256: i % 6 === 0 ? [models[1]?.sha256 ?? ''] : [],
+      }),
+    );
+    const wanted = { a: 9, b: 12, c: 7 };
+    const deployments = (replicas: { a: number; b: number; c: number }) => [
+      deployment('a', 'aaa', { replicas: replicas.a }),
+      deployment('b', 'bbb', { replicas: replicas.b, accelerator: 'preferred' }),
+      deployment('c', 'ccc', { replicas: replicas.c }),
+    ];
+    const atOnce = plan({ models, devices, deployments: deployments(wanted) });
+    // One more replica per run, deployments in the order a run fills them (by name).
+    let placements: PlannerPlacement[] = [];
+    const step = { a: 0, b: 0, c: 0 };
+    for (const k of ['a', 'b', 'c'] as const) {
+      while (step[k] < wanted[k]) {
+        step[k] += 1;
+        placements = plan({ models, devices, deployments: deployments(step), placements }).placements;
+      }
+    }
+    expect(atOnce.placements.length).toBe(28);
+    for (const id of ['aaa', 'bbb', 'ccc']) expect(where(atOnce.placements, id)).toEqual(where(placements, id));
+  });
 });

@@ -257,24 +257,21 @@ export function planPlacements(input: PlanInput): PlanResult {
     }
   }
 
-  // 4. New replicas fill the gaps.
+  // 4. New replicas fill the gaps. Placing a replica changes only its own device's budget, and that device then holds
+  //    the model (no longer a candidate for this deployment): one pass ranks the candidates and the best ones are
+  //    taken in order, which is what picking the best, placing, and looking again would give.
   const statuses: DeploymentPlan[] = [];
   for (const w of work) {
     const { deployment, model } = w;
     let reasons: Partial<Record<UnplacedReason, number>> = {};
     while (model && w.current.length < deployment.replicas) {
-      // One pass for the best candidate (a full sort per replica is too slow on large fleets).
-      let best: DeviceBudget | undefined;
-      for (const b of alloc.budgets.values()) {
-        if (alloc.problem(b, deployment, model, avoid) !== undefined) continue;
-        if (!best || rankCandidates(b, best, model, deployment) < 0) best = b;
-      }
-      if (best) {
-        const placement = replicaOn(best.device.id, deployment, model);
+      const best = bestCandidates(alloc, deployment, model, avoid, deployment.replicas - w.current.length);
+      for (const b of best) {
+        const placement = replicaOn(b.device.id, deployment, model);
         alloc.add(placement);
         w.current.push(placement);
-        continue;
       }
+      if (best.length > 0) continue;
       // No room anywhere. During a rollout with no new replica on its way, swap one old replica in place.
       if (!w.current.some((p) => !isReady(p)) && swapOne(w, alloc, avoid)) continue;
       reasons = {};
@@ -288,6 +285,20 @@ export function planPlacements(input: PlanInput): PlanResult {
   }
 
   return diff(input.placements, [...alloc.chosen.values()], statuses);
+}
+
+/** The `count` best devices for a new replica (in rank order), in one pass over the fleet: a full sort per replica is too slow on large fleets. */
+function bestCandidates(alloc: Allocation, deployment: PlannerDeployment, model: PlannerModel, avoid: Set<string>, count: number): DeviceBudget[] {
+  const top: DeviceBudget[] = [];
+  for (const b of alloc.budgets.values()) {
+    if (top.length === count && rankCandidates(b, top[count - 1] as DeviceBudget, model, deployment) >= 0) continue;
+    if (alloc.problem(b, deployment, model, avoid) !== undefined) continue;
+    let i = top.length;
+    while (i > 0 && rankCandidates(b, top[i - 1] as DeviceBudget, model, deployment) < 0) i -= 1;
+    top.splice(i, 0, b);
+    if (top.length > count) top.pop();
+  }
+  return top;
 }
 
 /** Replaces one previous-model replica by a current-model one on the same device, if that makes it fit. */
