@@ -46,7 +46,7 @@ const cleanups: (() => unknown)[] = [];
 
 beforeEach(async () => {
   target = await startTarget();
-  proxy = await TcpProxy.start({ target: { host: '127.0.0.1', port: target.port } });
+  proxy = await TcpProxy.start({ target: { host: '127.0.0.1', port: target.port }, mqtt: false });
 });
 
 afterEach(async () => {
@@ -65,6 +65,30 @@ describe('TcpProxy', () => {
     (target.sockets[0] as Socket).write('pong');
     await waitFor(() => client.data() === 'pong', 'bytes come back');
     expect(proxy.connections().map((c) => c.clientAddress)).toEqual(['127.1.2.3']);
+    // The target sees the client's address too (the proxy dials from it).
+    expect(target.sockets[0]?.remoteAddress).toBe('127.1.2.3');
+  });
+
+  it('cuts an MQTT client id, including its later connections, until healed', async () => {
+    await proxy.close();
+    proxy = await TcpProxy.start({ target: { host: '127.0.0.1', port: target.port } });
+    const connectOf = (clientId: string) => mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId, clean: false, keepalive: 5 });
+    const first = await dial(proxy.port);
+    cleanups.push(() => first.socket.destroy());
+    first.socket.write(connectOf('dev-cut'));
+    await waitFor(() => target.sockets.length === 1 && (target.received.get(target.sockets[0] as Socket) ?? '').includes('dev-cut'), 'first CONNECT forwarded');
+    proxy.cutClient('dev-cut');
+    expect(proxy.connections()[0]?.isCut).toBe(true);
+    const again = await dial(proxy.port);
+    const other = await dial(proxy.port);
+    cleanups.push(() => again.socket.destroy(), () => other.socket.destroy());
+    again.socket.write(connectOf('dev-cut'));
+    other.socket.write(connectOf('dev-ok'));
+    await waitFor(() => [...target.received.values()].some((text) => text.includes('dev-ok')), 'the other client gets through');
+    await waitFor(() => proxy.connections().some((c) => c.clientId === 'dev-cut' && c.discardedBytes > 0), 'the reconnect is blackholed');
+    expect([...target.received.values()].filter((text) => text.includes('dev-cut'))).toHaveLength(1);
+    proxy.healClient('dev-cut');
+    await waitFor(() => again.closed(), 'the connection that lost its CONNECT is reset on heal');
   });
 
   it('blackholes on cut: nothing forwarded either way, bytes discarded, the connection stays open', async () => {
@@ -157,6 +181,6 @@ describe('TcpProxy', () => {
     await waitFor(() => proxy.connections().length === 1, 'connected');
     await proxy.close();
     await waitFor(() => client.closed(), 'client closed');
-    proxy = await TcpProxy.start({ target: { host: '127.0.0.1', port: target.port } });
+    proxy = await TcpProxy.start({ target: { host: '127.0.0.1', port: target.port }, mqtt: false });
   });
 });

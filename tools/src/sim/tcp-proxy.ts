@@ -21,6 +21,16 @@ export interface TcpProxyOptions {
   port?: number;
   /** parse the forwarded bytes as MQTT 3.1.1 in both directions and report every packet */
   tap?: (packet: TappedPacket) => void;
+  /**
+   * dial the target from the client's own address when it is in 127.0.0.0/8 (default true), so the target sees the
+   * same spread of peer addresses as without the proxy
+   */
+  preserveSourceAddress?: boolean;
+  /**
+   * the traffic is MQTT (default true): each connection's CONNECT is read before anything is forwarded, so
+   * `cutClient(clientId)` can find it; set false to proxy other protocols
+   */
+  mqtt?: boolean;
 }
 
 /**
@@ -37,6 +47,10 @@ export class ProxyConnection {
   private upstreamOpen = false;
   private closed = false;
   private readonly pendingUp: Buffer[] = [];
+  /** the MQTT client id of the CONNECT sent on this connection, once seen */
+  clientId: string | undefined;
+  private sniffer: ReturnType<typeof mqttPacket.parser> | undefined;
+  private held: Buffer[] | undefined;
 
   constructor(
     readonly id: number,
@@ -99,6 +113,19 @@ export class ProxyConnection {
   }
 
   private fromClient(chunk: Buffer): void {
+    // Until the CONNECT is seen, bytes are held: a client id cut by the proxy must not get a single byte through.
+    if (this.clientId === undefined && this.proxy.sniffsClientIds) {
+      this.held ??= [];
+      this.held.push(chunk);
+      this.sniffer ??= this.makeSniffer();
+      this.sniffer.parse(chunk);
+      if (this.clientId === undefined) return;
+      this.sniffer = undefined;
+      const held = Buffer.concat(this.held);
+      this.held = undefined;
+      if (this.proxy.isClientCut(this.clientId)) this.cutHere = true;
+      chunk = held;
+    }
     if (this.isCut) {
       this.lostBytes = true;
       this.discardedBytes += chunk.length;
@@ -107,6 +134,17 @@ export class ProxyConnection {
     this.tap?.('client-to-server', chunk);
     if (this.upstreamOpen) this.upstream.write(chunk);
     else this.pendingUp.push(chunk);
+  }
+
+  private makeSniffer(): ReturnType<typeof mqttPacket.parser> {
+    const sniffer = mqttPacket.parser({ protocolVersion: 4 });
+    sniffer.on('packet', (packet: Packet) => {
+      this.clientId ??= packet.cmd === 'connect' ? packet.clientId : '';
+    });
+    sniffer.on('error', () => {
+      this.clientId ??= '';
+    });
+    return sniffer;
   }
 
   private fromServer(chunk: Buffer): void {
@@ -136,14 +174,19 @@ export class ProxyConnection {
 export class TcpProxy {
   private cutAll = false;
   private nextId = 1;
+  private readonly cutClients = new Set<string>();
   private readonly open = new Map<number, ProxyConnection>();
+
+  private sniffing: boolean;
 
   private constructor(
     private readonly server: Server,
     readonly host: string,
     readonly port: number,
     private readonly options: TcpProxyOptions,
-  ) {}
+  ) {
+    this.sniffing = options.mqtt ?? true;
+  }
 
   static start(options: TcpProxyOptions): Promise<TcpProxy> {
     const host = options.host ?? '127.0.0.1';
@@ -180,10 +223,38 @@ export class TcpProxy {
     this.cutAll = true;
   }
 
-  /** lifts the whole-proxy cut and every per-connection cut */
+  /** lifts the whole-proxy cut, every per-connection cut and every client-id cut */
   heal(): void {
     this.cutAll = false;
+    this.cutClients.clear();
     for (const connection of this.connections()) connection.heal();
+  }
+
+  /**
+   * Blackholes an MQTT client id: its open connections now, and every later connection whose CONNECT names it (so a
+   * device that reconnects stays cut off until healed). The proxy then reads each connection's CONNECT before
+   * forwarding anything.
+   */
+  cutClient(clientId: string): void {
+    if (!this.sniffing) throw new Error('cutClient needs a proxy started with mqtt: true');
+    this.cutClients.add(clientId);
+    for (const connection of this.connections()) if (connection.clientId === clientId) connection.cut();
+  }
+
+  /** lifts a client-id cut (and the cut of its connections) */
+  healClient(clientId: string): void {
+    this.cutClients.delete(clientId);
+    for (const connection of this.connections()) if (connection.clientId === clientId) connection.heal();
+  }
+
+  /** @internal */
+  isClientCut(clientId: string): boolean {
+    return this.cutClients.has(clientId);
+  }
+
+  /** @internal whether connections read their CONNECT's client id */
+  get sniffsClientIds(): boolean {
+    return this.sniffing;
   }
 
   /** stops listening and destroys every connection */
@@ -199,7 +270,9 @@ export class TcpProxy {
 
   private accept(client: Socket): void {
     const id = this.nextId++;
-    const upstream = connect({ host: this.options.target.host, port: this.options.target.port, noDelay: true });
+    const from = client.remoteAddress?.replace(/^::ffff:/, '');
+    const keepSource = (this.options.preserveSourceAddress ?? true) && from !== undefined && from.startsWith('127.');
+    const upstream = connect({ host: this.options.target.host, port: this.options.target.port, noDelay: true, ...(keepSource ? { localAddress: from } : {}) });
     const tap = this.options.tap;
     let tapper: ((direction: TapDirection, chunk: Buffer) => void) | undefined;
     if (tap) {
