@@ -1,3 +1,4 @@
+export * from './conformance.js';
 export * from './control-plane.js';
 export * from './enroll.js';
 export * from './fleet.js';
