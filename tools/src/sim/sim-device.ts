@@ -100,7 +100,12 @@ export const DEFAULT_BEHAVIOUR: SimBehaviour = {
 /** Counters a fleet aggregates over its devices (one object, shared: devices only increment). */
 export interface SimCounters {
   connects: number;
+  /** connection attempts that did not end in an accepted CONNACK (refused, timed out, closed, unreachable) */
   failedConnects: number;
+  /** of those, refused with a CONNACK return code */
+  connectsRefused: number;
+  /** of those, no CONNACK within connectTimeoutMs */
+  connectTimeouts: number;
   reconnects: number;
   connectionsLost: number;
   helloAcked: number;
@@ -120,6 +125,8 @@ export function newCounters(): SimCounters {
   return {
     connects: 0,
     failedConnects: 0,
+    connectsRefused: 0,
+    connectTimeouts: 0,
     reconnects: 0,
     connectionsLost: 0,
     helloAcked: 0,
@@ -277,6 +284,7 @@ export class SimDevice implements MqttClientHandler {
         break;
       case 'connecting':
         if (now - this.connectStartedAt >= behaviour.connectTimeoutMs) {
+          this.ctx.counters.connectTimeouts++;
           this.client.destroy();
           return;
         }
@@ -297,7 +305,10 @@ export class SimDevice implements MqttClientHandler {
   // --- MQTT client events ----------------------------------------------------------------------------------------
 
   onConnack(returnCode: number): void {
-    if (returnCode !== 0) return; // the client closes; onClose counts it as a failed connect
+    if (returnCode !== 0) {
+      this.ctx.counters.connectsRefused++;
+      return; // the client closes; onClose counts it as a failed connect
+    }
     const now = Date.now();
     this.ctx.latency.connect.record(now - this.connectStartedAt);
     this.ctx.counters.connects++;
