@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { DevicePageSchema, DeviceTelemetrySchema, type DeviceListItem } from '@flotilla/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureModel } from '../src/models/index.js';
 import { ControlPlaneProcess } from '../src/sim/control-plane.js';
 import { startSimFleet, summaryLine, type SimFleet } from '../src/sim/sim-fleet.js';
 import { makeTempDir } from './support/temp-dir.js';
@@ -60,7 +61,9 @@ describe('simulated fleet against the built control plane', () => {
     await fleet.join(DEVICES);
     const joined = await fleet.waitFor((s) => s.online === DEVICES, `${DEVICES} devices online`, 90_000);
     console.log(`[sim-fleet] ${DEVICES} enrolled and online in ${Date.now() - joinStarted} ms: ${summaryLine(joined)}`);
-    console.log(`[sim-fleet] failed connects ${joined.counters.failedConnects} (refused ${joined.counters.connectsRefused}, timed out ${joined.counters.connectTimeouts})`);
+    console.log(
+      `[sim-fleet] failed connects ${joined.counters.failedConnects} (refused ${joined.counters.connectsRefused}, timed out ${joined.counters.connectTimeouts}); latency ${JSON.stringify(joined.latency)}`,
+    );
     // Spread over 127.1.0.1..127.1.0.10, 20 devices each: the source addresses the control plane sees.
     expect(new Set(fleet.devices.map((d) => d.client.localAddress)).size).toBe(DEVICES / 20);
 
@@ -101,5 +104,28 @@ describe('simulated fleet against the built control plane', () => {
     const final = await fleet.waitFor((s) => s.online === DEVICES, 'all back online in the fleet', 90_000);
     await waitFor(async () => [...(await statusOf(fleet!.devices.map((d) => d.deviceId))).values()].every((s) => s === 'online'), 'all back online via REST', 60_000, 100);
     expect(final.counters.malformed).toBe(0);
-  }, 180_000);
+  }, 240_000);
+
+  it('serves gateway load from simulated devices (synthetic inference, streamed and not)', async () => {
+    if (!fleet) throw new Error('the fleet of the previous test is missing');
+    const model = await ensureModel('tiny');
+    await cp.api('/api/v1/models', {
+      body: { name: 'sim-tiny', sourceUrl: `file://${model.path}`, sha256: model.sha256, sizeBytes: model.sizeBytes, quantization: 'Q8_0', memoryBytes: model.sizeBytes * 4, contextLength: 2048, tier: 'small' },
+    });
+    await cp.api('/api/v1/deployments', { body: { name: 'sim-tiny', model: 'sim-tiny', replicas: 3, parallel: 4, contextSize: 2048 } });
+    await fleet.waitFor((s) => (s.modelStates.ready ?? 0) >= 3, 'three replicas ready', 60_000);
+    const apiKey = cp.apiKey;
+    if (!apiKey) throw new Error('initial-credentials.json has no API key');
+    const served = fleet.stats().counters.inferenceServed;
+    // The gateway may need a moment to learn the replicas: wait for a first answer before measuring.
+    await waitFor(async () => (await fleet!.saturateGateway({ gatewayUrl: cp.gatewayUrl, apiKey, model: 'sim-tiny', concurrency: 1, durationMs: 1 })).ok === 1, 'a first answer', 30_000, 200);
+    const plain = await fleet.saturateGateway({ gatewayUrl: cp.gatewayUrl, apiKey, model: 'sim-tiny', concurrency: 4, durationMs: 2000, maxTokens: 8 });
+    const streamed = await fleet.saturateGateway({ gatewayUrl: cp.gatewayUrl, apiKey, model: 'sim-tiny', concurrency: 4, durationMs: 2000, maxTokens: 8, stream: true });
+    console.log(`[sim-fleet] gateway: ${JSON.stringify(plain)}\n[sim-fleet] gateway streamed: ${JSON.stringify(streamed)}`);
+    expect(plain.failures).toEqual({});
+    expect(streamed.failures).toEqual({});
+    expect(plain.ok).toBeGreaterThan(0);
+    expect(streamed.ok).toBeGreaterThan(0);
+    expect(fleet.stats().counters.inferenceServed - served).toBeGreaterThanOrEqual(plain.ok + streamed.ok);
+  }, 120_000);
 });
