@@ -56,7 +56,9 @@ export class ProcessSampler {
   ) {
     // read() catches its own failures (a vanished process reads as undefined).
     this.read().catch(() => undefined);
-    this.timer = setInterval(() => this.read().catch(() => undefined), everyMs);
+    this.timer = setInterval(() => {
+      this.read().catch(() => undefined);
+    }, everyMs);
   }
 
   stop(): void {
