@@ -15,6 +15,7 @@ import { PortInUseError, type PortMove, planPorts, rememberPorts } from '../plat
 import type { ControlPlaneConfig } from './config.js';
 import { type Database, openDatabase } from '../platform/database/index.js';
 import { DeviceBrokerSecurity } from '../devices/inventory/device-broker-security.js';
+import { DeviceCredentialCache } from '../devices/inventory/device-credentials.js';
 import { AppModule } from './app.module.js';
 import type { Endpoints } from '../platform/tokens.js';
 import { PinoNestLogger } from '../platform/nest-logger.js';
@@ -82,13 +83,17 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
     closers.push(() => database.close());
     const initialCredentials = await ensureInitialCredentials(database, { dataDir: config.dataDir, adminEmail: config.adminEmail, logger });
 
+    // Filled before the first CONNECT is served: a fleet reconnecting after a restart is checked in memory.
+    const credentials = new DeviceCredentialCache(database, logger.child({ component: 'credentials' }));
+    await credentials.warm();
+
     const broker = await EmbeddedBroker.start({
       host: config.mqtt.host,
       port: plan.ports.mqtt ?? config.mqtt.port,
       keepaliveLimitSeconds: config.mqtt.keepaliveLimitSeconds,
       maxMessageBytes: config.mqtt.maxMessageBytes,
       maxUnauthenticatedPerAddress: config.mqtt.maxUnauthenticatedPerAddress,
-      security: new DeviceBrokerSecurity(database),
+      security: new DeviceBrokerSecurity(credentials),
       tls: config.mqtt.tls
         ? {
             host: config.mqtt.host,
@@ -105,7 +110,7 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
     // trustProxy: per-address rate limits see the client behind a reverse proxy, not the proxy.
     const adapter = new FastifyAdapter({ bodyLimit: MAX_BODY_BYTES, trustProxy: config.http.trustProxy });
     const endpoints: Endpoints = { httpPort: httpPortWanted, mqttPort: broker.port, mqttTlsPort: broker.tlsPort };
-    const app = await NestFactory.create<NestFastifyApplication>(AppModule.register({ config, logger, database, broker, endpoints }), adapter, {
+    const app = await NestFactory.create<NestFastifyApplication>(AppModule.register({ config, logger, database, broker, endpoints, credentials }), adapter, {
       logger: new PinoNestLogger(logger.child({ component: 'nest' })),
       abortOnError: false,
     });
