@@ -8,7 +8,7 @@ import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { Logger } from 'pino';
 import { type InitialCredentials, ensureInitialCredentials } from './bootstrap/initial-credentials.js';
-import { EmbeddedBroker } from '../platform/broker/embedded-broker.js';
+import { EmbeddedBroker, MQTT_LISTEN_BACKLOG } from '../platform/broker/embedded-broker.js';
 import { GlobalErrorFilter } from '../platform/common/error.filter.js';
 import { createLogger } from '../platform/common/logger.js';
 import { PortInUseError, type PortMove, planPorts, rememberPorts } from '../platform/common/ports.js';
@@ -128,7 +128,9 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
     await app.init();
     broker.open();
     try {
-      await app.listen({ port: httpPortWanted, host: config.http.host });
+      // A fleet enrolling at once opens thousands of connections together: Node's default backlog (511) overflows while
+      // the loop is busy, and the kernel then drops connections (the devices see resets or 1-3 s SYN retransmits).
+      await app.listen({ port: httpPortWanted, host: config.http.host, backlog: MQTT_LISTEN_BACKLOG });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
         throw new PortInUseError(httpPortWanted, 'FLOTILLA_HTTP_PORT', 'HTTP');
