@@ -111,7 +111,9 @@ export class DeviceCredentialCache {
       // the event loop (and on PGlite each query holds the loop for milliseconds), so a per-turn batch would be 1.
       if (!this.loading) {
         this.loading = true;
-        setTimeout(() => void this.drain(), LOOKUP_GATHER_MS);
+        setTimeout(() => {
+          this.drain().catch((error: unknown) => this.logger.error({ err: error }, 'device credential lookups stopped'));
+        }, LOOKUP_GATHER_MS);
       }
     });
   }

@@ -90,7 +90,7 @@ export class EnrollmentService {
       this.pending.push({ request, tokenHash: hashSecret(request.token), secretHash: hashSecret(secret), resolve, reject });
       if (!this.writing) {
         this.writing = true;
-        void this.drain();
+        this.drain().catch((error: unknown) => this.logger.error({ err: error }, 'enrollment writer stopped'));
       }
     }).then((device) => {
       this.events.emit('device.enrolled', { deviceId: device.id, name: device.name, labels: device.labels });
