@@ -104,7 +104,8 @@ export class EmbeddedBroker {
       maxClientsIdLength: 64,
       authenticate: (client, username, password, done) => {
         authentications
-          .run(() => security.authenticate(client.id, username ?? undefined, password ?? undefined))
+          // A device that gave up waiting (and will retry) is not authenticated for nothing: a storm must not feed itself.
+          .run(() => (client.closed ? Promise.resolve(null) : security.authenticate(client.id, username ?? undefined, password ?? undefined)))
           .then((principal) => {
             if (!principal) {
               done(authError('bad username or password', 4), false);
