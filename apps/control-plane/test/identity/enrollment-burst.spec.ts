@@ -37,9 +37,16 @@ describeBackends('enrollment at scale', (backend) => {
   const agent = new Agent({ keepAlive: false, maxSockets: Infinity });
 
   beforeAll(async () => {
-    // Enrolled devices are offline until they connect: keep the alert evaluation (one INSERT per offline device with
-    // the default threshold of 0 s) out of a test about enrollment.
-    t = await startTestControlPlane(backend, { FLOTILLA_ALERT_OFFLINE_AFTER_S: '3600' });
+    // A test about enrollment: on PGlite the database shares the control plane's thread, and the whole-fleet jobs an
+    // enrollment wave sets off would hold it (noted in the report for issue 11): a full planning run per 200 ms of
+    // enrollments (incremental placement is cause 5's fix) and the alert evaluation, which with the default threshold
+    // of 0 s opens one alert per offline (not yet connected) device, one INSERT each. Both are held off here.
+    t = await startTestControlPlane(backend, {
+      FLOTILLA_ALERT_OFFLINE_AFTER_S: '3600',
+      FLOTILLA_ALERT_EVALUATE_EVERY_S: '0',
+      FLOTILLA_SCHEDULER_INTERVAL_S: '3600',
+      FLOTILLA_SCHEDULER_DEBOUNCE_MS: '10000',
+    });
     admin = (await adminLogin(t.cp, t.isolated.dataDir)).adminToken;
   });
   afterAll(async () => {
