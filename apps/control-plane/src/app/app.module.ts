@@ -6,6 +6,7 @@ import type { EmbeddedBroker } from '../platform/broker/embedded-broker.js';
 import type { ControlPlaneConfig } from './config.js';
 import type { Database } from '../platform/database/index.js';
 import { DevicesModule } from '../devices/inventory/devices.module.js';
+import { type DeviceCredentialCache, DeviceCredentialsModule } from '../devices/inventory/device-credentials.js';
 import { EnrollmentModule } from '../identity/enrollment/enrollment.module.js';
 import { UsersModule } from '../identity/users/users.module.js';
 import { EventsModule } from '../platform/events/events.module.js';
@@ -33,6 +34,8 @@ export interface AppParts {
   database: Database;
   broker: EmbeddedBroker;
   endpoints: Endpoints;
+  /** the broker's credential cache, which revocation invalidates */
+  credentials: DeviceCredentialCache;
 }
 
 @Module({})
@@ -56,6 +59,7 @@ export class AppModule {
         // Platform: the global tokens and the shared infrastructure every domain uses.
         PlatformModule.register({ config: parts.config, logger: parts.logger, database: parts.database, broker: parts.broker, endpoints: parts.endpoints, readiness }),
         MetricsRegistryModule,
+        DeviceCredentialsModule.register(parts.credentials),
         // Feature modules: add one line per module; each imports the modules it uses.
         EventsModule,
         AuditModule,

@@ -8,13 +8,14 @@ import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { Logger } from 'pino';
 import { type InitialCredentials, ensureInitialCredentials } from './bootstrap/initial-credentials.js';
-import { EmbeddedBroker } from '../platform/broker/embedded-broker.js';
+import { EmbeddedBroker, MQTT_LISTEN_BACKLOG } from '../platform/broker/embedded-broker.js';
 import { GlobalErrorFilter } from '../platform/common/error.filter.js';
 import { createLogger } from '../platform/common/logger.js';
 import { PortInUseError, type PortMove, planPorts, rememberPorts } from '../platform/common/ports.js';
 import type { ControlPlaneConfig } from './config.js';
 import { type Database, openDatabase } from '../platform/database/index.js';
 import { DeviceBrokerSecurity } from '../devices/inventory/device-broker-security.js';
+import { DeviceCredentialCache } from '../devices/inventory/device-credentials.js';
 import { AppModule } from './app.module.js';
 import type { Endpoints } from '../platform/tokens.js';
 import { PinoNestLogger } from '../platform/nest-logger.js';
@@ -83,13 +84,17 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
     closers.push(() => database.close());
     const initialCredentials = await ensureInitialCredentials(database, { dataDir: config.dataDir, adminEmail: config.adminEmail, logger });
 
+    // Filled before the first CONNECT is served: a fleet reconnecting after a restart is checked in memory.
+    const credentials = new DeviceCredentialCache(database, logger.child({ component: 'credentials' }));
+    await credentials.warm();
+
     const broker = await EmbeddedBroker.start({
       host: config.mqtt.host,
       port: plan.ports.mqtt ?? config.mqtt.port,
       keepaliveLimitSeconds: config.mqtt.keepaliveLimitSeconds,
       maxMessageBytes: config.mqtt.maxMessageBytes,
       maxUnauthenticatedPerAddress: config.mqtt.maxUnauthenticatedPerAddress,
-      security: new DeviceBrokerSecurity(database),
+      security: new DeviceBrokerSecurity(credentials),
       tls: config.mqtt.tls
         ? {
             host: config.mqtt.host,
@@ -106,7 +111,7 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
     // trustProxy: per-address rate limits see the client behind a reverse proxy, not the proxy.
     const adapter = new FastifyAdapter({ bodyLimit: MAX_BODY_BYTES, trustProxy: config.http.trustProxy });
     const endpoints: Endpoints = { httpPort: httpPortWanted, mqttPort: broker.port, mqttTlsPort: broker.tlsPort };
-    const app = await NestFactory.create<NestFastifyApplication>(AppModule.register({ config, logger, database, broker, endpoints }), adapter, {
+    const app = await NestFactory.create<NestFastifyApplication>(AppModule.register({ config, logger, database, broker, endpoints, credentials }), adapter, {
       logger: new PinoNestLogger(logger.child({ component: 'nest' })),
       abortOnError: false,
     });
@@ -124,7 +129,9 @@ export async function startControlPlane(config: ControlPlaneConfig, logger: Logg
     await app.init();
     broker.open();
     try {
-      await app.listen({ port: httpPortWanted, host: config.http.host });
+      // A fleet enrolling at once opens thousands of connections together: Node's default backlog (511) overflows while
+      // the loop is busy, and the kernel then drops connections (the devices see resets or 1-3 s SYN retransmits).
+      await app.listen({ port: httpPortWanted, host: config.http.host, backlog: MQTT_LISTEN_BACKLOG });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
         throw new PortInUseError(httpPortWanted, 'FLOTILLA_HTTP_PORT', 'HTTP');

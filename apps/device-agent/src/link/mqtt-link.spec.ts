@@ -6,16 +6,67 @@ import { eventually } from '../../test/support/control-plane.js';
 import { testLogger } from '../../test/support/silent-logger.js';
 import { BrokerUrls, MqttLink, reconnectDelay } from './mqtt-link.js';
 
+/** A seeded generator (mulberry32): the same fleet every run. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Largest share of `times` falling in any `width`-ms window. */
+function densestShare(times: number[], width: number): number {
+  const sorted = [...times].sort((a, b) => a - b);
+  let best = 0;
+  for (let i = 0, j = 0; i < sorted.length; i++) {
+    while ((sorted[i] as number) - (sorted[j] as number) >= width) j++;
+    best = Math.max(best, i - j + 1);
+  }
+  return best / sorted.length;
+}
+
 describe('reconnectDelay', () => {
-  it('grows exponentially, stays within [min, max] and spreads devices with jitter', () => {
-    expect(reconnectDelay(0, 500, 30_000, 0)).toBe(500);
-    expect(reconnectDelay(0, 500, 30_000, 1)).toBe(500);
-    expect(reconnectDelay(3, 500, 30_000, 1)).toBe(4000);
+  it('grows exponentially, stays within [min/2, max] and spreads devices with jitter', () => {
+    expect(reconnectDelay(0, 500, 30_000, 0)).toBe(250);
+    expect(reconnectDelay(0, 500, 30_000, 1)).toBe(1000);
+    expect(reconnectDelay(3, 500, 30_000, 1)).toBe(8000);
     expect(reconnectDelay(30, 500, 30_000, 1)).toBe(30_000);
     const fleet = Array.from({ length: 100 }, (_, index) => reconnectDelay(5, 500, 30_000, index / 100));
     expect(new Set(fleet).size).toBe(100);
-    expect(Math.min(...fleet)).toBeGreaterThanOrEqual(500);
-    expect(Math.max(...fleet)).toBeLessThanOrEqual(16_000);
+    expect(Math.min(...fleet)).toBeGreaterThanOrEqual(250);
+    expect(Math.max(...fleet)).toBeLessThanOrEqual(30_000);
+  });
+
+  it('spreads a fleet whose connections all dropped at once: even the first reconnect attempt is jittered', () => {
+    // 10,000 devices lose the broker at the same instant (a control-plane restart) with the default settings.
+    const random = seeded(11);
+    const first = Array.from({ length: 10_000 }, () => reconnectDelay(0, 500, 30_000, random()));
+    const spread = Math.max(...first) - Math.min(...first);
+    const densest = densestShare(first, 50);
+    const figures = `first attempts from ${Math.min(...first)} to ${Math.max(...first)} ms; densest 50 ms window holds ${(densest * 100).toFixed(1)} % of the fleet`;
+    expect(spread, figures).toBeGreaterThanOrEqual(700);
+    // Uniform over 750 ms: ~6.7 % per 50 ms window; in lockstep it would be 100 %.
+    expect(densest, figures).toBeLessThan(0.1);
+  });
+
+  it('brings a fleet back after a 5 s outage spread over seconds, not in a wave', () => {
+    // Each device retries (refused at once while the control plane is down) until an attempt lands after it is back.
+    const random = seeded(7);
+    const downMs = 5000;
+    const back = Array.from({ length: 10_000 }, () => {
+      let at = 0;
+      for (let attempt = 0; at < downMs; attempt++) at += reconnectDelay(attempt, 500, 30_000, random());
+      return at;
+    });
+    const densest = densestShare(back, 100);
+    const within1s = back.filter((t) => t < downMs + 1000).length / back.length;
+    const figures = `densest 100 ms window ${(densest * 100).toFixed(1)} %; ${(within1s * 100).toFixed(1)} % back within 1 s of the restart; last at ${Math.max(...back) - downMs} ms`;
+    expect(densest, figures).toBeLessThan(0.05);
+    expect(within1s, figures).toBeLessThan(0.5);
   });
 });
 

@@ -33,10 +33,17 @@ export type MqttLinkOptions = {
   random?: () => number;
 };
 
-/** Full jitter: a uniform delay in [min, min(max, min * 2^attempt)] so a fleet does not reconnect in lockstep. */
+/**
+ * Jittered exponential backoff: a uniform delay in [min/2, min(max, min * 2^(attempt+1))]. The first attempt is
+ * jittered too (over [250, 1000] ms with the defaults): when a control plane restarts, every device loses its
+ * connection at the same instant, and a window that starts at `min` for all of them brought the whole fleet back in one
+ * wave (the window used to be [min, min] on attempt 0). The floor of min/2 keeps a dropped device from retrying in a
+ * tight loop.
+ */
 export function reconnectDelay(attempt: number, minMs: number, maxMs: number, random: number): number {
-  const ceiling = Math.min(maxMs, minMs * 2 ** Math.min(attempt, 20));
-  return Math.round(minMs + (ceiling - minMs) * random);
+  const floor = minMs / 2;
+  const ceiling = Math.max(floor, Math.min(maxMs, minMs * 2 ** Math.min(attempt + 1, 20)));
+  return Math.round(floor + (ceiling - floor) * random);
 }
 
 /**

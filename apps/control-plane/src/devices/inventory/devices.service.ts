@@ -26,6 +26,7 @@ import { DeviceQueue } from '../ingest/device-queue.js';
 import { DevicePresence, type PresenceStatus } from '../ingest/device-presence.js';
 import { DeviceLivenessService } from '../ingest/liveness.service.js';
 import { TelemetryCache } from '../ingest/telemetry-cache.js';
+import { DeviceCredentialCache } from './device-credentials.js';
 
 /** Hardware as stored (the hello's inventory, or the enrollment's summary, or `{}`): null until a usable report. */
 function storedHardware(value: unknown): DeviceHardware | null {
@@ -82,6 +83,7 @@ export class DevicesService {
     private readonly liveness: DeviceLivenessService,
     private readonly telemetry: TelemetryCache,
     private readonly presence: DevicePresence,
+    private readonly credentials: DeviceCredentialCache,
   ) {}
 
   /**
@@ -237,7 +239,9 @@ export class DevicesService {
       this.liveness.remember(id, 'revoked', null);
       return outcome;
     });
-    // After the commit: a reconnect attempt from now on is refused by the broker's authentication.
+    // After the commit: a reconnect attempt from now on is refused by the broker's authentication (which checks the
+    // credential cache: dropped here, and the device remembered as revoked).
+    this.credentials.revokeDevice(id);
     const disconnected = this.broker.disconnect(id);
     // A connection whose authentication was already under way when we committed: cut it too.
     setTimeout(() => this.broker.closed || this.broker.disconnect(id), 1000).unref();

@@ -20,4 +20,9 @@ export class AuditService {
   ): Promise<void> {
     await tx.auditEvent.create({ data: { actor, action, target, details } });
   }
+
+  /** Many entries in one statement (a batch of enrollments); the caller keeps them under the bind-parameter limit. */
+  async recordMany(rows: Prisma.AuditEventCreateManyInput[], tx: Prisma.TransactionClient = this.db.prisma): Promise<void> {
+    if (rows.length > 0) await tx.auditEvent.createMany({ data: rows });
+  }
 }

@@ -1,5 +1,6 @@
 import { Body, Controller, Post, Req } from '@nestjs/common';
 import {
+  ErrorCode,
   CreateEnrollmentTokenRequestSchema,
   type CreatedEnrollmentToken,
   CreatedEnrollmentTokenSchema,
@@ -9,7 +10,7 @@ import {
 } from '@flotilla/protocol';
 import { type AuthedRequest, Public, RequireRole } from '../auth/auth.guard.js';
 import { hashSecret } from '../auth/secrets.js';
-import { unauthorized } from '../../platform/common/app-error.js';
+import { AppError, unauthorized } from '../../platform/common/app-error.js';
 import { parseInput } from '../../platform/common/parse.js';
 import { ApiDoc } from '../../platform/openapi/api-doc.js';
 import { RateLimitService } from '../../platform/rate-limit/rate-limit.service.js';
@@ -42,11 +43,19 @@ export class EnrollmentController {
   @ApiDoc({ summary: 'Exchange a bootstrap token for device credentials', tags: ['enrollment'], body: EnrollRequestSchema, response: EnrollResponseSchema, errors: [401, 429] })
   async enroll(@Body() body: unknown, @Req() request: AuthedRequest): Promise<EnrollResponse> {
     const input = parseInput(EnrollRequestSchema, body);
-    // Keyed by the token's hash: the bucket map never holds a usable token.
-    await this.rateLimits.enforce([
+    // Only failed enrollments count (per address, and per token value, keyed by its hash so the bucket map never holds
+    // a usable token): a rollout of thousands of devices with one token, many behind one address, is never refused,
+    // while guessing, or a fleet retrying a dead token, is stopped once its failure budget is spent.
+    const buckets = [
       ['enroll-ip', request.ip],
       ['enroll-token', hashSecret(input.token)],
-    ]);
-    return this.enrollment.enroll(input);
+    ] as const;
+    await this.rateLimits.refuseIfSpent(buckets, 'too many failed enrollments');
+    try {
+      return await this.enrollment.enroll(input);
+    } catch (error) {
+      if (error instanceof AppError && error.code === ErrorCode.ENROLLMENT_TOKEN_INVALID) await this.rateLimits.charge(buckets);
+      throw error;
+    }
   }
 }

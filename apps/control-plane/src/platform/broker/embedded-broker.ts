@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { WebSocketServer, createWebSocketStream } from 'ws';
 import { listenOn } from '../common/ports.js';
 import { ConnectionAdmission, GuardedConnection, type MqttGuardLimits } from './mqtt-guard.js';
+import { WorkQueue } from './work-queue.js';
 
 /** Who a connected MQTT client is, once authenticated. */
 export interface BrokerPrincipal {
@@ -25,8 +26,11 @@ export interface EmbeddedBrokerOptions {
   port: number;
   keepaliveLimitSeconds: number;
   maxMessageBytes: number;
-  /** connections not yet authenticated from one source address at once; 0: no cap (default 64) */
+  /** connections from one source address at once that have not sent their whole CONNECT yet; 0: no cap (default 64) */
   maxUnauthenticatedPerAddress?: number;
+  /** CONNECTs authenticated at once; the rest wait their turn (default 256) */
+  maxConcurrentAuthentications?: number;
+  /** time from accepting a connection to its CONNECT packet (aedes stops the clock there, before authentication) */
   connectTimeoutMs?: number;
   drainTimeoutMs?: number;
   security: BrokerSecurity;
@@ -52,6 +56,12 @@ type ClientWithPrincipal = Client & { [PRINCIPAL]?: BrokerPrincipal };
  * is the payload cap plus room for those, so every payload the size check in authorizePublish accepts gets through.
  */
 export const PUBLISH_HEADER_ALLOWANCE_BYTES = 4096;
+/**
+ * Pending TCP connections the kernel queues before Node accepts them (Node's default is 511; Linux caps it at
+ * net.core.somaxconn, 4096 here). A fleet reconnecting at once overflows 511 while the loop is busy: the kernel then
+ * drops SYNs and the devices wait out 1-3 s retransmissions.
+ */
+export const MQTT_LISTEN_BACKLOG = 4096;
 /** A CONNECT carries a client id, a username, a device secret (no will): far under this. */
 export const MAX_UNAUTHENTICATED_BYTES = 16 * 1024;
 
@@ -82,6 +92,10 @@ export class EmbeddedBroker {
 
   static async start(options: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
     const { security, logger } = options;
+    // A storm of CONNECTs waits here in arrival order instead of starting unbounded work (a credential lookup that
+    // misses the cache reads the database). The wait does not count against aedes' connect timeout, which ends when
+    // the CONNECT arrives, nor against the per-address cap, which ends there too (see ConnectionAdmission).
+    const authentications = new WorkQueue(options.maxConcurrentAuthentications ?? 256);
     const aedes = await Aedes.createBroker({
       id: 'flotilla-control-plane',
       keepaliveLimit: options.keepaliveLimitSeconds,
@@ -89,8 +103,9 @@ export class EmbeddedBroker {
       drainTimeout: options.drainTimeoutMs ?? 30_000,
       maxClientsIdLength: 64,
       authenticate: (client, username, password, done) => {
-        security
-          .authenticate(client.id, username ?? undefined, password ?? undefined)
+        authentications
+          // A device that gave up waiting (and will retry) is not authenticated for nothing: a storm must not feed itself.
+          .run(() => (client.closed ? Promise.resolve(null) : security.authenticate(client.id, username ?? undefined, password ?? undefined)))
           .then((principal) => {
             if (!principal) {
               done(authError('bad username or password', 4), false);
@@ -148,6 +163,7 @@ export class EmbeddedBroker {
       if (guarded) gate.handle(guarded, request);
     };
     const tcp = createServer({ noDelay: true }, (socket) => admit(socket, socket.remoteAddress));
+    const backlog = MQTT_LISTEN_BACKLOG;
     const tlsServer = options.tls
       ? createTlsServer({ cert: options.tls.cert, key: options.tls.key, ...(options.tls.ca ? { ca: options.tls.ca } : {}) }, (socket) => {
           socket.setNoDelay(true);
@@ -160,10 +176,11 @@ export class EmbeddedBroker {
         port: options.port,
         variable: 'FLOTILLA_MQTT_PORT',
         purpose: 'MQTT',
+        backlog,
       });
       const tlsPort =
         tlsServer && options.tls
-          ? await listenOn(tlsServer, { host: options.tls.host, port: options.tls.port, variable: 'FLOTILLA_MQTT_TLS_PORT', purpose: 'MQTT over TLS' })
+          ? await listenOn(tlsServer, { host: options.tls.host, port: options.tls.port, variable: 'FLOTILLA_MQTT_TLS_PORT', purpose: 'MQTT over TLS', backlog })
           : undefined;
       logger.info({ port, tlsPort }, 'MQTT broker listening');
       return new EmbeddedBroker(aedes, tcp, port, logger, gate, admission, limits, tlsServer, tlsPort);

@@ -1,6 +1,7 @@
 import mqttPacket from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
 import { MqttFrameScanner } from './mqtt-guard.js';
+import { WorkQueue } from './work-queue.js';
 
 const limits = { maxPacketBytes: 1024, maxUnauthenticatedBytes: 256 };
 const connect = mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'dev-a', keepalive: 30 });
@@ -35,5 +36,43 @@ describe('MqttFrameScanner', () => {
     expect(chatty.feed(connect)).toBeUndefined();
     expect(chatty.feed(Buffer.concat(Array.from({ length: 40 }, () => ping)))).toBeUndefined();
     expect(chatty.feed(Buffer.concat(Array.from({ length: 200 }, () => ping)))).toEqual({ reason: 'too-much-before-authentication' });
+  });
+
+  it('says when the whole CONNECT has arrived (the per-address slot is then freed), not at its first bytes', () => {
+    const scanner = new MqttFrameScanner(limits);
+    for (let i = 0; i < connect.length - 1; i++) {
+      scanner.feed(connect.subarray(i, i + 1));
+      expect(scanner.connectReceived).toBe(false);
+    }
+    scanner.feed(connect.subarray(connect.length - 1));
+    expect(scanner.connectReceived).toBe(true);
+  });
+});
+
+describe('WorkQueue', () => {
+  it('runs at most `limit` tasks at once and the rest in arrival order, none refused', async () => {
+    const queue = new WorkQueue(2);
+    const started: number[] = [];
+    const releases: (() => void)[] = [];
+    const results = Array.from({ length: 5 }, (_, i) =>
+      queue.run(async () => {
+        started.push(i);
+        await new Promise<void>((resolve) => releases.push(resolve));
+        return i;
+      }),
+    );
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(started).toEqual([0, 1]);
+    expect(queue.depth).toEqual({ running: 2, waiting: 3 });
+    for (let round = 0; round < 5; round++) {
+      releases.shift()?.();
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(await Promise.all(results)).toEqual([0, 1, 2, 3, 4]);
+    expect(started).toEqual([0, 1, 2, 3, 4]);
+    expect(queue.depth).toEqual({ running: 0, waiting: 0 });
+    // A task that throws frees its slot too.
+    await expect(queue.run(() => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+    expect(queue.depth).toEqual({ running: 0, waiting: 0 });
   });
 });

@@ -32,8 +32,14 @@ export class MqttFrameScanner {
   private packets = 0;
   private unauthenticatedBytes = 0;
   private authenticated = false;
+  private connectDone = false;
 
   constructor(private readonly limits: MqttGuardLimits) {}
+
+  /** Whether the first packet (the CONNECT) has arrived in full: from then on the client waits on the server. */
+  get connectReceived(): boolean {
+    return this.connectDone;
+  }
 
   /** From now on the packet cap is the authenticated one and the pre-authentication byte budget no longer applies. */
   markAuthenticated(): void {
@@ -52,7 +58,7 @@ export class MqttFrameScanner {
         const skip = Math.min(this.bodyLeft, chunk.length - i);
         this.bodyLeft -= skip;
         i += skip;
-        if (this.bodyLeft === 0) this.state = 'type';
+        if (this.bodyLeft === 0) this.packetDone();
         continue;
       }
       const byte = chunk[i++] as number;
@@ -82,8 +88,14 @@ export class MqttFrameScanner {
     const cap = this.authenticated ? this.limits.maxPacketBytes : this.limits.maxUnauthenticatedBytes;
     if (this.length > cap) return { reason: this.authenticated ? 'packet-too-large' : 'too-much-before-authentication', declared: this.length };
     this.bodyLeft = this.length;
-    this.state = this.length > 0 ? 'body' : 'type';
+    if (this.length > 0) this.state = 'body';
+    else this.packetDone();
     return undefined;
+  }
+
+  private packetDone(): void {
+    this.state = 'type';
+    this.connectDone = true;
   }
 }
 
@@ -97,7 +109,7 @@ export class GuardedConnection extends Duplex {
   constructor(
     private readonly socket: Duplex,
     limits: MqttGuardLimits,
-    private readonly hooks: { onViolation(violation: MqttGuardViolation): void; onAuthenticated(): void },
+    private readonly hooks: { onViolation(violation: MqttGuardViolation): void; onConnectReceived(): void; onAuthenticated(): void },
   ) {
     super({ allowHalfOpen: false });
     this.scanner = new MqttFrameScanner(limits);
@@ -109,6 +121,7 @@ export class GuardedConnection extends Duplex {
         this.destroy();
         return;
       }
+      if (this.scanner.connectReceived) this.hooks.onConnectReceived();
       if (!this.push(chunk)) socket.pause();
     });
     socket.on('end', () => this.push(null));
@@ -150,9 +163,15 @@ export class GuardedConnection extends Duplex {
 }
 
 /**
- * Admits connections: at most `maxPerAddress` not yet authenticated at once from one source address (0: no cap), each
- * wrapped in a `GuardedConnection`. Per exact address, since devices behind one NAT share one and a simulated fleet
- * spreads over 127.0.0.0/8.
+ * Admits connections: at most `maxPerAddress` at once from one source address that have not yet delivered their whole
+ * CONNECT (0: no cap), each wrapped in a `GuardedConnection`. Per exact address, since devices behind one NAT share one
+ * and a simulated fleet spreads over 127.0.0.0/8.
+ *
+ * The cap is on connections that hold a slot without asking anything (the slow-loris kind), not on devices waiting
+ * for the server: a device sends its CONNECT in its first packet, so its slot is free within a round trip, and the time
+ * its authentication then takes (queued in a storm) no longer counts against its address. Counting until
+ * authentication turned a site of devices behind one address, all reconnecting while the server was busy, into
+ * refused connections. A client that sent a CONNECT and waits is still held to the pre-authentication byte budget.
  */
 export class ConnectionAdmission {
   private readonly pending = new Map<string, number>();
@@ -183,13 +202,14 @@ export class ConnectionAdmission {
     };
     const guarded = new GuardedConnection(socket, this.limits, {
       onViolation: (violation) => this.logger.warn({ address: key, ...violation }, 'MQTT connection cut before its packet was buffered'),
+      onConnectReceived: release,
       onAuthenticated: release,
     });
     guarded.once('close', release);
     return guarded;
   }
 
-  /** Unauthenticated connections now open from `address`. */
+  /** Connections now open from `address` whose CONNECT has not arrived yet. */
   pendingFrom(address: string): number {
     return this.pending.get(normalizeAddress(address)) ?? 0;
   }

@@ -21,6 +21,8 @@ export interface PortRequest {
   /** The environment variable a user changes to move this listener. */
   variable: string;
   purpose: string;
+  /** the listen backlog (Node's default when absent) */
+  backlog?: number;
 }
 
 /** Binds `server`, turning EADDRINUSE into a PortInUseError that names the variable to change. */
@@ -37,7 +39,7 @@ export function listenOn(server: Server, request: PortRequest): Promise<number> 
     };
     server.once('error', onError);
     server.once('listening', onListening);
-    server.listen(request.port, request.host);
+    server.listen({ port: request.port, host: request.host, ...(request.backlog === undefined ? {} : { backlog: request.backlog }) });
   });
 }
 

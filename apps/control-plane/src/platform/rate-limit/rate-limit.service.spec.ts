@@ -99,4 +99,17 @@ describe('RateLimitService (rate-limiter-flexible, in memory)', () => {
     const families = parsePrometheusText(await metrics.render());
     expect(sampleValue(families, 'flotilla_rate_limited_total', { scope: 'enroll-ip' })).toBe(1);
   });
+
+  it('counts failures only: refuses once the failure budget is spent, never charging a check, and says when to retry', async () => {
+    const buckets = [['enroll-ip', '10.0.0.2'], ['enroll-token', 'tok']] as const;
+    // Checks alone (successful enrollments) never spend anything.
+    for (let i = 0; i < 10; i++) await limits.refuseIfSpent(buckets, 'too many failed enrollments');
+    await limits.charge(buckets);
+    const refused = await limits.refuseIfSpent(buckets, 'too many failed enrollments').catch((e: unknown) => e);
+    expect(refused).toMatchObject({ code: ErrorCode.RATE_LIMITED, status: 429, headers: { 'retry-after': '1' } });
+    // Another address with another token is not affected; once the window ends the address may try again.
+    await expect(limits.refuseIfSpent([['enroll-ip', '10.0.0.3'], ['enroll-token', 'other']], 'x')).resolves.toBeUndefined();
+    await vi.advanceTimersByTimeAsync(1000);
+    await expect(limits.refuseIfSpent(buckets, 'x')).resolves.toBeUndefined();
+  });
 });

@@ -102,6 +102,35 @@ export class RateLimitService {
     }
   }
 
+  /**
+   * Failure budgets (enrollment): throws 429 at the first configured scope whose budget is spent, without charging
+   * anything. Paired with `charge` after a failure, so successes never count: a fleet enrolling at once with one token,
+   * or many boxes behind one address, is never refused. Parallel failures can overrun a budget by at most the number
+   * in flight, which is harmless where the secret guessed (a 256-bit token) cannot be guessed anyway.
+   */
+  async refuseIfSpent(buckets: readonly (readonly [RateLimitScope, string | undefined])[], reason: string): Promise<void> {
+    for (const [scope, key] of buckets) {
+      const policy = this.settings[scope];
+      if (!policy || key === undefined || key === '') continue;
+      const { steady, burst } = this.limitersFor(scope, policy);
+      const steadyState = await steady.get(key);
+      if (!steadyState || steadyState.remainingPoints > 0 || steadyState.msBeforeNext <= 0) continue;
+      const burstState = burst ? await burst.get(key) : null;
+      if (burst && (!burstState || burstState.remainingPoints > 0 || burstState.msBeforeNext <= 0)) continue;
+      const retryAfterMs = Math.min(steadyState.msBeforeNext, burstState?.msBeforeNext ?? Number.POSITIVE_INFINITY);
+      throw this.refusal(scope, Math.max(1, retryAfterMs), reason);
+    }
+  }
+
+  /** Charges one failure to each configured scope (a spent budget stays spent; nothing is thrown). */
+  async charge(buckets: readonly (readonly [RateLimitScope, string | undefined])[]): Promise<void> {
+    for (const [scope, key] of buckets) {
+      const policy = this.settings[scope];
+      if (!policy || key === undefined || key === '') continue;
+      await this.take(scope, key, policy);
+    }
+  }
+
   /** Counts a refusal of `scope` and builds its 429 answer. */
   refusal(scope: RateLimitScope, retryAfterMs: number, reason: string): AppError {
     this.limited.inc({ scope });

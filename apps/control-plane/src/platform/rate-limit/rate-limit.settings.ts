@@ -24,15 +24,16 @@ const perMinute = (variable: string, fallback: number) => {
  * Requests per minute: that many at once, then one more every 60/N seconds (see RateLimitService); 0 turns a limit off.
  * Login is the brute-force target (and argon2 costs CPU), so it is tight: attempts per address, failures per
  * (address, account) pair refused, failures per account only slowed (so nobody elsewhere can lock the owner out).
- * Enrollment tokens are 256-bit random, so its limits only stop floods, and stay wide enough for a site enrolling
- * hundreds of boxes behind one address.
+ * Enrollment counts failures only (unknown, expired, revoked or used-up tokens), per address and per token value:
+ * tokens are 256-bit random, so these stop floods and fleets retrying a dead token; a rollout of thousands of boxes
+ * with one token, hundreds behind one address, is never refused (its size is bounded by the token's uses).
  * A section of the control plane's config (composed by loadConfig).
  */
 export const rateLimitEnvSchema = z.object({
   FLOTILLA_RATE_LIMIT_LOGIN_PER_IP: perMinute('FLOTILLA_RATE_LIMIT_LOGIN_PER_IP', 30),
   FLOTILLA_RATE_LIMIT_LOGIN_FAILURES_PER_PAIR: perMinute('FLOTILLA_RATE_LIMIT_LOGIN_FAILURES_PER_PAIR', 5),
   FLOTILLA_RATE_LIMIT_LOGIN_PER_ACCOUNT: perMinute('FLOTILLA_RATE_LIMIT_LOGIN_PER_ACCOUNT', 10),
-  FLOTILLA_RATE_LIMIT_ENROLL_PER_IP: perMinute('FLOTILLA_RATE_LIMIT_ENROLL_PER_IP', 600),
+  FLOTILLA_RATE_LIMIT_ENROLL_PER_IP: perMinute('FLOTILLA_RATE_LIMIT_ENROLL_PER_IP', 60),
   FLOTILLA_RATE_LIMIT_ENROLL_PER_TOKEN: perMinute('FLOTILLA_RATE_LIMIT_ENROLL_PER_TOKEN', 300),
 });
 
