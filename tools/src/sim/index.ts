@@ -1,1 +1,3 @@
 export * from './fleet.js';
+export * from './mqtt-client.js';
+export * from './tcp-proxy.js';
