@@ -1,0 +1,177 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DeviceDetailSchema, parseTopic, TOPIC_SPECS } from '@flotilla/protocol';
+import { catalogEntry, ensureModel } from '@flotilla/tools/models';
+import { TcpProxy, type SimAgent } from '@flotilla/tools/sim';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { startAgentWithUrls } from '../support/agents.js';
+import { adminLogin, api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
+import { describeBackends } from '../support/databases.js';
+import { agentAckedSeq, compareStored, producedEntries } from '../support/outbox.js';
+import { pollUntil } from '../support/poll.js';
+
+// Issue 11, CI scenario "a 40-second network cut of a real agent": both of its enrolled broker URLs (mqtt:// and
+// ws://) go through blackholing proxies (tools/sim TcpProxy: connections stay open, nothing passes, no RST). The cut
+// lasts past the ~35 s after which the agent falls back to its ws:// URL. Throughout, its local OpenAI endpoint
+// answers every request; telemetry and usage entries pile up in its outbox. After the heal it reconnects and replays
+// its outbox in seq order; the control plane stores every entry once, with no gap.
+const MODEL = 'cut-tiny';
+const CUT_MS = 40_000;
+const KEEPALIVE_S = 2;
+
+describeBackends('a 40 s network cut of a real agent (issue 11)', (backend) => {
+  let t: TestControlPlane;
+  let agent: SimAgent | undefined;
+  let proxies: TcpProxy[] = [];
+  let base: string;
+  let token: string;
+
+  beforeAll(async () => {
+    t = await startTestControlPlane(backend, { FLOTILLA_INGEST_FLUSH_MS: '200' });
+    ({ adminToken: token } = await adminLogin(t.cp, t.isolated.dataDir));
+    base = await mkdtemp(join(tmpdir(), 'flotilla-cut-'));
+  });
+  afterAll(async () => {
+    await agent?.stop();
+    for (const proxy of proxies) await proxy.close();
+    await t?.dispose();
+    if (base) await rm(base, { recursive: true, force: true });
+  });
+
+  it('keeps the local endpoint answering through the cut and replays the outbox in order, each entry stored once', { timeout: 240_000 }, async () => {
+    const started = Date.now();
+    const mqttProxy = await TcpProxy.start({ target: { host: '127.0.0.1', port: t.cp.mqttPort } });
+    const wsProxy = await TcpProxy.start({ target: { host: '127.0.0.1', port: Number(new URL(t.cp.url).port) }, mqtt: false });
+    proxies = [mqttProxy, wsProxy];
+    const a = await startAgentWithUrls({
+      controlPlaneUrl: t.cp.url,
+      adminToken: token,
+      dataDir: join(base, 'cut-1'),
+      name: 'cut-1',
+      // the enrolled order (mqtt:// first, then ws://), each through its proxy
+      urls: (enrolled) =>
+        enrolled.map((url) => {
+          const u = new URL(url);
+          u.port = String(u.protocol === 'mqtt:' ? mqttProxy.port : wsProxy.port);
+          return u.toString();
+        }),
+      env: { FLOTILLA_AGENT_MQTT_KEEPALIVE_SECONDS: String(KEEPALIVE_S), FLOTILLA_AGENT_TELEMETRY_INTERVAL_SECONDS: '0.5' },
+    });
+    agent = a;
+    expect(a.urls.map((url) => new URL(url).protocol)).toEqual(['mqtt:', 'ws:']);
+    const detail = async () => DeviceDetailSchema.parse((await api(t.cp, `/api/v1/devices/${a.deviceId}`, { token })).body);
+
+    const model = await ensureModel('tiny', { seed: 51 });
+    expect((await api(t.cp, '/api/v1/models', { token, body: catalogEntry(model, { name: MODEL, memoryBytes: 64 * 1024 * 1024 }) })).status).toBe(201);
+    expect((await api(t.cp, '/api/v1/deployments', { token, body: { name: 'cut', model: MODEL, replicas: 1, contextSize: 1024 } })).status).toBe(201);
+    await pollUntil(async () => (await detail()).modelStates.some((m) => m.model === MODEL && m.state === 'ready'), {
+      timeoutMs: 90_000,
+      intervalMs: 250,
+      what: 'the model ready on the agent',
+    });
+
+    // Every outbox entry the control plane's broker receives from the device, in arrival order (any transport).
+    const received: { at: number; seq: number }[] = [];
+    await t.cp.broker.subscribe(`flotilla/v1/devices/${a.deviceId}/+`, (message) => {
+      const kind = parseTopic(message.topic)?.kind;
+      if (!kind || !TOPIC_SPECS[kind].outbox) return;
+      const seq = (JSON.parse(message.payload.toString('utf8')) as { seq?: unknown }).seq;
+      if (typeof seq === 'number') received.push({ at: Date.now(), seq });
+    });
+
+    // The local endpoint, asked one request after another for the whole scenario.
+    let load = true;
+    const answers: { at: number; status: number | string }[] = [];
+    const loop = (async () => {
+      while (load) {
+        const res = await fetch(`${a.localApiUrl}/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 4 }),
+          signal: AbortSignal.timeout(10_000),
+        }).catch((error: unknown) => (error instanceof Error ? error.message : String(error)));
+        answers.push({ at: Date.now(), status: typeof res === 'string' ? res : res.status });
+        if (typeof res !== 'string') await res.text().catch(() => undefined);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    })();
+
+    let cutAt = 0;
+    let healAt = 0;
+    let wsTriedAfterMs: number | undefined;
+    let ackedAtHeal = 0;
+    let lastSeqAtHeal = 0;
+    let backAfterMs = 0;
+    try {
+      await pollUntil(async () => (await agentAckedSeq(a)) > 3 && answers.length >= 3, { timeoutMs: 30_000, what: 'entries acknowledged and local answers' });
+
+      cutAt = Date.now();
+      mqttProxy.cut();
+      wsProxy.cut();
+      // the agent gives up on mqtt:// and dials ws:// during the cut (a ws:// connection reaches the proxy)
+      const wsTried = pollUntil(() => wsProxy.connections().length > 0, { timeoutMs: CUT_MS, intervalMs: 100, what: 'a ws:// attempt during the cut' }).then(() => {
+        wsTriedAfterMs = Date.now() - cutAt;
+      });
+      await new Promise((r) => setTimeout(r, CUT_MS));
+      await wsTried;
+      ackedAtHeal = await agentAckedSeq(a);
+      lastSeqAtHeal = Math.max(...(await producedEntries(a)).map((e) => e.seq));
+      healAt = Date.now();
+      mqttProxy.heal();
+      wsProxy.heal();
+
+      await pollUntil(
+        async () => {
+          const d = await detail();
+          return d.status === 'online' && d.connected;
+        },
+        { timeoutMs: 60_000, intervalMs: 200, what: 'the agent back online' },
+      );
+      backAfterMs = Date.now() - healAt;
+      await pollUntil(async () => (await agentAckedSeq(a)) >= lastSeqAtHeal, { timeoutMs: 30_000, intervalMs: 200, what: `acked up to seq ${lastSeqAtHeal}` });
+    } finally {
+      load = false;
+      await loop;
+    }
+    const during = answers.filter((x) => x.at > cutAt && x.at < healAt);
+    const transport = mqttProxy.connections().some((c) => !c.isClosed) ? 'mqtt://' : wsProxy.connections().some((c) => !c.isClosed) ? 'ws://' : 'none';
+    await a.stop();
+    agent = undefined;
+    await new Promise((r) => setTimeout(r, 1000)); // the last flush
+
+    // The replay: after the heal, seqs arrive in increasing order (a resend of an entry already seen is allowed), and
+    // together with what arrived before, every seq up to the last one is there.
+    const firstSeen: number[] = [];
+    const seen = new Set<number>();
+    for (const r of received) {
+      if (r.at >= healAt && !seen.has(r.seq)) firstSeen.push(r.seq);
+      seen.add(r.seq);
+    }
+    const [comparison] = await compareStored(t.isolated.options, [a]);
+    if (!comparison) throw new Error('no comparison');
+    const produced = await producedEntries(a);
+    const lastSeq = Math.max(...produced.map((e) => e.seq));
+    console.log(
+      `[${backend}] cut ${CUT_MS} ms: ${during.length} local answers during it (statuses ${[...new Set(during.map((x) => x.status))].join(',')}), ` +
+        `ws:// dialled ${wsTriedAfterMs ?? '-'} ms after the cut; outbox at the heal: acked ${ackedAtHeal}, last ${lastSeqAtHeal}; ` +
+        `back online ${backAfterMs} ms after the heal over ${transport}; ${firstSeen.length} entries replayed/sent after the heal; ` +
+        `stored telemetry ${comparison.got.telemetry}/${comparison.want.telemetry}, events ${comparison.got.events.length}, usage ${comparison.got.usage.length}, ` +
+        `cursor ${comparison.cursor}/${lastSeq}; scenario ${Date.now() - started} ms`,
+    );
+    // the local endpoint answered throughout
+    expect(answers.filter((x) => x.status !== 200)).toEqual([]);
+    expect(during.length).toBeGreaterThan(CUT_MS / 2000);
+    // the outbox piled up during the cut, and the fallback to ws:// happened within it
+    expect(lastSeqAtHeal - ackedAtHeal).toBeGreaterThan(CUT_MS / 1000);
+    expect(wsTriedAfterMs).toBeDefined();
+    // replayed in order
+    expect(firstSeen).toEqual([...firstSeen].sort((x, y) => x - y));
+    expect(firstSeen[0]).toBeLessThanOrEqual(ackedAtHeal + 1);
+    expect([...seen].filter((s) => s > ackedAtHeal && s <= lastSeq).length).toBe(lastSeq - ackedAtHeal);
+    // stored once, no gap: every entry up to the last one
+    expect(comparison.got).toEqual(comparison.want);
+    expect(comparison.cursor).toBe(lastSeq);
+    expect(produced.map((e) => e.seq)).toEqual(Array.from({ length: produced.length }, (_, i) => i + 1));
+  });
+});
