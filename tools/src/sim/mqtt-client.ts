@@ -44,6 +44,8 @@ export class LightMqttClient {
   /** QoS 1 publishes written and not PUBACKed yet on this connection */
   unacked = 0;
   keepaliveMs = 0;
+  /** while true nothing is written (a hung device: no PINGREQ, no PUBACK); the socket stays open */
+  muted = false;
   private socket: Socket | undefined;
   private established = false;
   private nextMessageId = 1;
@@ -59,8 +61,13 @@ export class LightMqttClient {
     return this.socket?.localAddress;
   }
 
+  get localPort(): number | undefined {
+    return this.socket?.localPort;
+  }
+
   connect(options: MqttConnectOptions): void {
     if (this.socket) this.destroy();
+    this.muted = false;
     this.state = 'connecting';
     this.established = false;
     this.unacked = 0;
@@ -152,7 +159,7 @@ export class LightMqttClient {
 
   private write(packet: Packet): void {
     const socket = this.socket;
-    if (!socket || socket.destroyed) return;
+    if (!socket || socket.destroyed || this.muted) return;
     socket.write(mqttPacket.generate(packet));
     this.lastSentAt = Date.now();
   }
