@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SimAgent } from '@flotilla/tools/sim';
 import { expect } from 'vitest';
-import { openDatabase, type OpenDatabaseOptions } from '../../src/platform/database/index.js';
+import { openDatabase, type Database, type OpenDatabaseOptions } from '../../src/platform/database/index.js';
 
 // What a real agent's outbox produced (read from its data directory) against what the control plane stored: the e2e
 // tests use it to prove every acknowledged entry is stored exactly once.
@@ -46,8 +46,12 @@ export interface StoredComparison {
  * samples in the minute rollups, events by seq, usage rows by request id) and what it should hold — every entry at or
  * below the stored cursor, once. Entries above the cursor were never acknowledged and are still on the agent.
  */
-export async function compareStored(options: OpenDatabaseOptions, agents: readonly Pick<SimAgent, 'deviceId' | 'dataDir'>[]): Promise<StoredComparison[]> {
-  const database = await openDatabase(options);
+export async function compareStored(
+  source: OpenDatabaseOptions | Database,
+  agents: readonly Pick<SimAgent, 'deviceId' | 'dataDir'>[],
+): Promise<StoredComparison[]> {
+  // a running control plane's database (PGlite allows one opener), else opened here and closed after
+  const database = 'prisma' in source ? source : await openDatabase(source);
   try {
     const prisma = database.prisma;
     const out: StoredComparison[] = [];
@@ -81,6 +85,6 @@ export async function compareStored(options: OpenDatabaseOptions, agents: readon
     }
     return out;
   } finally {
-    await database.close();
+    if (database !== source) await database.close();
   }
 }
