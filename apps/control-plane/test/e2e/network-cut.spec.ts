@@ -152,6 +152,8 @@ describeBackends('a 40 s network cut of a real agent (issue 11)', (backend) => {
     // together with what arrived before, every seq up to the last one is there.
     const firstSeen: number[] = [];
     const seen = new Set<number>();
+    // entries published just before the cut may have reached the broker while their acknowledgement was lost
+    const seenBeforeHeal = Math.max(0, ...received.filter((r) => r.at < healAt).map((r) => r.seq));
     for (const r of received) {
       if (r.at >= healAt && !seen.has(r.seq)) firstSeen.push(r.seq);
       seen.add(r.seq);
@@ -176,7 +178,7 @@ describeBackends('a 40 s network cut of a real agent (issue 11)', (backend) => {
     expect(wsTriedAfterMs).toBeDefined();
     // replayed in order
     expect(firstSeen).toEqual([...firstSeen].sort((x, y) => x - y));
-    expect(firstSeen[0]).toBeLessThanOrEqual(ackedAtHeal + 1);
+    expect(firstSeen[0]).toBeLessThanOrEqual(seenBeforeHeal + 1);
     expect([...seen].filter((s) => s > ackedAtHeal && s <= lastSeq).length).toBe(lastSeq - ackedAtHeal);
     // stored once, no gap: every entry up to the last one
     expect(comparison.got).toEqual(comparison.want);

@@ -25,7 +25,8 @@ describeBackend('postgres', '2,000 simulated devices (issue 11)', (backend) => {
   beforeAll(async () => {
     isolated = await createIsolatedDatabase(backend);
     base = await mkdtemp(join(tmpdir(), 'flotilla-floor-'));
-    cp = await ControlPlaneProcess.start({ dataDir: isolated.dataDir, databaseUrl: isolated.databaseUrl, logLevel: 'warn' });
+    // one enrollment token for the whole fleet: its per-token limit (300 a minute) is lifted, as for a fleet rollout
+    cp = await ControlPlaneProcess.start({ dataDir: isolated.dataDir, databaseUrl: isolated.databaseUrl, logLevel: 'warn', env: { FLOTILLA_RATE_LIMIT_ENROLL_PER_TOKEN: '0' } });
   });
   afterAll(async () => {
     await fleet?.stop({ graceful: false });
