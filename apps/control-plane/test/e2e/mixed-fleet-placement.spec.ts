@@ -7,11 +7,13 @@ import { ControlPlaneProcess, startAgents, startSimFleet, stopAgents, summaryLin
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createIsolatedDatabase, describeBackend, type IsolatedDatabase } from '../support/databases.js';
 import { pollUntil } from '../support/poll.js';
+import { seedSimDevices } from '../support/sim-devices.js';
 
 // Issue 11, CI scenario "3 real agents and 500 simulated devices; placement converges": the built control plane on
 // its embedded database, 3 real agents (built bundle, generated model) and 500 simulated devices. One deployment
 // selects the real agents, another the simulated devices; both converge to every replica placed and reported ready,
-// and again after the simulated one is scaled down.
+// and again after the simulated one is scaled down. The simulated devices are enrolled by writing them into the
+// database before the control plane starts (see seedSimDevices); the real agents enroll over REST.
 const SIMULATED = 500;
 const MODEL = 'mixed-tiny';
 
@@ -25,8 +27,8 @@ describeBackend('pglite', '3 real agents and 500 simulated devices (issue 11)', 
   beforeAll(async () => {
     isolated = await createIsolatedDatabase(backend);
     base = await mkdtemp(join(tmpdir(), 'flotilla-mixed-'));
-    // one enrollment token for the whole fleet: its per-token limit (300 a minute) is lifted, as for a fleet rollout
-    cp = await ControlPlaneProcess.start({ dataDir: isolated.dataDir, databaseUrl: isolated.databaseUrl, logLevel: 'warn', env: { FLOTILLA_RATE_LIMIT_ENROLL_PER_TOKEN: '0' } });
+    await seedSimDevices(isolated.options, join(base, 'credentials.json'), { count: SIMULATED, namePrefix: 'mixed-sim', labels: { kind: 'simulated' } });
+    cp = await ControlPlaneProcess.start({ dataDir: isolated.dataDir, databaseUrl: isolated.databaseUrl, logLevel: 'warn' });
   });
   afterAll(async () => {
     await fleet?.stop({ graceful: false });
@@ -43,9 +45,10 @@ describeBackend('pglite', '3 real agents and 500 simulated devices (issue 11)', 
     agents = await startAgents({ controlPlaneUrl: c.url, adminToken: c.adminToken, count: 3, baseDir: base, namePrefix: 'mixed' });
     const sim = await startSimFleet({
       controlPlaneUrl: c.url,
-      adminToken: c.adminToken,
-      labels: { kind: 'simulated' },
+      mqttUrl: c.mqttUrl,
+      credentialsFile: join(base, 'credentials.json'),
       devicesPerAddress: 20,
+      connectRatePerSecond: 200,
       behaviour: { keepaliveSeconds: 5, telemetryIntervalMs: 5000, downloadMs: 1000, loadMs: 200 },
     });
     fleet = sim;
