@@ -11,14 +11,15 @@ import { seedSimDevices } from '../support/sim-devices.js';
 
 // Issue 11, CI scenario "an untimed floor of 2,000 simulated devices on PostgreSQL": the built control plane as a
 // process, 2,000 simulated devices (tools/sim, light MQTT clients speaking the agent's protocol) from spread source
-// addresses with the agent's 10 s connect timeout, joining at CONNECT_RATE a second. Every one connects with no failed
-// connect and is listed online; every telemetry entry produced up to a point is acknowledged, and what the devices saw
-// acknowledged is stored exactly once. Untimed: the bounds are generous, the figures are printed. The devices are
+// addresses, joining at CONNECT_RATE a second. Untimed: a CONNECT may wait up to 60 s for its CONNACK (the connect
+// timing is the benchmark's and the CONNECT-storm test's); every device connects with no failed connect (refused,
+// dropped or unanswered) and is listed online; every telemetry entry produced up to a point is acknowledged, and what the devices saw
+// acknowledged is stored exactly once. The bounds are generous, the figures are printed. The devices are
 // enrolled by writing them into the database before the control plane starts (REST enrollment at this size is the
 // benchmark's; at ~8 enrollments/s on a loaded CI box it would take minutes).
 const DEVICES = 2000;
-const TELEMETRY_MS = 2000;
-const CONNECT_RATE = 200;
+const TELEMETRY_MS = 5000;
+const CONNECT_RATE = 100;
 
 describeBackend('postgres', '2,000 simulated devices (issue 11)', (backend) => {
   let isolated: IsolatedDatabase;
@@ -60,7 +61,7 @@ describeBackend('postgres', '2,000 simulated devices (issue 11)', (backend) => {
       credentialsFile: join(base, 'credentials.json'),
       devicesPerAddress: 20,
       connectRatePerSecond: CONNECT_RATE,
-      behaviour: { keepaliveSeconds: 5, telemetryIntervalMs: TELEMETRY_MS },
+      behaviour: { keepaliveSeconds: 5, telemetryIntervalMs: TELEMETRY_MS, connectTimeoutMs: 60_000 },
     });
     fleet = sim;
     await sim.join(DEVICES);
