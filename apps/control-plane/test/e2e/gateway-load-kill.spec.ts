@@ -66,7 +66,15 @@ describeBackend('pglite', 'gateway load with the openai client while an agent is
     const model = await ensureModel('tiny', { seed: 31 });
     expect((await api(t.cp, '/api/v1/models', { token, body: catalogEntry(model, { name: MODEL, memoryBytes: 64 * 1024 * 1024 }) })).status).toBe(201);
     expect((await api(t.cp, '/api/v1/deployments', { token, body: { name: 'load', model: MODEL, replicas: 3, contextSize: 1024, parallel: 4 } })).status).toBe(201);
-    await pollUntil(async () => (await replicas()).length === 3, { timeoutMs: 90_000, intervalMs: 250, what: 'three ready replicas' });
+    await pollUntil(
+      async () => {
+        if ((await replicas()).length === 3) return true;
+        // says where it stands when it times out
+        const states = await Promise.all(agents.map(async (a) => `${a.name} ${(await detail(a.deviceId)).status} ${JSON.stringify((await detail(a.deviceId)).modelStates.map((m) => m.state))}`));
+        throw new Error(`ready replicas ${(await replicas()).length}/3; ${states.join('; ')}`);
+      },
+      { timeoutMs: 90_000, intervalMs: 250, what: 'three ready replicas' },
+    );
     const readyAt = Date.now();
 
     const results: { ok: boolean; devices: string[]; error?: string; startedAt: number; endedAt: number }[] = [];
