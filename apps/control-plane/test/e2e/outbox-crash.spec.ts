@@ -7,8 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { catalogEntry, ensureModel } from '@flotilla/tools/models';
 import { freePort, startAgents, stopAgents, type SimAgent } from '@flotilla/tools/sim';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { openDatabase } from '../../src/platform/database/index.js';
 import { createIsolatedDatabase, describeBackends, type IsolatedDatabase } from '../support/databases.js';
+import { agentAckedSeq, compareStored } from '../support/outbox.js';
 import { pollUntil } from '../support/poll.js';
 
 // Issue 8, point 2: a control-plane SIGKILL between the broker's PUBACK and the ingest's commit loses nothing.
@@ -91,28 +91,6 @@ class ControlPlaneProcess {
     this.child?.kill(signal);
     await this.exited;
   }
-}
-
-interface Produced {
-  seq: number;
-  kind: Kind;
-  payload: { origin?: string; requestId?: string };
-}
-
-/** Everything an agent's outbox produced, from its append-only log (no compaction at this size). */
-async function produced(agent: SimAgent): Promise<Produced[]> {
-  const text = await readFile(join(agent.dataDir, 'outbox', 'outbox.log'), 'utf8');
-  const lines = text
-    .split('\n')
-    .filter((line) => line.trim() !== '')
-    .map((line) => JSON.parse(line) as Partial<Produced> & { drop?: number; lastSeq?: number });
-  // a compaction header or a tombstone would hide entries from this count: the sizes here must not cause either
-  expect(lines.filter((line) => line.drop !== undefined || line.lastSeq !== undefined)).toEqual([]);
-  return lines as Produced[];
-}
-
-async function agentAckedSeq(agent: SimAgent): Promise<number> {
-  return Number((await readFile(join(agent.dataDir, 'outbox', 'outbox.ack'), 'utf8').catch(() => '0')).trim()) || 0;
 }
 
 describeBackends('control-plane SIGKILL between PUBACK and commit, real processes', (backend) => {
@@ -217,42 +195,17 @@ describeBackends('control-plane SIGKILL between PUBACK and commit, real processe
     await new Promise((r) => setTimeout(r, 1000)); // the last flush
     await cp.signal('SIGTERM');
 
-    const database = await openDatabase(isolated.options);
-    try {
-      const prisma = database.prisma;
-      for (const agent of agents) {
-        const id = agent.deviceId;
-        const cursor = Number((await prisma.deviceOutboxCursor.findUnique({ where: { deviceId: id } }))?.lastAckedSeq ?? 0n);
-        const entries = await produced(agent);
-        const stored = entries.filter((entry) => entry.seq <= cursor);
-        // what is above the cursor is still on the agent: it has not been acknowledged
-        expect(await agentAckedSeq(agent)).toBeLessThanOrEqual(cursor);
-        const telemetry = await prisma.telemetryRollup.aggregate({ where: { deviceId: id, bucketSeconds: 60 }, _sum: { samples: true } });
-        const events = await prisma.deviceEvent.findMany({ where: { deviceId: id, seq: { not: null } }, select: { seq: true } });
-        const usage = await prisma.inferenceRequest.findMany({ where: { deviceId: id }, select: { requestId: true } });
-        const got = {
-          telemetry: telemetry._sum.samples ?? 0,
-          events: events.map((event) => Number(event.seq)).sort((a, b) => a - b),
-          usage: usage.map((row) => row.requestId).sort(),
-        };
-        const want = {
-          telemetry: stored.filter((entry) => entry.kind === 'telemetry').length,
-          events: stored.filter((entry) => entry.kind === 'event').map((entry) => entry.seq),
-          usage: stored
-            .filter((entry) => entry.kind === 'usage' && entry.payload.origin === 'local')
-            .map((entry) => entry.payload.requestId ?? '')
-            .sort(),
-        };
-        console.log(
-          `[${backend}] ${agent.name}: ${entries.length} produced, cursor ${cursor}, killed commit held ${killed.get(id)?.length ?? 0} of them; ` +
-            `stored telemetry ${got.telemetry}/${want.telemetry}, events ${got.events.length}/${want.events.length}, usage ${got.usage.length}/${want.usage.length}`,
-        );
-        expect(got).toEqual(want);
-        expect(cursor).toBeGreaterThanOrEqual(Math.max(...(killed.get(id) ?? [0])));
-        expect(want.usage.length).toBeGreaterThan(0);
-      }
-    } finally {
-      await database.close();
+    for (const { deviceId: id, cursor, produced, got, want } of await compareStored(isolated.options, agents)) {
+      const agent = agents.find((a) => a.deviceId === id) as SimAgent;
+      // what is above the cursor is still on the agent: it has not been acknowledged
+      expect(await agentAckedSeq(agent)).toBeLessThanOrEqual(cursor);
+      console.log(
+        `[${backend}] ${agent.name}: ${produced} produced, cursor ${cursor}, killed commit held ${killed.get(id)?.length ?? 0} of them; ` +
+          `stored telemetry ${got.telemetry}/${want.telemetry}, events ${got.events.length}/${want.events.length}, usage ${got.usage.length}/${want.usage.length}`,
+      );
+      expect(got).toEqual(want);
+      expect(cursor).toBeGreaterThanOrEqual(Math.max(...(killed.get(id) ?? [0])));
+      expect(want.usage.length).toBeGreaterThan(0);
     }
   });
 });

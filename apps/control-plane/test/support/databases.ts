@@ -67,6 +67,21 @@ export function describeBackends(title: string, body: (backend: TestBackend) => 
   describe.skip(`${title} [postgres] -- ${reason}`, () => body('postgres'));
 }
 
+/**
+ * `describe(title [backend])` for one backend only (a scenario that matters on one database), with the same rules as
+ * `describeBackends`: PostgreSQL without FLOTILLA_TEST_DATABASE_URL is a skipped block locally and an error in CI.
+ */
+export function describeBackend(backend: TestBackend, title: string, body: (backend: TestBackend) => void): void {
+  const reason = backend === 'postgres' ? postgresNotRunReason() : undefined;
+  if (reason === undefined) {
+    describe(`${title} [${backend}]`, () => body(backend));
+    return;
+  }
+  if (process.env.CI === 'true' || process.env.CI === '1') throw new Error(`${reason}; CI must run every suite (.ci/run sets it)`);
+  console.warn(reason);
+  describe.skip(`${title} [${backend}] -- ${reason}`, () => body(backend));
+}
+
 export interface IsolatedDatabase {
   backend: TestBackend;
   /** a fresh temporary data directory (PGlite puts its files in `<dataDir>/db`) */
