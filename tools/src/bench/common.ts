@@ -37,8 +37,15 @@ export async function startStack(backend: Backend, env: Record<string, string> =
 }
 
 /** Enrolls `n` devices and connects them as a light fleet; resolves once every CONNECT got a first answer. */
-export async function joinFleet(stack: BenchStack, n: number, options: Partial<LightFleetOptions> = {}): Promise<{ fleet: LightFleet; enrollment: EnrollmentRun; joinStartedAt: number }> {
+export async function joinFleet(
+  stack: BenchStack,
+  n: number,
+  options: Partial<LightFleetOptions> = {},
+  beforeJoin?: () => Promise<void>,
+): Promise<{ fleet: LightFleet; enrollment: EnrollmentRun; joinStartedAt: number }> {
   const enrollment = await enrollDevices(stack.cp.url, stack.admin, n);
+  if (enrollment.errors > 0) throw new Error(`${enrollment.errors} of ${n} enrollments failed: ${JSON.stringify(enrollment.errorsByReason)}`);
+  await beforeJoin?.();
   const fleet = new LightFleet({ host: '127.0.0.1', port: stack.cp.mqttPort, mode: 'flotilla', ...options });
   const joinStartedAt = Date.now();
   await fleet.join(enrollment.identities);

@@ -45,8 +45,9 @@ export function postgresBackendPids(database: string): number[] {
     try {
       const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
       if (!cmdline.startsWith('postgres: ')) continue;
-      const parts = cmdline.replace(/\0/g, ' ').trim().split(/\s+/);
-      if (parts[2] === database) pids.push(Number(entry));
+      // Debian prefixes the cluster: `postgres: 15/main: <user> <database> <client> <state>`
+      const m = /^postgres: (?:\S+: )?(\S+) (\S+) /.exec(cmdline.replace(/\0/g, ' '));
+      if (m?.[2] === database) pids.push(Number(entry));
     } catch {
       // gone, or not ours to read
     }

@@ -13,7 +13,7 @@ interface Window {
   seconds: number;
   /** the broker's (control plane's or Mosquitto's) process */
   process: SampleWindow;
-  /** RSS before the fleet joined */
+  /** RSS before the fleet connected (after enrollment) */
   idleRssBytes: number;
   /** (mean RSS in the window - idle RSS) / devices */
   rssPerConnectionBytes: number;
@@ -94,11 +94,14 @@ async function controlPlaneSide(ctx: SuiteContext, backend: Backend, n: number, 
   const pgSampler = dbName ? new ProcessSampler(() => postgresBackendPids(dbName)) : undefined;
   let fleet: LightFleet | undefined;
   try {
-    sampler.mark();
-    await sleep(1000);
-    const idleRss = sampler.window().rssMeanBytes;
     ctx.log(`[${backend}] enrolling ${n} devices`);
-    const joined = await joinFleet(stack, n);
+    let idleRss = 0;
+    // RSS before the fleet connects, after enrollment: the per-connection figure is about connections only
+    const joined = await joinFleet(stack, n, {}, async () => {
+      sampler.mark();
+      await sleep(2000);
+      idleRss = sampler.window().rssMeanBytes;
+    });
     fleet = joined.fleet;
     const f = fleet;
     const ttc = await timeToAllConnected(f, joined.joinStartedAt, s.connectTimeoutMs);
