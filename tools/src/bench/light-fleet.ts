@@ -357,7 +357,10 @@ export class LightFleet {
         d.inflight.clear();
         if (d.parked || this.stopped) return;
         const delay = Math.min(this.o.reconnectMaxMs, this.o.reconnectMinMs * 2 ** d.attempt++) * (0.5 + Math.random() * 0.5);
-        setTimeout(() => void this.connect(d), delay).unref();
+        // connect() never rejects: every failure is counted and ends in a reconnect
+        setTimeout(() => {
+          this.connect(d).catch(() => undefined);
+        }, delay).unref();
       });
       socket.on('connect', () => {
         const will = lastWill(d.deviceId, d.sessionId, Date.now(), 'bench-sim');
