@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BenchControlPlane, metricValue } from './control-plane.js';
 import { enrollDevices, type EnrollmentRun } from './enrollment.js';
-import { LightFleet, type LightFleetOptions } from './light-fleet.js';
+import type { LightFleetOptions } from './light-fleet.js';
+import { openSimFleet, type SimFleet } from './sim-fleet.js';
 import { createBenchDatabase, type BenchDatabase } from './postgres.js';
 import { pollUntil } from './stats.js';
 
@@ -42,27 +43,28 @@ export async function joinFleet(
   n: number,
   options: Partial<LightFleetOptions> = {},
   beforeJoin?: () => Promise<void>,
-): Promise<{ fleet: LightFleet; enrollment: EnrollmentRun; joinStartedAt: number }> {
+  perWorker?: number,
+): Promise<{ fleet: SimFleet; enrollment: EnrollmentRun; joinStartedAt: number }> {
   const enrollment = await enrollDevices(stack.cp.url, stack.admin, n);
   if (enrollment.errors > 0) throw new Error(`${enrollment.errors} of ${n} enrollments failed: ${JSON.stringify(enrollment.errorsByReason)}`);
   await beforeJoin?.();
-  const fleet = new LightFleet({ host: '127.0.0.1', port: stack.cp.mqttPort, mode: 'flotilla', ...options });
+  const fleet = await openSimFleet({ host: '127.0.0.1', port: stack.cp.mqttPort, mode: 'flotilla', ...options }, n, perWorker);
   const joinStartedAt = Date.now();
   await fleet.join(enrollment.identities);
   return { fleet, enrollment, joinStartedAt };
 }
 
 /** ms from `since` until every device of the fleet has connected at least once; null when the deadline passed. */
-export async function timeToAllConnected(fleet: LightFleet, since: number, timeoutMs: number): Promise<number | null> {
-  const ok = await pollUntil(() => fleet.stats().everConnected >= fleet.devices.length, timeoutMs, 50);
+export async function timeToAllConnected(fleet: SimFleet, since: number, timeoutMs: number): Promise<number | null> {
+  const ok = await pollUntil(async () => (await fleet.stats()).everConnected >= fleet.size, timeoutMs, 50);
   return ok ? Date.now() - since : null;
 }
 
 /** Stops new telemetry and waits until every entry is acknowledged (or the deadline passes). */
-export async function drainTelemetry(fleet: LightFleet, timeoutMs: number): Promise<void> {
-  fleet.quiesce();
-  await pollUntil(() => {
-    const s = fleet.stats();
+export async function drainTelemetry(fleet: SimFleet, timeoutMs: number): Promise<void> {
+  await fleet.quiesce();
+  await pollUntil(async () => {
+    const s = await fleet.stats();
     return s.telemetryAcked >= s.telemetryOffered;
   }, timeoutMs, 100);
 }

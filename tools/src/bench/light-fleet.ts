@@ -36,6 +36,8 @@ export interface LightFleetOptions {
   reconnectMaxMs?: number;
   /** simulated download + load time of a desired model, ms */
   modelLoadMs?: number;
+  /** index of this fleet's first device in the whole simulated fleet (worker processes), for source addresses */
+  indexOffset?: number;
 }
 
 export interface LightFleetStats {
@@ -146,6 +148,7 @@ export class LightFleet {
       reconnectMinMs: 500,
       reconnectMaxMs: 30_000,
       modelLoadMs: 50,
+      indexOffset: 0,
       ...options,
     };
     this.hello = {
@@ -170,7 +173,7 @@ export class LightFleet {
 
   /** Adds devices and connects them (at most `connectConcurrency` CONNECTs in flight); resolves when each got a first answer. */
   async join(identities: readonly LightDeviceIdentity[]): Promise<void> {
-    const start = this.devices.length;
+    const start = this.o.indexOffset + this.devices.length;
     const added = identities.map((id, i) => new LightDevice(this, id, sourceAddress(start + i, this.o.devicesPerAddress)));
     this.devices.push(...added);
     this.ensureTimer();
@@ -235,6 +238,13 @@ export class LightFleet {
       d.socket?.destroy();
     }
     await new Promise((done) => setImmediate(done));
+  }
+
+  /** When each device first got each model in a desired state: [deviceId, model, epoch ms]. */
+  modelArrivals(): [string, string, number][] {
+    const out: [string, string, number][] = [];
+    for (const d of this.devices) for (const [model, at] of d.models) out.push([d.deviceId, model, at]);
+    return out;
   }
 
   /** Stops creating telemetry entries (keepalive, acks and resends go on), so stored can be compared with offered. */

@@ -3,7 +3,8 @@
 // payloads. Measured over a steady-state window after everyone connected and a settle time.
 import { startStack, joinFleet, timeToAllConnected, drainTelemetry, scrapeLoopDelay, type Backend } from '../common.js';
 import { timedGet } from '../http.js';
-import { anonymousIdentities, LightFleet, type LightFleetStats } from '../light-fleet.js';
+import { anonymousIdentities, type LightFleetStats } from '../light-fleet.js';
+import { DEFAULT_DEVICES_PER_WORKER, openSimFleet, type SimFleet } from '../sim-fleet.js';
 import { startMosquitto } from '../mosquitto.js';
 import { postgresBackendPids, ProcessSampler, type SampleWindow } from '../proc.js';
 import { distribution, fmt, MiB, ratio, sleep, type Distribution } from '../stats.js';
@@ -19,7 +20,7 @@ interface Window {
   rssPerConnectionBytes: number;
   /** CPU % of one core per 1,000 connections */
   cpuPercentPer1k: number;
-  /** the simulator's own CPU over the window (this process), % of one core */
+  /** the simulator's own CPU over the window (its processes), % of one core */
   simCpuPercent: number;
 }
 
@@ -57,18 +58,22 @@ interface Settings {
   windowMs: number;
   connectTimeoutMs: number;
   drainTimeoutMs: number;
+  /** devices per simulator worker process (0: always in worker processes) */
+  perWorker: number;
 }
 
-async function steadyWindow(sampler: ProcessSampler, idleRss: number, n: number, windowMs: number, during?: () => Promise<void>): Promise<{ w: Window; pg?: SampleWindow }> {
-  const sim0 = process.cpuUsage();
+async function steadyWindow(sampler: ProcessSampler, fleet: SimFleet, idleRss: number, n: number, windowMs: number, during?: () => Promise<void>): Promise<{ w: Window; pg?: SampleWindow }> {
+  const simSampler = new ProcessSampler(() => fleet.pids, 1000);
   const t0 = performance.now();
   sampler.mark();
+  simSampler.mark();
   const until = Date.now() + windowMs;
   if (during) await during();
   const rest = until - Date.now();
   if (rest > 0) await sleep(rest);
   const p = sampler.window();
-  const sim = process.cpuUsage(sim0);
+  const sim = simSampler.window();
+  simSampler.stop();
   const seconds = (performance.now() - t0) / 1000;
   return {
     w: {
@@ -77,7 +82,7 @@ async function steadyWindow(sampler: ProcessSampler, idleRss: number, n: number,
       idleRssBytes: idleRss,
       rssPerConnectionBytes: (p.rssMeanBytes - idleRss) / n,
       cpuPercentPer1k: (p.cpuPercent / n) * 1000,
-      simCpuPercent: ((sim.user + sim.system) / 1e6 / seconds) * 100,
+      simCpuPercent: sim.cpuPercent,
     },
   };
 }
@@ -92,28 +97,34 @@ async function controlPlaneSide(ctx: SuiteContext, backend: Backend, n: number, 
   const sampler = ProcessSampler.of(stack.cp.pid);
   const dbName = stack.db?.name;
   const pgSampler = dbName ? new ProcessSampler(() => postgresBackendPids(dbName)) : undefined;
-  let fleet: LightFleet | undefined;
+  let fleet: SimFleet | undefined;
   try {
     ctx.log(`[${backend}] enrolling ${n} devices`);
     let idleRss = 0;
     // RSS before the fleet connects, after enrollment: the per-connection figure is about connections only
-    const joined = await joinFleet(stack, n, {}, async () => {
-      sampler.mark();
-      await sleep(2000);
-      idleRss = sampler.window().rssMeanBytes;
-    });
+    const joined = await joinFleet(
+      stack,
+      n,
+      {},
+      async () => {
+        sampler.mark();
+        await sleep(2000);
+        idleRss = sampler.window().rssMeanBytes;
+      },
+      s.perWorker,
+    );
     fleet = joined.fleet;
     const f = fleet;
     const ttc = await timeToAllConnected(f, joined.joinStartedAt, s.connectTimeoutMs);
-    ctx.log(`[${backend}] ${f.stats().everConnected}/${n} connected ${ttc === null ? `(not all within ${s.connectTimeoutMs / 1000} s)` : `in ${fmt(ttc / 1000)} s`}; settling ${s.settleMs / 1000} s`);
+    ctx.log(`[${backend}] ${(await f.stats()).everConnected}/${n} connected ${ttc === null ? `(not all within ${s.connectTimeoutMs / 1000} s)` : `in ${fmt(ttc / 1000)} s`}; settling ${s.settleMs / 1000} s`);
     await sleep(s.settleMs);
-    const before = f.stats();
+    const before = await f.stats();
     await scrapeLoopDelay(stack.cp.url); // resets the histogram: the next scrape covers the window only
     const latencies: number[] = [];
     let failures = 0;
     pgSampler?.mark();
     ctx.log(`[${backend}] steady window ${s.windowMs / 1000} s`);
-    const { w } = await steadyWindow(sampler, idleRss, n, s.windowMs, async () => {
+    const { w } = await steadyWindow(sampler, f, idleRss, n, s.windowMs, async () => {
       const end = Date.now() + s.windowMs;
       while (Date.now() < end) {
         const r = await timedGet(`${stack.cp.url}/api/v1/devices?limit=100`, stack.admin);
@@ -124,9 +135,9 @@ async function controlPlaneSide(ctx: SuiteContext, backend: Backend, n: number, 
     });
     const pg = pgSampler?.window();
     const loop = await scrapeLoopDelay(stack.cp.url);
-    const after = f.stats();
+    const after = await f.stats();
     await drainTelemetry(f, s.drainTimeoutMs);
-    const end = f.stats();
+    const end = await f.stats();
     return {
       backend,
       devices: n,
@@ -155,7 +166,7 @@ async function controlPlaneSide(ctx: SuiteContext, backend: Backend, n: number, 
 async function mosquittoSide(ctx: SuiteContext, n: number, s: Settings): Promise<BrokerSide> {
   const broker = await startMosquitto();
   const sampler = ProcessSampler.of(broker.pid);
-  const fleet = new LightFleet({ host: '127.0.0.1', port: broker.port, mode: 'mosquitto' });
+  const fleet = await openSimFleet({ host: '127.0.0.1', port: broker.port, mode: 'mosquitto' }, n, s.perWorker);
   try {
     sampler.mark();
     await sleep(1000);
@@ -163,14 +174,14 @@ async function mosquittoSide(ctx: SuiteContext, n: number, s: Settings): Promise
     const t0 = Date.now();
     await fleet.join(anonymousIdentities(n));
     const ttc = await timeToAllConnected(fleet, t0, s.connectTimeoutMs);
-    ctx.log(`[mosquitto] ${fleet.stats().everConnected}/${n} connected in ${fmt((ttc ?? NaN) / 1000)} s; settling ${s.settleMs / 1000} s`);
+    ctx.log(`[mosquitto] ${(await fleet.stats()).everConnected}/${n} connected in ${fmt((ttc ?? NaN) / 1000)} s; settling ${s.settleMs / 1000} s`);
     await sleep(s.settleMs);
-    const before = fleet.stats();
+    const before = await fleet.stats();
     ctx.log(`[mosquitto] steady window ${s.windowMs / 1000} s`);
-    const { w } = await steadyWindow(sampler, idleRss, n, s.windowMs);
-    const after = fleet.stats();
+    const { w } = await steadyWindow(sampler, fleet, idleRss, n, s.windowMs);
+    const after = await fleet.stats();
     await drainTelemetry(fleet, s.drainTimeoutMs);
-    const end = fleet.stats();
+    const end = await fleet.stats();
     return {
       devices: n,
       timeToAllConnectedMs: ttc,
@@ -219,8 +230,8 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
     windowMs: f.number('window', ctx.quick ? 5 : 30) * 1000,
     connectTimeoutMs: f.number('connect-timeout', 120) * 1000,
     drainTimeoutMs: f.number('drain-timeout', ctx.quick ? 10 : 40) * 1000,
+    perWorker: f.number('per-worker', DEFAULT_DEVICES_PER_WORKER),
   };
-  for (const n of sizes) if (n > 9000) throw new Error(`--devices ${n}: above ~9,000 the simulator must be split over worker processes (open-file limit 20,000), not done yet`);
   const results: FleetSizeResult[] = [];
   const summary: string[] = [];
   for (const n of sizes) {
@@ -252,6 +263,6 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
 export const fleetSuite: Suite = {
   name: 'fleet',
   description: 'devices held: control plane (PostgreSQL, optionally PGlite) vs a Mosquitto fed the same clients',
-  flagsHelp: ['--devices 1000,5000 (1000)', '--pglite (also on PGlite)', '--no-postgres', '--no-mosquitto', '--settle S (10)', '--window S (30)', '--connect-timeout S (120)'],
+  flagsHelp: ['--devices 1000,5000 (1000)', '--pglite (also on PGlite)', '--no-postgres', '--no-mosquitto', '--settle S (10)', '--window S (30)', '--connect-timeout S (120)', '--per-worker N (3000 devices per simulator process; 0 = always in workers)'],
   run,
 };

@@ -51,13 +51,13 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
   const { fleet, joinStartedAt } = await joinFleet(stack, n, { keepaliveSeconds });
   try {
     const ttc = await timeToAllConnected(fleet, joinStartedAt, 120_000);
-    if (ttc === null) throw new Error(`not every device connected within 120 s (${fleet.stats().everConnected}/${n})`);
+    if (ttc === null) throw new Error(`not every device connected within 120 s (${(await fleet.stats()).everConnected}/${n})`);
     await sleep(ctx.quick ? 2000 : 5000);
     ctx.log(`crashing ${k} of ${n} devices`);
-    const crashes = fleet.crash(k);
+    const crashes = await fleet.crash(k);
     const crashSeen = await detect(stack.cp.url, stack.admin, crashes, 30_000, pollMs);
     ctx.log(`silencing ${k} others (keepalive ${keepaliveSeconds} s)`);
-    const silences = fleet.silence(k);
+    const silences = await fleet.silence(k);
     const silenceSeen = await detect(stack.cp.url, stack.admin, silences, 60_000, pollMs);
     const crash = result('crash', crashes, crashSeen, 1000);
     const silence = result('silence', silences, silenceSeen, (1.5 * keepaliveSeconds + 1) * 1000);

@@ -18,6 +18,8 @@ export interface RestartResult {
   exits: { code: number | null; signal: string | null }[];
   telemetry: { offered: number; acked: number; lost: number; resends: number };
   failedConnects: number;
+  /** failed CONNECTs before the kill (the ones after it hit a control plane that is down or starting) */
+  failedConnectsBeforeKill: number;
   errorLogLines: number;
   errorLogSample: string[];
   targetMs: number;
@@ -33,12 +35,13 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
     if (firstJoinMs === null) throw new Error('not every device connected within 120 s');
     await sleep(ctx.quick ? 3000 : 12_000);
     ctx.log(`SIGKILL of the control plane under ${n} devices, then a restart`);
+    const beforeKill = await fleet.stats();
     const killedAt = Date.now();
     await stack.cp.kill();
     const s0 = Date.now();
     await stack.cp.start();
     const controlPlaneStartMs = Date.now() - s0;
-    const reconnected = await pollUntil(() => fleet.stats().connected >= n, watchMs, 50);
+    const reconnected = await pollUntil(async () => (await fleet.stats()).connected >= n, watchMs, 50);
     const allReconnectedMs = reconnected ? Date.now() - killedAt : null;
     const online = await pollUntil(async () => ((await scrapeLoopDelay(stack.cp.url)).devicesOnline ?? 0) >= n, Math.max(1000, killedAt + watchMs - Date.now()), 250);
     const allOnlineMs = online ? Date.now() - killedAt : null;
@@ -47,7 +50,7 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
     if (rest > 0) await sleep(rest);
     const crashedAfterRestart = !stack.cp.running;
     await drainTelemetry(fleet, 45_000);
-    const s = fleet.stats();
+    const s = await fleet.stats();
     const result: RestartResult = {
       devices: n,
       firstJoinMs,
@@ -58,6 +61,7 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
       exits: stack.cp.exits.map((e) => ({ code: e.code, signal: e.signal })),
       telemetry: { offered: s.telemetryOffered, acked: s.telemetryAcked, lost: s.telemetryOffered - s.telemetryAcked, resends: s.resends },
       failedConnects: s.failedConnects,
+      failedConnectsBeforeKill: beforeKill.failedConnects,
       errorLogLines: stack.cp.errorLines.length,
       errorLogSample: stack.cp.errorLines.slice(0, 3),
       targetMs: 60_000,
@@ -65,7 +69,7 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
     const summary = [
       `${n} devices: control plane back (healthz) in ${fmt(controlPlaneStartMs / 1000, 2)} s; all reconnected ${allReconnectedMs === null ? 'NOT' : `${fmt(allReconnectedMs / 1000)} s`} and all listed online ${allOnlineMs === null ? 'NOT' : `${fmt(allOnlineMs / 1000)} s`} after the SIGKILL ` +
         `(first join ${fmt((firstJoinMs ?? NaN) / 1000)} s: ${fmt(ratio(allOnlineMs, firstJoinMs), 2)}x; target 60 s)`,
-      `  new process ${crashedAfterRestart ? 'EXITED' : 'stayed up'}; telemetry ${s.telemetryAcked}/${s.telemetryOffered} acknowledged after the drain (${result.telemetry.lost} lost), ${s.resends} resends; ${s.failedConnects} failed connects; ${result.errorLogLines} error log lines`,
+      `  new process ${crashedAfterRestart ? 'EXITED' : 'stayed up'}; telemetry ${s.telemetryAcked}/${s.telemetryOffered} acknowledged after the drain (${result.telemetry.lost} lost), ${s.resends} resends; ${s.failedConnects - beforeKill.failedConnects} connect attempts refused or unanswered while it was down or starting (${beforeKill.failedConnects} before the kill); ${result.errorLogLines} error log lines`,
     ];
     return { options: { devices: n, watchMs, backend: 'postgres' }, result, summary };
   } finally {
