@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { main } from '../src/bench/cli.js';
 import { anonymousIdentities, LightFleet, sourceAddress } from '../src/bench/light-fleet.js';
 import { startMosquitto } from '../src/bench/mosquitto.js';
-import { openSimFleet } from '../src/bench/sim-fleet.js';
+import { openBenchFleet } from '../src/bench/bench-fleet.js';
 import { createBenchDatabase } from '../src/bench/postgres.js';
 import { postgresBackendPids, ProcessSampler, readProc } from '../src/bench/proc.js';
 import { renderReport } from '../src/bench/report.js';
@@ -135,7 +135,7 @@ describe('results and report', () => {
 describe('simulated fleet over worker processes', () => {
   it('splits the devices over workers and sums their stats', async () => {
     const broker = await startMosquitto();
-    const fleet = await openSimFleet({ host: '127.0.0.1', port: broker.port, mode: 'mosquitto', telemetryIntervalMs: 200 }, 30, 10);
+    const fleet = await openBenchFleet({ host: '127.0.0.1', port: broker.port, mode: 'mosquitto', telemetryIntervalMs: 200 }, 30, { engine: 'light', perWorker: 10 });
     try {
       expect(fleet.pids).toHaveLength(3);
       expect(fleet.pids).not.toContain(process.pid);

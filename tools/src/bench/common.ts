@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { BenchControlPlane, metricValue } from './control-plane.js';
 import { enrollDevices, type EnrollmentRun } from './enrollment.js';
 import type { LightFleetOptions } from './light-fleet.js';
-import { openSimFleet, type SimFleet } from './sim-fleet.js';
+import { openBenchFleet, type BenchFleet, type FleetChoice } from './bench-fleet.js';
 import { createBenchDatabase, type BenchDatabase } from './postgres.js';
 import { pollUntil } from './stats.js';
 
@@ -43,25 +43,25 @@ export async function joinFleet(
   n: number,
   options: Partial<LightFleetOptions> = {},
   beforeJoin?: () => Promise<void>,
-  perWorker?: number,
-): Promise<{ fleet: SimFleet; enrollment: EnrollmentRun; joinStartedAt: number }> {
+  choice?: FleetChoice,
+): Promise<{ fleet: BenchFleet; enrollment: EnrollmentRun; joinStartedAt: number }> {
   const enrollment = await enrollDevices(stack.cp.url, stack.admin, n);
   if (enrollment.errors > 0) throw new Error(`${enrollment.errors} of ${n} enrollments failed: ${JSON.stringify(enrollment.errorsByReason)}`);
   await beforeJoin?.();
-  const fleet = await openSimFleet({ host: '127.0.0.1', port: stack.cp.mqttPort, mode: 'flotilla', ...options }, n, perWorker);
+  const fleet = await openBenchFleet({ host: '127.0.0.1', port: stack.cp.mqttPort, mode: 'flotilla', controlPlaneUrl: stack.cp.url, ...options }, n, choice);
   const joinStartedAt = Date.now();
   await fleet.join(enrollment.identities);
   return { fleet, enrollment, joinStartedAt };
 }
 
 /** ms from `since` until every device of the fleet has connected at least once; null when the deadline passed. */
-export async function timeToAllConnected(fleet: SimFleet, since: number, timeoutMs: number): Promise<number | null> {
+export async function timeToAllConnected(fleet: BenchFleet, since: number, timeoutMs: number): Promise<number | null> {
   const ok = await pollUntil(async () => (await fleet.stats()).everConnected >= fleet.size, timeoutMs, 50);
   return ok ? Date.now() - since : null;
 }
 
 /** Stops new telemetry and waits until every entry is acknowledged (or the deadline passes). */
-export async function drainTelemetry(fleet: SimFleet, timeoutMs: number): Promise<void> {
+export async function drainTelemetry(fleet: BenchFleet, timeoutMs: number): Promise<void> {
   await fleet.quiesce();
   await pollUntil(async () => {
     const s = await fleet.stats();

@@ -1,6 +1,6 @@
 // One worker process of a simulated fleet (sim-fleet.ts): a LightFleet driven over IPC.
 import { LightFleet } from './light-fleet.js';
-import type { WorkerAnswer, WorkerRequest } from './sim-fleet.js';
+import type { WorkerAnswer, WorkerRequest } from './bench-fleet.js';
 
 let fleet: LightFleet | undefined;
 

@@ -36,6 +36,8 @@ export interface LightFleetOptions {
   reconnectMaxMs?: number;
   /** simulated download + load time of a desired model, ms */
   modelLoadMs?: number;
+  /** the control plane's base URL (the project simulator's engine wants it; the light fleet dials host:port only) */
+  controlPlaneUrl?: string;
   /** index of this fleet's first device in the whole simulated fleet (worker processes), for source addresses */
   indexOffset?: number;
 }
@@ -149,6 +151,7 @@ export class LightFleet {
       reconnectMaxMs: 30_000,
       modelLoadMs: 50,
       indexOffset: 0,
+      controlPlaneUrl: '',
       ...options,
     };
     this.hello = {

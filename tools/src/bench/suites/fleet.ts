@@ -4,7 +4,7 @@
 import { startStack, joinFleet, timeToAllConnected, drainTelemetry, scrapeLoopDelay, type Backend } from '../common.js';
 import { timedGet } from '../http.js';
 import { anonymousIdentities, type LightFleetStats } from '../light-fleet.js';
-import { DEFAULT_DEVICES_PER_WORKER, openSimFleet, type SimFleet } from '../sim-fleet.js';
+import { fleetChoice, openBenchFleet, type BenchFleet, type FleetChoice } from '../bench-fleet.js';
 import { startMosquitto } from '../mosquitto.js';
 import { postgresBackendPids, ProcessSampler, type SampleWindow } from '../proc.js';
 import { distribution, fmt, MiB, ratio, sleep, type Distribution } from '../stats.js';
@@ -58,11 +58,11 @@ interface Settings {
   windowMs: number;
   connectTimeoutMs: number;
   drainTimeoutMs: number;
-  /** devices per simulator worker process (0: always in worker processes) */
-  perWorker: number;
+  /** which simulator, and devices per simulator worker process */
+  choice: FleetChoice;
 }
 
-async function steadyWindow(sampler: ProcessSampler, fleet: SimFleet, idleRss: number, n: number, windowMs: number, during?: () => Promise<void>): Promise<{ w: Window; pg?: SampleWindow }> {
+async function steadyWindow(sampler: ProcessSampler, fleet: BenchFleet, idleRss: number, n: number, windowMs: number, during?: () => Promise<void>): Promise<{ w: Window; pg?: SampleWindow }> {
   const simSampler = new ProcessSampler(() => fleet.pids, 1000);
   const t0 = performance.now();
   sampler.mark();
@@ -97,7 +97,7 @@ async function controlPlaneSide(ctx: SuiteContext, backend: Backend, n: number, 
   const sampler = ProcessSampler.of(stack.cp.pid);
   const dbName = stack.db?.name;
   const pgSampler = dbName ? new ProcessSampler(() => postgresBackendPids(dbName)) : undefined;
-  let fleet: SimFleet | undefined;
+  let fleet: BenchFleet | undefined;
   try {
     ctx.log(`[${backend}] enrolling ${n} devices`);
     let idleRss = 0;
@@ -111,7 +111,7 @@ async function controlPlaneSide(ctx: SuiteContext, backend: Backend, n: number, 
         await sleep(2000);
         idleRss = sampler.window().rssMeanBytes;
       },
-      s.perWorker,
+      s.choice,
     );
     fleet = joined.fleet;
     const f = fleet;
@@ -166,7 +166,7 @@ async function controlPlaneSide(ctx: SuiteContext, backend: Backend, n: number, 
 async function mosquittoSide(ctx: SuiteContext, n: number, s: Settings): Promise<BrokerSide> {
   const broker = await startMosquitto();
   const sampler = ProcessSampler.of(broker.pid);
-  const fleet = await openSimFleet({ host: '127.0.0.1', port: broker.port, mode: 'mosquitto' }, n, s.perWorker);
+  const fleet = await openBenchFleet({ host: '127.0.0.1', port: broker.port, mode: 'mosquitto' }, n, s.choice);
   try {
     sampler.mark();
     await sleep(1000);
@@ -230,7 +230,7 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
     windowMs: f.number('window', ctx.quick ? 5 : 30) * 1000,
     connectTimeoutMs: f.number('connect-timeout', 120) * 1000,
     drainTimeoutMs: f.number('drain-timeout', ctx.quick ? 10 : 40) * 1000,
-    perWorker: f.number('per-worker', DEFAULT_DEVICES_PER_WORKER),
+    choice: fleetChoice(f),
   };
   const results: FleetSizeResult[] = [];
   const summary: string[] = [];
@@ -254,7 +254,7 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
     summary.push(...lines);
   }
   return {
-    options: { sizes, backends, ...s, keepaliveSeconds: 5, telemetryIntervalMs: 5000, simulator: 'tools/src/bench/light-fleet.ts (raw MQTT)' },
+    options: { sizes, backends, ...s, keepaliveSeconds: 5, telemetryIntervalMs: 5000, simulator: s.choice.engine === 'light' ? 'tools/src/bench/light-fleet.ts (raw MQTT)' : 'tools/src/sim startSimFleet' },
     result: { sizes: results },
     summary,
   };
@@ -263,6 +263,6 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
 export const fleetSuite: Suite = {
   name: 'fleet',
   description: 'devices held: control plane (PostgreSQL, optionally PGlite) vs a Mosquitto fed the same clients',
-  flagsHelp: ['--devices 1000,5000 (1000)', '--pglite (also on PGlite)', '--no-postgres', '--no-mosquitto', '--settle S (10)', '--window S (30)', '--connect-timeout S (120)', '--per-worker N (3000 devices per simulator process; 0 = always in workers)'],
+  flagsHelp: ['--devices 1000,5000 (1000)', '--pglite (also on PGlite)', '--no-postgres', '--no-mosquitto', '--settle S (10)', '--window S (30)', '--connect-timeout S (120)', '--sim light|project (which simulator)', '--per-worker N (3000 devices per simulator process; 0 = always in workers)'],
   run,
 };

@@ -4,7 +4,7 @@
 // (crash within 1 s, silence within 1.5 x keepalive + 1 s).
 import { startStack, joinFleet, timeToAllConnected, devicesWithStatus } from '../common.js';
 import { distribution, fmt, ratio, sleep, type Distribution } from '../stats.js';
-import { DEFAULT_DEVICES_PER_WORKER } from '../sim-fleet.js';
+import { fleetChoice } from '../bench-fleet.js';
 import type { Suite, SuiteContext, SuiteOutcome } from '../suite.js';
 
 export interface DetectionResult {
@@ -49,7 +49,7 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
   const pollMs = ctx.flags.number('poll-ms', 100);
   if (2 * k > n) throw new Error(`--events ${k}: needs at least ${2 * k} devices`);
   const stack = await startStack('postgres');
-  const { fleet, joinStartedAt } = await joinFleet(stack, n, { keepaliveSeconds }, undefined, ctx.flags.number('per-worker', DEFAULT_DEVICES_PER_WORKER));
+  const { fleet, joinStartedAt } = await joinFleet(stack, n, { keepaliveSeconds }, undefined, fleetChoice(ctx.flags));
   try {
     const ttc = await timeToAllConnected(fleet, joinStartedAt, 120_000);
     if (ttc === null) throw new Error(`not every device connected within 120 s (${(await fleet.stats()).everConnected}/${n})`);
@@ -77,6 +77,6 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
 export const livenessSuite: Suite = {
   name: 'liveness',
   description: 'detection latency of 100 crashes and 100 silences, vs the targets',
-  flagsHelp: ['--devices N (1000)', '--per-worker N (3000)', '--events K (100)', '--keepalive S (5)', '--poll-ms MS (100)'],
+  flagsHelp: ['--devices N (1000)', '--sim light|project', '--per-worker N (3000)', '--events K (100)', '--keepalive S (5)', '--poll-ms MS (100)'],
   run,
 };

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { startStack, joinFleet, timeToAllConnected } from '../common.js';
 import { api } from '../http.js';
 import { fmt, sleep } from '../stats.js';
-import { DEFAULT_DEVICES_PER_WORKER } from '../sim-fleet.js';
+import { fleetChoice } from '../bench-fleet.js';
 import type { Suite, SuiteContext, SuiteOutcome } from '../suite.js';
 
 interface DeploymentRow {
@@ -48,7 +48,7 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
   const r = ctx.flags.number('replicas', ctx.quick ? 2 : 3);
   const timeoutMs = ctx.flags.number('timeout', 180) * 1000;
   const stack = await startStack('postgres');
-  const { fleet, joinStartedAt } = await joinFleet(stack, n, {}, undefined, ctx.flags.number('per-worker', DEFAULT_DEVICES_PER_WORKER));
+  const { fleet, joinStartedAt } = await joinFleet(stack, n, {}, undefined, fleetChoice(ctx.flags));
   try {
     if ((await timeToAllConnected(fleet, joinStartedAt, 120_000)) === null) throw new Error('not every device connected within 120 s');
     await sleep(ctx.quick ? 2000 : 5000);
@@ -115,6 +115,6 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
 export const placementSuite: Suite = {
   name: 'placement',
   description: 'D deployments over N devices: desired states delivered and replicas ready after the last create',
-  flagsHelp: ['--devices N (1000)', '--per-worker N (3000)', '--deployments D (100)', '--replicas R (3)', '--timeout S (180)'],
+  flagsHelp: ['--devices N (1000)', '--sim light|project', '--per-worker N (3000)', '--deployments D (100)', '--replicas R (3)', '--timeout S (180)'],
   run,
 };

@@ -4,7 +4,7 @@
 // fleet's first join (time to all connected from a cold start of the devices).
 import { startStack, joinFleet, timeToAllConnected, drainTelemetry, scrapeLoopDelay } from '../common.js';
 import { fmt, pollUntil, ratio, sleep } from '../stats.js';
-import { DEFAULT_DEVICES_PER_WORKER } from '../sim-fleet.js';
+import { fleetChoice } from '../bench-fleet.js';
 import type { Suite, SuiteContext, SuiteOutcome } from '../suite.js';
 
 export interface RestartResult {
@@ -30,7 +30,7 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
   const n = ctx.flags.number('devices', ctx.quick ? 20 : 1000);
   const watchMs = ctx.flags.number('watch', ctx.quick ? 10 : 60) * 1000;
   const stack = await startStack('postgres');
-  const { fleet, joinStartedAt } = await joinFleet(stack, n, {}, undefined, ctx.flags.number('per-worker', DEFAULT_DEVICES_PER_WORKER));
+  const { fleet, joinStartedAt } = await joinFleet(stack, n, {}, undefined, fleetChoice(ctx.flags));
   try {
     const firstJoinMs = await timeToAllConnected(fleet, joinStartedAt, 120_000);
     if (firstJoinMs === null) throw new Error('not every device connected within 120 s');
@@ -82,6 +82,6 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
 export const restartSuite: Suite = {
   name: 'restart',
   description: 'control plane SIGKILLed and restarted under a fleet: recovery time, crash or not, dropped messages',
-  flagsHelp: ['--devices N (1000)', '--per-worker N (3000)', '--watch S (60)'],
+  flagsHelp: ['--devices N (1000)', '--sim light|project', '--per-worker N (3000)', '--watch S (60)'],
   run,
 };

@@ -1,5 +1,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { ProjectFleet } from './project-fleet.js';
+import type { Flags } from './suite.js';
 import { LightFleet, type LightDeviceIdentity, type LightFleetOptions, type LightFleetStats } from './light-fleet.js';
 
 export type DeviceEvent = { deviceId: string; at: number };
@@ -8,7 +10,7 @@ export type DeviceEvent = { deviceId: string; at: number };
  * What the suites drive: a simulated fleet in this process or spread over worker processes (one per few thousand
  * devices: the open-file limit here is 20,000 per process, and the simulator's CPU stays out of the measured process).
  */
-export interface SimFleet {
+export interface BenchFleet {
   readonly size: number;
   /** processes that run the simulated devices (their CPU is the simulator's, reported beside the figures) */
   readonly pids: number[];
@@ -21,7 +23,7 @@ export interface SimFleet {
   stop(): Promise<void>;
 }
 
-class InProcessFleet implements SimFleet {
+class InProcessFleet implements BenchFleet {
   readonly pids = [process.pid];
   private readonly fleet: LightFleet;
   constructor(options: LightFleetOptions) {
@@ -91,7 +93,7 @@ class Worker {
   }
 }
 
-class WorkerFleet implements SimFleet {
+class WorkerFleet implements BenchFleet {
   size = 0;
   private constructor(private readonly workers: Worker[]) {}
 
@@ -150,6 +152,20 @@ class WorkerFleet implements SimFleet {
   }
 }
 
+/** Which simulator runs the devices: the bench's light fleet (workers, desired-state arrival times) or the project's. */
+export interface FleetChoice {
+  engine: 'light' | 'project';
+  /** devices per worker process (light engine) */
+  perWorker: number;
+}
+
+/** `--sim light|project` and `--per-worker N` */
+export function fleetChoice(flags: Flags): FleetChoice {
+  const engine = flags.string('sim', 'light');
+  if (engine !== 'light' && engine !== 'project') throw new Error(`--sim ${engine}: expected light or project`);
+  return { engine, perWorker: flags.number('per-worker', DEFAULT_DEVICES_PER_WORKER) };
+}
+
 /** Devices per worker process; at or below it the fleet runs in this process. */
 export const DEFAULT_DEVICES_PER_WORKER = 3000;
 
@@ -157,7 +173,9 @@ export const DEFAULT_DEVICES_PER_WORKER = 3000;
  * A simulated fleet of `expected` devices: in this process up to `perWorker` devices, else over worker processes.
  * `perWorker: 0` forces workers for any size (e.g. to keep the simulator's CPU apart from the runner's).
  */
-export async function openSimFleet(options: LightFleetOptions, expected: number, perWorker = DEFAULT_DEVICES_PER_WORKER): Promise<SimFleet> {
+export async function openBenchFleet(options: LightFleetOptions, expected: number, choice: FleetChoice = { engine: 'light', perWorker: DEFAULT_DEVICES_PER_WORKER }): Promise<BenchFleet> {
+  if (choice.engine === 'project') return new ProjectFleet(options);
+  const perWorker = choice.perWorker;
   if (perWorker > 0 && expected <= perWorker) return new InProcessFleet(options);
   return WorkerFleet.start(options, expected, perWorker > 0 ? perWorker : expected);
 }
