@@ -1,5 +1,6 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { trackChild } from './cleanup.js';
 import { ProjectFleet } from './project-fleet.js';
 import type { Flags } from './suite.js';
 import { LightFleet, type LightDeviceIdentity, type LightFleetOptions, type LightFleetStats } from './light-fleet.js';
@@ -100,7 +101,11 @@ class WorkerFleet implements BenchFleet {
   static async start(options: LightFleetOptions, count: number, perWorker: number): Promise<WorkerFleet> {
     const n = Math.max(1, Math.ceil(count / perWorker));
     // execArgv: [] so a test runner's source-resolving conditions do not leak into the built worker
-    const workers = Array.from({ length: n }, () => new Worker(fork(WORKER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] })));
+    const workers = Array.from({ length: n }, () => {
+      const child = fork(WORKER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] });
+      trackChild(child);
+      return new Worker(child);
+    });
     await Promise.all(workers.map((w, i) => w.call({ op: 'init', options: { ...options, indexOffset: i * perWorker } })));
     return new WorkerFleet(workers);
   }

@@ -1,5 +1,6 @@
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
+import { installInterruptCleanup } from './cleanup.js';
 import { envelope, writeResult } from './results.js';
 import { Flags, type Suite } from './suite.js';
 import { enrollSuite } from './suites/enroll.js';
@@ -37,6 +38,7 @@ export async function main(argv: readonly string[], root: string): Promise<numbe
     return 2;
   }
   const chosen = (names.length > 0 ? names : DEFAULT_SUITES).map((n) => SUITES.find((s) => s.name === n)).filter((s): s is Suite => s !== undefined);
+  installInterruptCleanup();
   const resultsDir = flags.string('results', join(root, 'bench/results'));
   const quick = flags.bool('quick');
   let failed = 0;

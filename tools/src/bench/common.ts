@@ -19,10 +19,13 @@ export interface BenchStack {
 }
 
 /** A built control plane on a fresh PostgreSQL database (created here, dropped by dispose) or on PGlite. */
-export async function startStack(backend: Backend, env: Record<string, string> = {}): Promise<BenchStack> {
+export async function startStack(backend: Backend, env: Record<string, string> = {}, options: { keepRateLimits?: boolean } = {}): Promise<BenchStack> {
   const dir = await mkdtemp(join(tmpdir(), 'flotilla-bench-'));
   const db = backend === 'postgres' ? await createBenchDatabase() : undefined;
-  const cp = new BenchControlPlane({ dataDir: join(dir, 'cp'), ...(db ? { databaseUrl: db.url } : {}), env });
+  // Enrollment limits (per address, per token) stop floods; a fleet suite enrolls its devices as set-up, not as the
+  // figure it measures, so they are off there. The enroll suite keeps them.
+  const limits: Record<string, string> = options.keepRateLimits ? {} : { FLOTILLA_RATE_LIMIT_ENROLL_PER_IP: '0', FLOTILLA_RATE_LIMIT_ENROLL_PER_TOKEN: '0' };
+  const cp = new BenchControlPlane({ dataDir: join(dir, 'cp'), ...(db ? { databaseUrl: db.url } : {}), env: { ...limits, ...env } });
   const dispose = async (): Promise<void> => {
     await cp.stop().catch(() => undefined);
     await db?.drop().catch(() => undefined);

@@ -4,6 +4,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../sim/fleet.js';
+import { trackChild } from './cleanup.js';
 import { pollUntil } from './stats.js';
 
 /** The built control plane: `npx nx build @flotilla/control-plane`. */
@@ -78,6 +79,7 @@ export class BenchControlPlane {
     else delete env.DATABASE_URL;
     const child = spawn(process.execPath, [main], { env, stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = child;
+    trackChild(child);
     this.exited = new Promise<void>((done) =>
       child.once('exit', (code, signal) => {
         this.exits.push({ code, signal, at: Date.now() });

@@ -1,6 +1,7 @@
-import { CreatedEnrollmentTokenSchema, EnrollResponseSchema, ENROLL_PATH } from '@flotilla/protocol';
+import { CreatedEnrollmentTokenSchema } from '@flotilla/protocol';
+import { closeEnrollmentAgents, enrollDevice } from '../sim/enroll.js';
 import { api } from './http.js';
-import type { LightDeviceIdentity } from './light-fleet.js';
+import { sourceAddress, type LightDeviceIdentity } from './light-fleet.js';
 
 export interface EnrollmentRun {
   identities: LightDeviceIdentity[];
@@ -9,11 +10,31 @@ export interface EnrollmentRun {
   errors: number;
   errorsByReason: Record<string, number>;
   seconds: number;
+  tokens: number;
 }
 
-/** Mints one token for `n` uses, then enrolls `n` devices over REST with `concurrency` requests in flight. */
-export async function enrollDevices(cpUrl: string, adminToken: string, n: number, concurrency = 16, namePrefix = 'bench'): Promise<EnrollmentRun> {
-  const minted = CreatedEnrollmentTokenSchema.parse(await api(cpUrl, 'POST', '/api/v1/enrollment-tokens', adminToken, { uses: n, labels: { sim: 'bench' } }));
+export interface EnrollOptions {
+  concurrency?: number;
+  namePrefix?: string;
+  /** devices per source address: each enrolls from the address it will connect from (per-address limits apply) */
+  devicesPerAddress?: number;
+  /** devices per enrollment token (a site would mint one per batch of boxes; the control plane limits per token) */
+  perToken?: number;
+}
+
+/**
+ * Mints tokens for `n` devices, then enrolls them over REST with `concurrency` requests in flight, each from its
+ * device's loopback source address (the simulator's `enrollDevice`).
+ */
+export async function enrollDevices(cpUrl: string, adminToken: string, n: number, options: EnrollOptions = {}): Promise<EnrollmentRun> {
+  const perToken = options.perToken ?? 250;
+  const perAddress = options.devicesPerAddress ?? 200;
+  const prefix = options.namePrefix ?? `bench-${Date.now().toString(36)}`;
+  const tokens: string[] = [];
+  for (let left = n; left > 0; left -= perToken) {
+    const minted = CreatedEnrollmentTokenSchema.parse(await api(cpUrl, 'POST', '/api/v1/enrollment-tokens', adminToken, { uses: Math.min(perToken, left), labels: { sim: 'bench' } }));
+    tokens.push(minted.token);
+  }
   const identities: LightDeviceIdentity[] = [];
   const latenciesMs: number[] = [];
   const errorsByReason: Record<string, number> = {};
@@ -21,28 +42,25 @@ export async function enrollDevices(cpUrl: string, adminToken: string, n: number
   let next = 0;
   const started = performance.now();
   await Promise.all(
-    Array.from({ length: Math.min(concurrency, n) }, async () => {
+    Array.from({ length: Math.min(options.concurrency ?? 16, n) }, async () => {
       while (next < n) {
         const i = next++;
         const t0 = performance.now();
         try {
-          const res = await fetch(cpUrl + ENROLL_PATH, {
-            method: 'POST',
-            headers: { 'content-type': 'application/json' },
-            body: JSON.stringify({ token: minted.token, name: `${namePrefix}-${i}`, agentVersion: 'bench-sim' }),
-          });
-          const text = await res.text();
-          if (!res.ok) throw new Error(`HTTP ${res.status}`);
-          const answer = EnrollResponseSchema.parse(JSON.parse(text));
+          const c = await enrollDevice(cpUrl, { token: tokens[Math.floor(i / perToken)] ?? '', name: `${prefix}-${i}`, agentVersion: 'bench-sim' }, sourceAddress(i, perAddress));
           latenciesMs.push(performance.now() - t0);
-          identities.push({ deviceId: answer.deviceId, username: answer.mqtt.username, password: answer.mqtt.password });
+          identities[i] = { deviceId: c.deviceId, username: c.username, password: c.password };
         } catch (error) {
           errors++;
-          const why = error instanceof Error ? error.message.slice(0, 80) : String(error);
+          const status = (error as { status?: number }).status;
+          const why = status ? `HTTP ${status}` : error instanceof Error ? error.message.slice(0, 80) : String(error);
           errorsByReason[why] = (errorsByReason[why] ?? 0) + 1;
         }
       }
     }),
   );
-  return { identities, latenciesMs, errors, errorsByReason, seconds: (performance.now() - started) / 1000 };
+  const seconds = (performance.now() - started) / 1000;
+  closeEnrollmentAgents();
+  // identities keep the device index (and so the source address) of the enrollment
+  return { identities: identities.filter((x) => x !== undefined), latenciesMs, errors, errorsByReason, seconds, tokens: tokens.length };
 }

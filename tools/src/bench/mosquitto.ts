@@ -5,6 +5,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../sim/fleet.js';
+import { trackChild } from './cleanup.js';
 import { pollUntil } from './stats.js';
 
 export const MOSQUITTO_BINARY = process.env.FLOTILLA_MOSQUITTO ?? '/usr/sbin/mosquitto';
@@ -45,6 +46,7 @@ export async function startMosquitto(options: { port?: number; binary?: string }
     ].join('\n'),
   );
   const child = spawn(binary, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+  trackChild(child);
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => {
     stderr = (stderr + d.toString()).slice(-4000);

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { onInterrupt } from './cleanup.js';
 
 export const DEFAULT_POSTGRES_URL = 'postgresql://postgres@127.0.0.1:5432/postgres';
 
@@ -24,17 +25,22 @@ export async function createBenchDatabase(adminUrl = process.env.FLOTILLA_BENCH_
   }
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
+  const drop = async (): Promise<void> => {
+    const c = new pg.Client({ connectionString: adminUrl });
+    await c.connect();
+    try {
+      await c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+    } finally {
+      await c.end();
+    }
+  };
+  const unregister = onInterrupt(drop);
   return {
     name,
     url: url.toString(),
     async drop() {
-      const c = new pg.Client({ connectionString: adminUrl });
-      await c.connect();
-      try {
-        await c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
-      } finally {
-        await c.end();
-      }
+      unregister();
+      await drop();
     },
   };
 }

@@ -64,7 +64,7 @@ export class Flags {
 }
 
 /** Flags that never take a value. */
-const SWITCHES = new Set(['quick', 'pglite', 'no-postgres', 'verbose', 'no-build', 'help', 'no-mosquitto']);
+const SWITCHES = new Set(['no-rate-limit', 'quick', 'pglite', 'no-postgres', 'verbose', 'no-build', 'help', 'no-mosquitto']);
 
 export interface SuiteContext {
   root: string;

@@ -1,5 +1,6 @@
-// Enrollment throughput: N devices enrolled over REST (one token, N uses) with C requests in flight, against the
-// same control plane's /healthz at the same concurrency (the HTTP floor of this box, same run).
+// Enrollment throughput: N devices enrolled over REST (one token per 250 devices, each device from its own loopback
+// source address, 200 per address) with C requests in flight and the control plane's default enrollment limits,
+// against the same control plane's /healthz at the same concurrency (the HTTP floor of this box, same run).
 import { startStack, type Backend } from '../common.js';
 import { enrollDevices } from '../enrollment.js';
 import { distribution, fmt, ratio, type Distribution } from '../stats.js';
@@ -43,15 +44,16 @@ async function floor(url: string, n: number, concurrency: number): Promise<{ per
 async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
   const n = ctx.flags.number('devices', ctx.quick ? 20 : 1000);
   const concurrency = ctx.flags.number('concurrency', 16);
+  const perToken = ctx.flags.number('per-token', 250);
   const backends: Backend[] = [...(ctx.flags.bool('no-postgres') ? [] : (['postgres'] as const)), ...(ctx.flags.bool('pglite') ? (['pglite'] as const) : [])];
   const results: EnrollResult[] = [];
   const summary: string[] = [];
   for (const backend of backends) {
-    const stack = await startStack(backend);
+    const stack = await startStack(backend, {}, { keepRateLimits: !ctx.flags.bool('no-rate-limit') });
     try {
       const healthz = await floor(stack.cp.url, Math.min(n, 2000), concurrency);
       ctx.log(`[${backend}] enrolling ${n} devices, ${concurrency} in flight`);
-      const e = await enrollDevices(stack.cp.url, stack.admin, n, concurrency);
+      const e = await enrollDevices(stack.cp.url, stack.admin, n, { concurrency, perToken });
       const perSecond = e.identities.length / e.seconds;
       const r: EnrollResult = {
         backend,
@@ -75,12 +77,12 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
       await stack.dispose();
     }
   }
-  return { options: { devices: n, concurrency, backends }, result: { runs: results }, summary };
+  return { options: { devices: n, concurrency, perToken, devicesPerAddress: 200, rateLimits: !ctx.flags.bool('no-rate-limit'), backends }, result: { runs: results }, summary };
 }
 
 export const enrollSuite: Suite = {
   name: 'enroll',
   description: 'N enrollments over REST: rate and errors, vs /healthz at the same concurrency',
-  flagsHelp: ['--devices N (1000)', '--concurrency N (16)', '--pglite', '--no-postgres'],
+  flagsHelp: ['--devices N (1000)', '--concurrency N (16)', '--per-token N (250 devices per enrollment token)', '--no-rate-limit (turn the enrollment limits off)', '--pglite', '--no-postgres'],
   run,
 };

@@ -4,7 +4,7 @@
 // (crash within 1 s, silence within 1.5 x keepalive + 1 s).
 import { startStack, joinFleet, timeToAllConnected, devicesWithStatus } from '../common.js';
 import { distribution, fmt, ratio, sleep, type Distribution } from '../stats.js';
-import { fleetChoice } from '../bench-fleet.js';
+import { fleetChoice, type BenchFleet } from '../bench-fleet.js';
 import type { Suite, SuiteContext, SuiteOutcome } from '../suite.js';
 
 export interface DetectionResult {
@@ -49,16 +49,20 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
   const pollMs = ctx.flags.number('poll-ms', 100);
   if (2 * k > n) throw new Error(`--events ${k}: needs at least ${2 * k} devices`);
   const stack = await startStack('postgres');
-  const { fleet, joinStartedAt } = await joinFleet(stack, n, { keepaliveSeconds }, undefined, fleetChoice(ctx.flags));
+  let fleet: BenchFleet | undefined;
   try {
-    const ttc = await timeToAllConnected(fleet, joinStartedAt, 120_000);
-    if (ttc === null) throw new Error(`not every device connected within 120 s (${(await fleet.stats()).everConnected}/${n})`);
+    const joined = await joinFleet(stack, n, { keepaliveSeconds }, undefined, fleetChoice(ctx.flags));
+    const f = joined.fleet;
+    fleet = f;
+    const joinStartedAt = joined.joinStartedAt;
+    const ttc = await timeToAllConnected(f, joinStartedAt, 120_000);
+    if (ttc === null) throw new Error(`not every device connected within 120 s (${(await f.stats()).everConnected}/${n})`);
     await sleep(ctx.quick ? 2000 : 5000);
     ctx.log(`crashing ${k} of ${n} devices`);
-    const crashes = await fleet.crash(k);
+    const crashes = await f.crash(k);
     const crashSeen = await detect(stack.cp.url, stack.admin, crashes, 30_000, pollMs);
     ctx.log(`silencing ${k} others (keepalive ${keepaliveSeconds} s)`);
-    const silences = await fleet.silence(k);
+    const silences = await f.silence(k);
     const silenceSeen = await detect(stack.cp.url, stack.admin, silences, 60_000, pollMs);
     const crash = result('crash', crashes, crashSeen, 1000);
     const silence = result('silence', silences, silenceSeen, (1.5 * keepaliveSeconds + 1) * 1000);
@@ -69,7 +73,7 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
     );
     return { options: { devices: n, events: k, keepaliveSeconds, pollMs, backend: 'postgres' }, result: { crash, silence, errorLogLines: stack.cp.errorLines.length }, summary };
   } finally {
-    await fleet.stop();
+    await fleet?.stop();
     await stack.dispose();
   }
 }

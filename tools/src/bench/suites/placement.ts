@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { startStack, joinFleet, timeToAllConnected } from '../common.js';
 import { api } from '../http.js';
 import { fmt, sleep } from '../stats.js';
-import { fleetChoice } from '../bench-fleet.js';
+import { fleetChoice, type BenchFleet } from '../bench-fleet.js';
 import type { Suite, SuiteContext, SuiteOutcome } from '../suite.js';
 
 interface DeploymentRow {
@@ -48,9 +48,13 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
   const r = ctx.flags.number('replicas', ctx.quick ? 2 : 3);
   const timeoutMs = ctx.flags.number('timeout', 180) * 1000;
   const stack = await startStack('postgres');
-  const { fleet, joinStartedAt } = await joinFleet(stack, n, {}, undefined, fleetChoice(ctx.flags));
+  let fleet: BenchFleet | undefined;
   try {
-    if ((await timeToAllConnected(fleet, joinStartedAt, 120_000)) === null) throw new Error('not every device connected within 120 s');
+    const joined = await joinFleet(stack, n, {}, undefined, fleetChoice(ctx.flags));
+    const f = joined.fleet;
+    fleet = f;
+    const joinStartedAt = joined.joinStartedAt;
+    if ((await timeToAllConnected(f, joinStartedAt, 120_000)) === null) throw new Error('not every device connected within 120 s');
     await sleep(ctx.quick ? 2000 : 5000);
     const runId = Date.now().toString(36);
     for (let i = 0; i < d; i++) {
@@ -83,7 +87,7 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
       const rows = (await listDeployments(stack.cp.url, stack.admin)).filter((x) => x.name.startsWith(`bench-${runId}-`));
       placed = rows.reduce((s, x) => s + (x.status?.placed ?? 0), 0);
       ready = rows.reduce((s, x) => s + (x.status?.ready ?? 0), 0);
-      const arrivals = new Map((await fleet.modelArrivals()).map(([device, model, at]) => [`${device} ${model}`, at]));
+      const arrivals = new Map((await f.modelArrivals()).map(([device, model, at]) => [`${device} ${model}`, at]));
       let latest = 0;
       delivered = 0;
       for (const row of rows) {
@@ -107,7 +111,7 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
     ];
     return { options: { devices: n, deployments: d, replicas: r, timeoutMs, backend: 'postgres' }, result: { ...result, errorLogLines: stack.cp.errorLines.length }, summary };
   } finally {
-    await fleet.stop();
+    await fleet?.stop();
     await stack.dispose();
   }
 }

@@ -4,7 +4,7 @@
 // fleet's first join (time to all connected from a cold start of the devices).
 import { startStack, joinFleet, timeToAllConnected, drainTelemetry, scrapeLoopDelay } from '../common.js';
 import { fmt, pollUntil, ratio, sleep } from '../stats.js';
-import { fleetChoice } from '../bench-fleet.js';
+import { fleetChoice, type BenchFleet } from '../bench-fleet.js';
 import type { Suite, SuiteContext, SuiteOutcome } from '../suite.js';
 
 export interface RestartResult {
@@ -30,19 +30,23 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
   const n = ctx.flags.number('devices', ctx.quick ? 20 : 1000);
   const watchMs = ctx.flags.number('watch', ctx.quick ? 10 : 60) * 1000;
   const stack = await startStack('postgres');
-  const { fleet, joinStartedAt } = await joinFleet(stack, n, {}, undefined, fleetChoice(ctx.flags));
+  let fleet: BenchFleet | undefined;
   try {
-    const firstJoinMs = await timeToAllConnected(fleet, joinStartedAt, 120_000);
+    const joined = await joinFleet(stack, n, {}, undefined, fleetChoice(ctx.flags));
+    const f = joined.fleet;
+    fleet = f;
+    const joinStartedAt = joined.joinStartedAt;
+    const firstJoinMs = await timeToAllConnected(f, joinStartedAt, 120_000);
     if (firstJoinMs === null) throw new Error('not every device connected within 120 s');
     await sleep(ctx.quick ? 3000 : 12_000);
     ctx.log(`SIGKILL of the control plane under ${n} devices, then a restart`);
-    const beforeKill = await fleet.stats();
+    const beforeKill = await f.stats();
     const killedAt = Date.now();
     await stack.cp.kill();
     const s0 = Date.now();
     await stack.cp.start();
     const controlPlaneStartMs = Date.now() - s0;
-    const reconnected = await pollUntil(async () => (await fleet.stats()).connected >= n, watchMs, 50);
+    const reconnected = await pollUntil(async () => (await f.stats()).connected >= n, watchMs, 50);
     const allReconnectedMs = reconnected ? Date.now() - killedAt : null;
     const online = await pollUntil(async () => ((await scrapeLoopDelay(stack.cp.url)).devicesOnline ?? 0) >= n, Math.max(1000, killedAt + watchMs - Date.now()), 250);
     const allOnlineMs = online ? Date.now() - killedAt : null;
@@ -50,8 +54,8 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
     const rest = killedAt + watchMs - Date.now();
     if (rest > 0) await sleep(rest);
     const crashedAfterRestart = !stack.cp.running;
-    await drainTelemetry(fleet, 45_000);
-    const s = await fleet.stats();
+    await drainTelemetry(f, 45_000);
+    const s = await f.stats();
     const result: RestartResult = {
       devices: n,
       firstJoinMs,
@@ -74,7 +78,7 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
     ];
     return { options: { devices: n, watchMs, backend: 'postgres' }, result, summary };
   } finally {
-    await fleet.stop();
+    await fleet?.stop();
     await stack.dispose();
   }
 }

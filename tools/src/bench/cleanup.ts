@@ -1,0 +1,35 @@
+import type { ChildProcess } from 'node:child_process';
+
+/** What an interrupted run must not leave behind: child processes (killed) and databases (dropped). */
+const children = new Set<ChildProcess>();
+const finalizers = new Set<() => Promise<void>>();
+
+export function trackChild(child: ChildProcess): void {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+}
+
+/** Registers `fn` to run on interrupt; returns the function that unregisters it. */
+export function onInterrupt(fn: () => Promise<void>): () => void {
+  finalizers.add(fn);
+  return () => finalizers.delete(fn);
+}
+
+let installed = false;
+
+/** On SIGINT/SIGTERM: SIGKILL every tracked child, run the finalizers (5 s at most), exit 130. */
+export function installInterruptCleanup(): void {
+  if (installed) return;
+  installed = true;
+  const handler = (): void => {
+    for (const c of children) c.kill('SIGKILL');
+    const all = Promise.allSettled([...finalizers].map((f) => f()));
+    const timeout = new Promise((done) => setTimeout(done, 5000).unref());
+    Promise.race([all, timeout]).then(
+      () => process.exit(130),
+      () => process.exit(130),
+    );
+  };
+  process.once('SIGINT', handler);
+  process.once('SIGTERM', handler);
+}
