@@ -36,7 +36,7 @@ export class ControlPlaneProcess {
   private child: ChildProcess | undefined;
   private exitedPromise: Promise<number | null> = Promise.resolve(null);
   private stderrTail: string[] = [];
-  private admin: { email: string; password: string } | undefined;
+  private admin: { email: string; password: string; apiKey?: string } | undefined;
   /** a session token of the initial admin (set by start()) */
   adminToken = '';
 
@@ -84,7 +84,12 @@ export class ControlPlaneProcess {
 
   /** the admin's email and password from initial-credentials.json */
   get adminCredentials(): { email: string; password: string } | undefined {
-    return this.admin;
+    return this.admin ? { email: this.admin.email, password: this.admin.password } : undefined;
+  }
+
+  /** the API key of initial-credentials.json (the gateway accepts it), when it has one */
+  get apiKey(): string | undefined {
+    return this.admin?.apiKey;
   }
 
   /** (Re)starts the process on the same ports and data; a no-op while it runs. */
@@ -173,9 +178,9 @@ export class ControlPlaneProcess {
 
   private async login(): Promise<void> {
     if (!this.admin) {
-      const file = JSON.parse(await readFile(`${this.options.dataDir}/initial-credentials.json`, 'utf8')) as { adminEmail?: string; adminPassword?: string };
+      const file = JSON.parse(await readFile(`${this.options.dataDir}/initial-credentials.json`, 'utf8')) as { adminEmail?: string; adminPassword?: string; apiKey?: string };
       if (!file.adminEmail || !file.adminPassword) throw new Error('initial-credentials.json has no adminEmail/adminPassword');
-      this.admin = { email: file.adminEmail, password: file.adminPassword };
+      this.admin = { email: file.adminEmail, password: file.adminPassword, ...(file.apiKey ? { apiKey: file.apiKey } : {}) };
     }
     const res = await fetch(`${this.url}/api/v1/auth/login`, {
       method: 'POST',

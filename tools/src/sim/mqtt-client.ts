@@ -37,10 +37,12 @@ export type MqttClientState = 'idle' | 'connecting' | 'connected' | 'closed';
  */
 export class LightMqttClient {
   state: MqttClientState = 'idle';
-  /** Date.now() of the last packet written (keepalive counts from it) */
+  /** Date.now() of the last packet written */
   lastSentAt = 0;
-  /** Date.now() of an unanswered PINGREQ, 0 when none */
+  /** Date.now() of the last PINGREQ */
   pingSentAt = 0;
+  /** Date.now() of the last acknowledgement received (keepalive counts from it, as in mqtt.js) */
+  ackedAt = 0;
   /** QoS 1 publishes written and not PUBACKed yet on this connection */
   unacked = 0;
   keepaliveMs = 0;
@@ -122,19 +124,18 @@ export class LightMqttClient {
   }
 
   /**
-   * As mqtt.js does: a PINGREQ after a keepalive period without sending, and the connection dropped when a PINGREQ
-   * stays unanswered for a keepalive period. Returns false when it dropped the connection.
+   * As mqtt.js 5 does: its keepalive clock restarts on every acknowledgement received (CONNACK, PUBACK, SUBACK,
+   * PINGRESP), not on sends; after one keepalive period without one it sends PINGREQ, and after 1.5 periods it drops
+   * the connection (a dead path is found even while the device keeps publishing). Returns false when it dropped it.
    */
   keepaliveTick(now: number): boolean {
     if (this.state !== 'connected' || this.keepaliveMs === 0) return true;
-    if (this.pingSentAt > 0) {
-      if (now - this.pingSentAt >= this.keepaliveMs) {
-        this.destroy();
-        return false;
-      }
-      return true;
+    const quiet = now - this.ackedAt;
+    if (quiet >= this.keepaliveMs * 1.5) {
+      this.destroy();
+      return false;
     }
-    if (now - this.lastSentAt >= this.keepaliveMs) this.pingreq(now);
+    if (quiet >= this.keepaliveMs && this.pingSentAt <= this.ackedAt) this.pingreq(now);
     return true;
   }
 
@@ -171,6 +172,7 @@ export class LightMqttClient {
         if (code === 0) {
           this.state = 'connected';
           this.established = true;
+          this.ackedAt = Date.now();
         }
         this.handler.onConnack(code, packet.sessionPresent);
         if (code !== 0) this.destroy();
@@ -181,14 +183,16 @@ export class LightMqttClient {
         this.handler.onPublish(packet.topic, typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload, packet);
         return;
       case 'puback':
+        this.ackedAt = Date.now();
         if (this.unacked > 0) this.unacked--;
         this.handler.onPuback?.(packet.messageId ?? 0);
         return;
       case 'suback':
+        this.ackedAt = Date.now();
         this.handler.onSuback?.(packet.messageId ?? 0, (packet.granted as unknown[]).map((g) => (typeof g === 'number' ? g : 128)));
         return;
       case 'pingresp':
-        this.pingSentAt = 0;
+        this.ackedAt = Date.now();
         return;
       default:
         return;

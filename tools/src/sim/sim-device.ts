@@ -100,7 +100,12 @@ export const DEFAULT_BEHAVIOUR: SimBehaviour = {
 /** Counters a fleet aggregates over its devices (one object, shared: devices only increment). */
 export interface SimCounters {
   connects: number;
+  /** connection attempts that did not end in an accepted CONNACK (refused, timed out, closed, unreachable) */
   failedConnects: number;
+  /** of those, refused with a CONNACK return code */
+  connectsRefused: number;
+  /** of those, no CONNACK within connectTimeoutMs */
+  connectTimeouts: number;
   reconnects: number;
   connectionsLost: number;
   helloAcked: number;
@@ -120,6 +125,8 @@ export function newCounters(): SimCounters {
   return {
     connects: 0,
     failedConnects: 0,
+    connectsRefused: 0,
+    connectTimeouts: 0,
     reconnects: 0,
     connectionsLost: 0,
     helloAcked: 0,
@@ -190,6 +197,10 @@ export class SimDevice implements MqttClientHandler {
   private ackedSeq = 0;
   private held: HeldEntry[] = [];
   private desiredVersion = 0;
+  /** inference in the current telemetry window (reported and reset by each sample) */
+  private windowCompleted = 0;
+  private windowFailed = 0;
+  private windowTokens = 0;
   private models: Map<string, ModelJob> | undefined;
   private inference: Map<string, NodeJS.Timeout> | undefined;
 
@@ -277,6 +288,7 @@ export class SimDevice implements MqttClientHandler {
         break;
       case 'connecting':
         if (now - this.connectStartedAt >= behaviour.connectTimeoutMs) {
+          this.ctx.counters.connectTimeouts++;
           this.client.destroy();
           return;
         }
@@ -297,7 +309,10 @@ export class SimDevice implements MqttClientHandler {
   // --- MQTT client events ----------------------------------------------------------------------------------------
 
   onConnack(returnCode: number): void {
-    if (returnCode !== 0) return; // the client closes; onClose counts it as a failed connect
+    if (returnCode !== 0) {
+      this.ctx.counters.connectsRefused++;
+      return; // the client closes; onClose counts it as a failed connect
+    }
     const now = Date.now();
     this.ctx.latency.connect.record(now - this.connectStartedAt);
     this.ctx.counters.connects++;
@@ -430,9 +445,19 @@ export class SimDevice implements MqttClientHandler {
       gpus: hw.gpus.map((gpu, index) => ({ index, vramUsedBytes: 0, vramTotalBytes: gpu.vramBytes })),
       disk: { freeBytes: Math.floor(hw.diskBytes * 0.8), modelsBytes: 0 },
       loadedModels: loaded.map((job) => ({ name: job.status.name, contextSize: 2048, parallel: 1, activeRequests: 0 })),
-      inference: { activeRequests: this.inference?.size ?? 0, queuedRequests: 0, completedRequests: 0, failedRequests: 0, generatedTokens: 0, tokensPerSecond: 0 },
+      inference: {
+        activeRequests: this.inference?.size ?? 0,
+        queuedRequests: 0,
+        completedRequests: this.windowCompleted + this.windowFailed,
+        failedRequests: this.windowFailed,
+        generatedTokens: this.windowTokens,
+        tokensPerSecond: this.windowTokens > 0 ? this.ctx.behaviour.tokensPerSecond : 0,
+      },
       draining: false,
     });
+    this.windowCompleted = 0;
+    this.windowFailed = 0;
+    this.windowTokens = 0;
     this.held.push({ seq, payload, kind: 'telemetry', firstSentAt: 0, sentAt: 0 });
     this.flush(false);
   }
@@ -633,6 +658,8 @@ export class SimDevice implements MqttClientHandler {
       jobs.delete(key);
       const totalMs = Date.now() - receivedAt;
       this.ctx.counters.inferenceServed++;
+      this.windowCompleted++;
+      this.windowTokens += produced;
       this.ctx.latency.inference.record(totalMs);
       this.publish('inferenceResponse', {
         v: PROTOCOL_VERSION,
@@ -665,7 +692,10 @@ export class SimDevice implements MqttClientHandler {
   }
 
   private respondError(request: Pick<InferenceRequest, 'requestId' | 'attempt'>, code: ErrorCode, message: string): void {
-    if (code !== 'CANCELLED') this.ctx.counters.inferenceFailed++;
+    if (code !== 'CANCELLED') {
+      this.ctx.counters.inferenceFailed++;
+      this.windowFailed++;
+    }
     this.publish('inferenceResponse', { v: PROTOCOL_VERSION, type: 'error', requestId: request.requestId, attempt: request.attempt, code, message, retryable: isRetryable(code) });
   }
 
