@@ -48,6 +48,7 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
   const keepaliveSeconds = ctx.flags.number('keepalive', 5);
   const pollMs = ctx.flags.number('poll-ms', 100);
   if (2 * k > n) throw new Error(`--events ${k}: needs at least ${2 * k} devices`);
+  const connectTimeoutMs = ctx.flags.number('connect-timeout', 300) * 1000;
   const stack = await startStack('postgres');
   let fleet: BenchFleet | undefined;
   try {
@@ -55,8 +56,8 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
     const f = joined.fleet;
     fleet = f;
     const joinStartedAt = joined.joinStartedAt;
-    const ttc = await timeToAllConnected(f, joinStartedAt, 120_000);
-    if (ttc === null) throw new Error(`not every device connected within 120 s (${(await f.stats()).everConnected}/${n})`);
+    const ttc = await timeToAllConnected(f, joinStartedAt, connectTimeoutMs);
+    if (ttc === null) throw new Error(`not every device connected within ${connectTimeoutMs / 1000} s (${(await f.stats()).everConnected}/${n})`);
     await sleep(ctx.quick ? 2000 : 5000);
     ctx.log(`crashing ${k} of ${n} devices`);
     const crashes = await f.crash(k);
@@ -81,6 +82,6 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
 export const livenessSuite: Suite = {
   name: 'liveness',
   description: 'detection latency of 100 crashes and 100 silences, vs the targets',
-  flagsHelp: ['--devices N (1000)', '--sim light|project', '--per-worker N (3000)', '--events K (100)', '--keepalive S (5)', '--poll-ms MS (100)'],
+  flagsHelp: ['--devices N (1000)', '--connect-timeout S (300: the first join must end within it)', '--sim light|project', '--per-worker N (3000)', '--events K (100)', '--keepalive S (5)', '--poll-ms MS (100)'],
   run,
 };
