@@ -77,13 +77,13 @@ describe('Mosquitto peer with the light fleet', () => {
     const fleet = new LightFleet({ host: '127.0.0.1', port: broker.port, mode: 'mosquitto', telemetryIntervalMs: 200, devicesPerAddress: 5 });
     try {
       await fleet.join(anonymousIdentities(20, 'spec'));
-      expect(await pollUntil(() => fleet.stats().connected === 20, 10_000, 20)).toBe(true);
+      expect(await pollUntil(() => fleet.stats().connected === 20, 30_000, 20), 'all 20 connected').toBe(true);
       expect(new Set(fleet.devices.map((d) => d.localAddress)).size).toBe(4);
-      expect(await pollUntil(() => fleet.stats().telemetryAcked >= 40, 10_000, 20)).toBe(true);
+      expect(await pollUntil(() => fleet.stats().telemetryAcked >= 40, 30_000, 20), '40 entries acknowledged').toBe(true);
       fleet.quiesce();
-      expect(await pollUntil(() => fleet.stats().telemetryAcked === fleet.stats().telemetryOffered, 10_000, 20)).toBe(true);
+      expect(await pollUntil(() => fleet.stats().telemetryAcked === fleet.stats().telemetryOffered, 30_000, 20), 'every entry acknowledged').toBe(true);
       expect(fleet.crash(3)).toHaveLength(3);
-      expect(await pollUntil(() => fleet.stats().connected === 17, 5_000, 20)).toBe(true);
+      expect(await pollUntil(() => fleet.stats().connected === 17, 30_000, 20), '3 crashed').toBe(true);
       expect(fleet.stats()).toMatchObject({ failedConnects: 0, dropped: 0, resends: 0 });
     } finally {
       await fleet.stop();
@@ -140,17 +140,19 @@ describe('simulated fleet over worker processes', () => {
       expect(fleet.pids).toHaveLength(3);
       expect(fleet.pids).not.toContain(process.pid);
       await fleet.join(anonymousIdentities(30, 'worker'));
-      expect(await pollUntil(async () => (await fleet.stats()).connected === 30, 10_000, 50)).toBe(true);
+      expect(await pollUntil(async () => (await fleet.stats()).connected === 30, 30_000, 50), 'all 30 connected').toBe(true);
+      expect(await pollUntil(async () => (await fleet.stats()).telemetryAcked >= 30, 30_000, 50), '30 entries acknowledged').toBe(true);
       await fleet.quiesce();
       expect(
         await pollUntil(async () => {
           const s = await fleet.stats();
-          return s.telemetryOffered > 0 && s.telemetryAcked === s.telemetryOffered;
-        }, 10_000, 50),
+          return s.telemetryAcked === s.telemetryOffered;
+        }, 30_000, 50),
+        `every entry acknowledged: ${JSON.stringify(await fleet.stats())}`,
       ).toBe(true);
       const crashed = await fleet.crash(4);
       expect(crashed).toHaveLength(4);
-      expect(await pollUntil(async () => (await fleet.stats()).connected === 26, 5_000, 50)).toBe(true);
+      expect(await pollUntil(async () => (await fleet.stats()).connected === 26, 30_000, 50), '4 crashed').toBe(true);
     } finally {
       await fleet.stop();
       await broker.stop();
