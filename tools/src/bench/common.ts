@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { onInterrupt } from './cleanup.js';
 import { BenchControlPlane, metricValue } from './control-plane.js';
 import { enrollDevices, type EnrollmentRun } from './enrollment.js';
 import type { LightFleetOptions } from './light-fleet.js';
@@ -26,7 +27,9 @@ export async function startStack(backend: Backend, env: Record<string, string> =
   // figure it measures, so they are off there. The enroll suite keeps them.
   const limits: Record<string, string> = options.keepRateLimits ? {} : { FLOTILLA_RATE_LIMIT_ENROLL_PER_IP: '0', FLOTILLA_RATE_LIMIT_ENROLL_PER_TOKEN: '0' };
   const cp = new BenchControlPlane({ dataDir: join(dir, 'cp'), ...(db ? { databaseUrl: db.url } : {}), env: { ...limits, ...env } });
+  const unregister = onInterrupt(() => rm(dir, { recursive: true, force: true }));
   const dispose = async (): Promise<void> => {
+    unregister();
     await cp.stop().catch(() => undefined);
     await db?.drop().catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
