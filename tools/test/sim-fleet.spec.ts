@@ -8,8 +8,8 @@ import { makeTempDir } from './support/temp-dir.js';
 import { waitFor } from './support/wait.js';
 
 // 200 simulated devices against the BUILT control plane (PGlite), as a process: join, online via REST, telemetry
-// stored and acked, crash / silence / cut -> offline, heal and revive -> online again. Telemetry every second keeps it short;
-// joins are paced (100 connects/s): a CONNECT storm is the control plane's test, not the simulator's.
+// stored and acked, crash / silence / cut -> offline, heal and revive -> online again. Telemetry every 5 s (the agent's
+// default: every second slows this control plane's CONNECT handling to ~3/s); joins are paced (100 connects/s): a CONNECT storm is the control plane's test, not the simulator's.
 const DEVICES = 200;
 const KEEPALIVE_S = 5;
 
@@ -55,11 +55,12 @@ describe('simulated fleet against the built control plane', () => {
       devicesPerAddress: 20,
       proxy: true,
       connectRatePerSecond: 100,
-      behaviour: { keepaliveSeconds: KEEPALIVE_S, telemetryIntervalMs: 1000, connectTimeoutMs: 60_000 },
+      behaviour: { keepaliveSeconds: KEEPALIVE_S, telemetryIntervalMs: 5000, connectTimeoutMs: 60_000 },
     });
     const joinStarted = Date.now();
     await fleet.join(DEVICES);
-    const joined = await fleet.waitFor((s) => s.online === DEVICES, `${DEVICES} devices online`, 90_000);
+    // This control plane admits a few CONNECTs per second on this box (issue 11, cause 6): allow for it.
+    const joined = await fleet.waitFor((s) => s.online === DEVICES, `${DEVICES} devices online`, 180_000);
     console.log(`[sim-fleet] ${DEVICES} enrolled and online in ${Date.now() - joinStarted} ms: ${summaryLine(joined)}`);
     console.log(
       `[sim-fleet] failed connects ${joined.counters.failedConnects} (refused ${joined.counters.connectsRefused}, timed out ${joined.counters.connectTimeouts}); latency ${JSON.stringify(joined.latency)}`,
@@ -104,7 +105,7 @@ describe('simulated fleet against the built control plane', () => {
     const final = await fleet.waitFor((s) => s.online === DEVICES, 'all back online in the fleet', 90_000);
     await waitFor(async () => [...(await statusOf(fleet!.devices.map((d) => d.deviceId))).values()].every((s) => s === 'online'), 'all back online via REST', 60_000, 100);
     expect(final.counters.malformed).toBe(0);
-  }, 240_000);
+  }, 330_000);
 
   it('serves gateway load from simulated devices (synthetic inference, streamed and not)', async () => {
     if (!fleet) throw new Error('the fleet of the previous test is missing');

@@ -23,7 +23,7 @@ export interface ControlPlaneProcessOptions {
   /** forward the control plane's stderr (debugging); otherwise its last lines are kept for errors */
   inheritStderr?: boolean;
   main?: string;
-  /** how long start() waits for /healthz (default 60 s) */
+  /** how long start() waits for /healthz (default 120 s: a loaded 2-core box can take over a minute) */
   startTimeoutMs?: number;
 }
 
@@ -118,7 +118,7 @@ export class ControlPlaneProcess {
       if (this.stderrTail.length > 50) this.stderrTail.shift();
     });
     this.exitedPromise = new Promise((done) => child.once('exit', (code) => done(code)));
-    const deadline = Date.now() + (options.startTimeoutMs ?? 60_000);
+    const deadline = Date.now() + (options.startTimeoutMs ?? 120_000);
     for (;;) {
       if (!this.running) throw new Error(`the control plane exited during start (code ${child.exitCode ?? child.signalCode}): ${this.stderr()}`);
       const ok = await fetch(`${this.url}/healthz`).then(
@@ -128,7 +128,7 @@ export class ControlPlaneProcess {
       if (ok) break;
       if (Date.now() > deadline) {
         await this.kill();
-        throw new Error(`the control plane did not answer /healthz within ${options.startTimeoutMs ?? 60_000} ms: ${this.stderr()}`);
+        throw new Error(`the control plane did not answer /healthz within ${options.startTimeoutMs ?? 120_000} ms: ${this.stderr()}`);
       }
       await new Promise((done) => setTimeout(done, 100));
     }

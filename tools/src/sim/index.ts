@@ -6,6 +6,7 @@ export * from './fleet.js';
 export * from './gateway-load.js';
 export * from './mosquitto.js';
 export * from './mqtt-client.js';
+export * from './process-usage.js';
 export * from './sim-device.js';
 export * from './sim-fleet.js';
 export * from './stats.js';

@@ -384,8 +384,8 @@ export class SimDevice implements MqttClientHandler {
     this.helloAcked = false;
     // A new session id per connection; its last will names it (as the agent's link does).
     this.sessionId = randomUUID();
-    const plain = this.ctx.behaviour.mode === 'plain';
-    const will = plain ? undefined : lastWill(this.deviceId, this.sessionId, now, SIM_AGENT_VERSION);
+    // Plain mode keeps the will too: a broker compared with the control plane holds the same state per client.
+    const will = lastWill(this.deviceId, this.sessionId, now, SIM_AGENT_VERSION);
     this.client.connect({
       host: this.ctx.broker.host,
       port: this.ctx.broker.port,
@@ -395,7 +395,7 @@ export class SimDevice implements MqttClientHandler {
       ...(this.credentials.password === undefined ? {} : { password: this.credentials.password }),
       keepaliveSeconds: this.ctx.behaviour.keepaliveSeconds,
       clean: false,
-      ...(will ? { will: { topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain } } : {}),
+      will: { topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain },
     });
   }
 
