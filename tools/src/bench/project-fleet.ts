@@ -83,8 +83,9 @@ export class ProjectFleet implements BenchFleet {
   }
 
   quiesce(): Promise<void> {
-    // bridge: no verb for it; a device schedules its next entry from the shared behaviour after each one
-    this.sim.behaviour.telemetryIntervalMs = Number.MAX_SAFE_INTEGER / 4;
+    // bridge: no verb for it; a device schedules its next entry from the shared behaviour after each one, so one more
+    // entry each, then none for an hour (an integer: it is also the entry's windowMs, which the protocol checks)
+    this.sim.behaviour.telemetryIntervalMs = 3_600_000;
     return Promise.resolve();
   }
 
