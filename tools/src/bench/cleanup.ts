@@ -17,19 +17,24 @@ export function onInterrupt(fn: () => Promise<void>): () => void {
 
 let installed = false;
 
-/** On SIGINT/SIGTERM: SIGKILL every tracked child, run the finalizers (5 s at most), exit 130. */
+/** On SIGINT/SIGTERM (exit 130) or an uncaught exception (exit 1): SIGKILL every tracked child, run the finalizers (5 s at most). */
 export function installInterruptCleanup(): void {
   if (installed) return;
   installed = true;
-  const handler = (): void => {
+  const cleanUpAndExit = (code: number): void => {
     for (const c of children) c.kill('SIGKILL');
     const all = Promise.allSettled([...finalizers].map((f) => f()));
     const timeout = new Promise((done) => setTimeout(done, 5000).unref());
     Promise.race([all, timeout]).then(
-      () => process.exit(130),
-      () => process.exit(130),
+      () => process.exit(code),
+      () => process.exit(code),
     );
   };
-  process.once('SIGINT', handler);
-  process.once('SIGTERM', handler);
+  process.once('SIGINT', () => cleanUpAndExit(130));
+  process.once('SIGTERM', () => cleanUpAndExit(130));
+  // a throw in a simulator's timer would otherwise leave control planes and databases behind
+  process.once('uncaughtException', (error) => {
+    console.error(`!! uncaught: ${error.stack ?? error.message}`);
+    cleanUpAndExit(1);
+  });
 }
