@@ -1,7 +1,7 @@
 // Markdown tables from the latest result of each suite (`node tools/bench/report.mjs` prints them for
 // docs/benchmarks.md). Every figure sits next to its same-run peer or the issue's target.
 import type { ResultEnvelope } from './results.js';
-import { fmt, MiB } from './stats.js';
+import { fmt, MiB, ratio } from './stats.js';
 import type { EnrollResult } from './suites/enroll.js';
 import type { FleetSizeResult } from './suites/fleet.js';
 import type { GatewayResult } from './suites/gateway.js';
@@ -34,8 +34,8 @@ function fleet(e: ResultEnvelope<{ sizes: FleetSizeResult[] }>): string {
         c.backend,
         `${s(c.timeToAllConnectedMs)} (Mosquitto ${s(m?.timeToAllConnectedMs)})`,
         `${c.failedConnects} (Mosquitto ${m?.failedConnects ?? 'n/a'})`,
-        `${fmt(c.window.process.cpuPercent)} %${c.postgres ? ` (+${fmt(c.postgres.cpuPercent)} % PG)` : ''} vs ${fmt(m?.window.process.cpuPercent, 2)} % = ${x(r.ratios.cpu, 1)}`,
-        `${fmt(c.window.process.rssMeanBytes / MiB, 0)} MiB; ${fmt(c.window.rssPerConnectionBytes / 1024)} vs ${fmt((m?.window.rssPerConnectionBytes ?? NaN) / 1024)} KiB/conn = ${x(r.ratios.rssPerConnection, 1)}`,
+        `${fmt(c.window.process.cpuPercent)} %${c.postgres ? ` (+${fmt(c.postgres.cpuPercent)} % PG)` : ''} vs ${fmt(m?.window.process.cpuPercent, 2)} % = ${x(ratio(c.window.process.cpuPercent, m?.window.process.cpuPercent), 1)}`,
+        `${fmt(c.window.process.rssMeanBytes / MiB, 0)} MiB; ${fmt(c.window.rssPerConnectionBytes / 1024)} vs ${fmt((m?.window.rssPerConnectionBytes ?? NaN) / 1024)} KiB/conn = ${x(ratio(c.window.rssPerConnectionBytes, m?.window.rssPerConnectionBytes), 1)}`,
         `${fmt(c.eventLoop.p99Ms, 0)} ms`,
         `${fmt(c.devicesApi.p99, 0)} ms`,
         `${c.telemetry.acked}/${c.telemetry.offered}, ${c.telemetry.resends} resends`,
