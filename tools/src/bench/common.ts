@@ -1,0 +1,108 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { onInterrupt } from './cleanup.js';
+import { BenchControlPlane, metricValue } from './control-plane.js';
+import { enrollDevices, type EnrollmentRun } from './enrollment.js';
+import type { LightFleetOptions } from './light-fleet.js';
+import { openBenchFleet, type BenchFleet, type FleetChoice } from './bench-fleet.js';
+import { createBenchDatabase, type BenchDatabase } from './postgres.js';
+import { pollUntil } from './stats.js';
+
+export type Backend = 'postgres' | 'pglite';
+
+export interface BenchStack {
+  backend: Backend;
+  cp: BenchControlPlane;
+  admin: string;
+  db: BenchDatabase | undefined;
+  dispose(): Promise<void>;
+}
+
+/** A built control plane on a fresh PostgreSQL database (created here, dropped by dispose) or on PGlite. */
+export async function startStack(backend: Backend, env: Record<string, string> = {}, options: { keepRateLimits?: boolean } = {}): Promise<BenchStack> {
+  const dir = await mkdtemp(join(tmpdir(), 'flotilla-bench-'));
+  const db = backend === 'postgres' ? await createBenchDatabase() : undefined;
+  // Enrollment limits (per address, per token) stop floods; a fleet suite enrolls its devices as set-up, not as the
+  // figure it measures, so they are off there. The enroll suite keeps them.
+  const limits: Record<string, string> = options.keepRateLimits ? {} : { FLOTILLA_RATE_LIMIT_ENROLL_PER_IP: '0', FLOTILLA_RATE_LIMIT_ENROLL_PER_TOKEN: '0' };
+  const cp = new BenchControlPlane({ dataDir: join(dir, 'cp'), ...(db ? { databaseUrl: db.url } : {}), env: { ...limits, ...env } });
+  const unregister = onInterrupt(() => rm(dir, { recursive: true, force: true }));
+  const dispose = async (): Promise<void> => {
+    unregister();
+    await cp.stop().catch(() => undefined);
+    await db?.drop().catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    await cp.start();
+    return { backend, cp, admin: await cp.login(), db, dispose };
+  } catch (error) {
+    await dispose();
+    throw error;
+  }
+}
+
+/** Enrolls `n` devices and connects them as a light fleet; resolves once every CONNECT got a first answer. */
+export async function joinFleet(
+  stack: BenchStack,
+  n: number,
+  options: Partial<LightFleetOptions> = {},
+  beforeJoin?: () => Promise<void>,
+  choice?: FleetChoice,
+): Promise<{ fleet: BenchFleet; enrollment: EnrollmentRun; joinStartedAt: number }> {
+  const enrollment = await enrollDevices(stack.cp.url, stack.admin, n);
+  if (enrollment.errors > 0) throw new Error(`${enrollment.errors} of ${n} enrollments failed: ${JSON.stringify(enrollment.errorsByReason)}`);
+  await beforeJoin?.();
+  const fleet = await openBenchFleet({ host: '127.0.0.1', port: stack.cp.mqttPort, mode: 'flotilla', controlPlaneUrl: stack.cp.url, ...options }, n, choice);
+  const joinStartedAt = Date.now();
+  await fleet.join(enrollment.identities);
+  return { fleet, enrollment, joinStartedAt };
+}
+
+/** ms from `since` until every device of the fleet has connected at least once; null when the deadline passed. */
+export async function timeToAllConnected(fleet: BenchFleet, since: number, timeoutMs: number): Promise<number | null> {
+  const ok = await pollUntil(async () => (await fleet.stats()).everConnected >= fleet.size, timeoutMs, 50);
+  return ok ? Date.now() - since : null;
+}
+
+/** Stops new telemetry and waits until every entry is acknowledged (or the deadline passes). */
+export async function drainTelemetry(fleet: BenchFleet, timeoutMs: number): Promise<void> {
+  await fleet.quiesce();
+  await pollUntil(async () => {
+    const s = await fleet.stats();
+    return s.telemetryAcked >= s.telemetryOffered;
+  }, timeoutMs, 100);
+}
+
+/** Event-loop delay quantiles since the previous scrape (the control plane resets its histogram per scrape). */
+export async function scrapeLoopDelay(cpUrl: string): Promise<{ p50Ms?: number; p99Ms?: number; maxMs?: number; devicesOnline?: number; brokerConnections?: number }> {
+  const text = await (await fetch(`${cpUrl}/metrics`)).text();
+  const s = (q: string): number | undefined => {
+    const v = metricValue(text, 'flotilla_process_event_loop_delay_seconds', { quantile: q });
+    return v === undefined ? undefined : v * 1000;
+  };
+  return {
+    p50Ms: s('0.5'),
+    p99Ms: s('0.99'),
+    maxMs: s('1'),
+    devicesOnline: metricValue(text, 'flotilla_devices', { status: 'online' }),
+    brokerConnections: metricValue(text, 'flotilla_broker_connections'),
+  };
+}
+
+/** Device ids listed with `status` through REST (all pages). */
+export async function devicesWithStatus(cpUrl: string, admin: string, status: string): Promise<string[]> {
+  const ids: string[] = [];
+  let cursor: string | null = null;
+  do {
+    const q = new URLSearchParams({ limit: '500', status });
+    if (cursor) q.set('cursor', cursor);
+    const res = await fetch(`${cpUrl}/api/v1/devices?${q.toString()}`, { headers: { authorization: `Bearer ${admin}` } });
+    if (!res.ok) throw new Error(`GET /api/v1/devices: ${res.status}`);
+    const page = (await res.json()) as { items: { id: string }[]; nextCursor: string | null };
+    for (const d of page.items) ids.push(d.id);
+    cursor = page.nextCursor;
+  } while (cursor);
+  return ids;
+}

@@ -1,0 +1,268 @@
+// Devices held: the built control plane with N simulated devices (enrolled over REST, keepalive 5 s, telemetry every
+// 5 s as outbox entries), side by side with a Mosquitto this suite starts itself and feeds the same clients and
+// payloads. Measured over a steady-state window after everyone connected and a settle time.
+import { startStack, joinFleet, timeToAllConnected, drainTelemetry, scrapeLoopDelay, type Backend } from '../common.js';
+import { timedGet } from '../http.js';
+import { anonymousIdentities, type LightFleetStats } from '../light-fleet.js';
+import { fleetChoice, openBenchFleet, type BenchFleet, type FleetChoice } from '../bench-fleet.js';
+import { startMosquitto } from '../mosquitto.js';
+import { postgresBackendPids, ProcessSampler, type SampleWindow } from '../proc.js';
+import { distribution, fmt, MiB, ratio, sleep, type Distribution } from '../stats.js';
+import type { Suite, SuiteContext, SuiteOutcome } from '../suite.js';
+
+interface Window {
+  seconds: number;
+  /** the broker's (control plane's or Mosquitto's) process */
+  process: SampleWindow;
+  /** RSS before the fleet connected (after enrollment) */
+  idleRssBytes: number;
+  /** (mean RSS in the window - idle RSS) / devices */
+  rssPerConnectionBytes: number;
+  /** CPU % of one core per 1,000 connections */
+  cpuPercentPer1k: number;
+  /** the simulator's own CPU over the window (its processes), % of one core */
+  simCpuPercent: number;
+}
+
+export interface BrokerSide {
+  devices: number;
+  timeToAllConnectedMs: number | null;
+  connected: number;
+  failedConnects: number;
+  failedByReason: Record<string, number>;
+  dropped: number;
+  window: Window;
+  telemetry: { offered: number; acked: number; resends: number; resendsInWindow: number };
+}
+
+export interface ControlPlaneSide extends BrokerSide {
+  backend: Backend;
+  enrollment: { seconds: number; errors: number; perSecond: number };
+  postgres: SampleWindow | null;
+  eventLoop: { p50Ms: number | null; p99Ms: number | null; maxMs: number | null };
+  devicesApi: Distribution & { failures: number };
+  errorLogLines: number;
+  errorLogSample: string[];
+}
+
+export interface FleetSizeResult {
+  devices: number;
+  controlPlane: ControlPlaneSide[];
+  mosquitto: BrokerSide | null;
+  /** control plane (first backend) / Mosquitto */
+  ratios: { cpu: number | null; rssPerConnection: number | null };
+}
+
+interface Settings {
+  settleMs: number;
+  windowMs: number;
+  connectTimeoutMs: number;
+  drainTimeoutMs: number;
+  /** which simulator, and devices per simulator worker process */
+  choice: FleetChoice;
+}
+
+async function steadyWindow(sampler: ProcessSampler, fleet: BenchFleet, idleRss: number, n: number, windowMs: number, during?: () => Promise<void>): Promise<{ w: Window; pg?: SampleWindow }> {
+  const simSampler = new ProcessSampler(() => fleet.pids, 1000);
+  const t0 = performance.now();
+  sampler.mark();
+  simSampler.mark();
+  const until = Date.now() + windowMs;
+  if (during) await during();
+  const rest = until - Date.now();
+  if (rest > 0) await sleep(rest);
+  const p = sampler.window();
+  const sim = simSampler.window();
+  simSampler.stop();
+  const seconds = (performance.now() - t0) / 1000;
+  return {
+    w: {
+      seconds,
+      process: p,
+      idleRssBytes: idleRss,
+      rssPerConnectionBytes: (p.rssMeanBytes - idleRss) / n,
+      cpuPercentPer1k: (p.cpuPercent / n) * 1000,
+      simCpuPercent: sim.cpuPercent,
+    },
+  };
+}
+
+function sideOf(s0: LightFleetStats, s1: LightFleetStats, end: LightFleetStats): BrokerSide['telemetry'] {
+  return { offered: end.telemetryOffered, acked: end.telemetryAcked, resends: end.resends, resendsInWindow: s1.resends - s0.resends };
+}
+
+async function controlPlaneSide(ctx: SuiteContext, backend: Backend, n: number, s: Settings): Promise<ControlPlaneSide> {
+  ctx.log(`[${backend}] ${n} devices: starting the control plane`);
+  const stack = await startStack(backend);
+  const sampler = ProcessSampler.of(stack.cp.pid);
+  const dbName = stack.db?.name;
+  const pgSampler = dbName ? new ProcessSampler(() => postgresBackendPids(dbName)) : undefined;
+  let fleet: BenchFleet | undefined;
+  try {
+    ctx.log(`[${backend}] enrolling ${n} devices`);
+    let idleRss = 0;
+    // RSS before the fleet connects, after enrollment: the per-connection figure is about connections only
+    const joined = await joinFleet(
+      stack,
+      n,
+      {},
+      async () => {
+        sampler.mark();
+        await sleep(2000);
+        idleRss = sampler.window().rssMeanBytes;
+      },
+      s.choice,
+    );
+    fleet = joined.fleet;
+    const f = fleet;
+    const ttc = await timeToAllConnected(f, joined.joinStartedAt, s.connectTimeoutMs);
+    ctx.log(`[${backend}] ${(await f.stats()).everConnected}/${n} connected ${ttc === null ? `(not all within ${s.connectTimeoutMs / 1000} s)` : `in ${fmt(ttc / 1000)} s`}; settling ${s.settleMs / 1000} s`);
+    await sleep(s.settleMs);
+    const before = await f.stats();
+    await scrapeLoopDelay(stack.cp.url); // resets the histogram: the next scrape covers the window only
+    const latencies: number[] = [];
+    let failures = 0;
+    pgSampler?.mark();
+    ctx.log(`[${backend}] steady window ${s.windowMs / 1000} s`);
+    const { w } = await steadyWindow(sampler, f, idleRss, n, s.windowMs, async () => {
+      const end = Date.now() + s.windowMs;
+      while (Date.now() < end) {
+        const r = await timedGet(`${stack.cp.url}/api/v1/devices?limit=100`, stack.admin);
+        if (r.ok) latencies.push(r.ms);
+        else failures++;
+        await sleep(250);
+      }
+    });
+    const pg = pgSampler?.window();
+    const loop = await scrapeLoopDelay(stack.cp.url);
+    const after = await f.stats();
+    await drainTelemetry(f, s.drainTimeoutMs);
+    const end = await f.stats();
+    return {
+      backend,
+      devices: n,
+      enrollment: { seconds: joined.enrollment.seconds, errors: joined.enrollment.errors, perSecond: joined.enrollment.identities.length / joined.enrollment.seconds },
+      timeToAllConnectedMs: ttc,
+      connected: after.connected,
+      failedConnects: end.failedConnects,
+      failedByReason: end.failedByReason,
+      dropped: end.dropped,
+      window: w,
+      postgres: pg ?? null,
+      eventLoop: { p50Ms: loop.p50Ms ?? null, p99Ms: loop.p99Ms ?? null, maxMs: loop.maxMs ?? null },
+      devicesApi: { ...distribution(latencies), failures },
+      telemetry: sideOf(before, after, end),
+      errorLogLines: stack.cp.errorLines.length,
+      errorLogSample: stack.cp.errorLines.slice(0, 3),
+    };
+  } finally {
+    sampler.stop();
+    pgSampler?.stop();
+    await fleet?.stop();
+    await stack.dispose();
+  }
+}
+
+async function mosquittoSide(ctx: SuiteContext, n: number, s: Settings): Promise<BrokerSide> {
+  const broker = await startMosquitto();
+  const sampler = ProcessSampler.of(broker.pid);
+  const fleet = await openBenchFleet({ host: '127.0.0.1', port: broker.port, mode: 'mosquitto' }, n, s.choice);
+  try {
+    sampler.mark();
+    await sleep(1000);
+    const idleRss = sampler.window().rssMeanBytes;
+    const t0 = Date.now();
+    await fleet.join(anonymousIdentities(n));
+    const ttc = await timeToAllConnected(fleet, t0, s.connectTimeoutMs);
+    ctx.log(`[mosquitto] ${(await fleet.stats()).everConnected}/${n} connected in ${fmt((ttc ?? NaN) / 1000)} s; settling ${s.settleMs / 1000} s`);
+    await sleep(s.settleMs);
+    const before = await fleet.stats();
+    ctx.log(`[mosquitto] steady window ${s.windowMs / 1000} s`);
+    const { w } = await steadyWindow(sampler, fleet, idleRss, n, s.windowMs);
+    const after = await fleet.stats();
+    await drainTelemetry(fleet, s.drainTimeoutMs);
+    const end = await fleet.stats();
+    return {
+      devices: n,
+      timeToAllConnectedMs: ttc,
+      connected: after.connected,
+      failedConnects: end.failedConnects,
+      failedByReason: end.failedByReason,
+      dropped: end.dropped,
+      window: w,
+      telemetry: sideOf(before, after, end),
+    };
+  } finally {
+    sampler.stop();
+    await fleet.stop();
+    await broker.stop();
+  }
+}
+
+export function fleetSummary(r: FleetSizeResult): string[] {
+  const lines: string[] = [];
+  const m = r.mosquitto;
+  for (const c of r.controlPlane) {
+    const pg = c.postgres ? ` (+${fmt(c.postgres.cpuPercent)} % PostgreSQL)` : '';
+    lines.push(
+      `${r.devices} devices [${c.backend}]: all connected ${c.timeToAllConnectedMs === null ? 'NOT within the deadline' : `in ${fmt(c.timeToAllConnectedMs / 1000)} s`}, ` +
+        `${c.failedConnects} failed connects, ${c.dropped} dropped; enrollment ${fmt(c.enrollment.perSecond, 0)}/s (${c.enrollment.errors} errors)`,
+    );
+    lines.push(
+      `  CPU ${fmt(c.window.process.cpuPercent)} %${pg} vs Mosquitto ${fmt(m?.window.process.cpuPercent, 2)} % = ${fmt(ratio(c.window.process.cpuPercent, m?.window.process.cpuPercent))}x; ` +
+        `RSS ${fmt(c.window.process.rssMeanBytes / MiB, 0)} MiB (${fmt(c.window.rssPerConnectionBytes / 1024)} KiB/connection) vs Mosquitto ${fmt((m?.window.process.rssMeanBytes ?? NaN) / MiB)} MiB ` +
+        `(${fmt((m?.window.rssPerConnectionBytes ?? NaN) / 1024)} KiB/connection) = ${fmt(ratio(c.window.rssPerConnectionBytes, m?.window.rssPerConnectionBytes))}x per connection`,
+    );
+    lines.push(
+      `  event-loop p99 ${fmt(c.eventLoop.p99Ms)} ms (max ${fmt(c.eventLoop.maxMs)}); GET /api/v1/devices p99 ${fmt(c.devicesApi.p99)} ms (p50 ${fmt(c.devicesApi.p50)}, ${c.devicesApi.count} calls, ${c.devicesApi.failures} failed); ` +
+        `telemetry stored ${c.telemetry.acked}/${c.telemetry.offered} (Mosquitto ${m?.telemetry.acked ?? 'n/a'}/${m?.telemetry.offered ?? 'n/a'}), resends ${c.telemetry.resends}; error log lines ${c.errorLogLines}`,
+    );
+  }
+  return lines;
+}
+
+async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
+  const f = ctx.flags;
+  const sizes = f.numbers('devices', ctx.quick ? [20] : [1000]);
+  const backends: Backend[] = [...(f.bool('no-postgres') ? [] : (['postgres'] as const)), ...(f.bool('pglite') ? (['pglite'] as const) : [])];
+  const s: Settings = {
+    settleMs: f.number('settle', ctx.quick ? 2 : 10) * 1000,
+    windowMs: f.number('window', ctx.quick ? 5 : 30) * 1000,
+    connectTimeoutMs: f.number('connect-timeout', 120) * 1000,
+    drainTimeoutMs: f.number('drain-timeout', ctx.quick ? 10 : 40) * 1000,
+    choice: fleetChoice(f),
+  };
+  const results: FleetSizeResult[] = [];
+  const summary: string[] = [];
+  for (const n of sizes) {
+    const mosquitto = f.bool('no-mosquitto') ? null : await mosquittoSide(ctx, n, s);
+    const controlPlane: ControlPlaneSide[] = [];
+    for (const b of backends) controlPlane.push(await controlPlaneSide(ctx, b, n, s));
+    const first = controlPlane[0];
+    const r: FleetSizeResult = {
+      devices: n,
+      controlPlane,
+      mosquitto,
+      ratios: {
+        cpu: ratio(first?.window.process.cpuPercent, mosquitto?.window.process.cpuPercent),
+        rssPerConnection: ratio(first?.window.rssPerConnectionBytes, mosquitto?.window.rssPerConnectionBytes),
+      },
+    };
+    results.push(r);
+    const lines = fleetSummary(r);
+    for (const l of lines) ctx.log(l);
+    summary.push(...lines);
+  }
+  return {
+    options: { sizes, backends, ...s, keepaliveSeconds: 5, telemetryIntervalMs: 5000, simulator: s.choice.engine === 'light' ? 'tools/src/bench/light-fleet.ts (raw MQTT)' : 'tools/src/sim startSimFleet' },
+    result: { sizes: results },
+    summary,
+  };
+}
+
+export const fleetSuite: Suite = {
+  name: 'fleet',
+  description: 'devices held: control plane (PostgreSQL, optionally PGlite) vs a Mosquitto fed the same clients',
+  flagsHelp: ['--devices 1000,5000 (1000)', '--pglite (also on PGlite)', '--no-postgres', '--no-mosquitto', '--settle S (10)', '--window S (30)', '--connect-timeout S (120)', '--sim light|project (which simulator)', '--per-worker N (3000 devices per simulator process; 0 = always in workers)'],
+  run,
+};

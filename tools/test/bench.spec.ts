@@ -1,0 +1,161 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import { main } from '../src/bench/cli.js';
+import { anonymousIdentities, LightFleet, sourceAddress } from '../src/bench/light-fleet.js';
+import { startMosquitto } from '../src/bench/mosquitto.js';
+import { openBenchFleet } from '../src/bench/bench-fleet.js';
+import { createBenchDatabase } from '../src/bench/postgres.js';
+import { postgresBackendPids, ProcessSampler, readProc } from '../src/bench/proc.js';
+import { renderReport } from '../src/bench/report.js';
+import { envelope, readLatest, writeResult } from '../src/bench/results.js';
+import { pollUntil } from '../src/bench/stats.js';
+import { Flags } from '../src/bench/suite.js';
+import type { EnrollResult } from '../src/bench/suites/enroll.js';
+
+// The benchmark suites are never tests (they measure, on a shared box). These check the pieces they are built from,
+// cheaply: flags, the /proc sampler, the Mosquitto peer with the light fleet, result files and the report.
+describe('bench runner', () => {
+  it('parses suite names, valued flags, size lists and switches', () => {
+    const { suites, flags } = Flags.parse(['fleet', 'liveness', '--devices', '1k,5000', '--quick', '--window=20', '--pglite']);
+    expect(suites).toEqual(['fleet', 'liveness']);
+    expect(flags.numbers('devices', [1])).toEqual([1000, 5000]);
+    expect(flags.bool('quick')).toBe(true);
+    expect(flags.bool('pglite')).toBe(true);
+    expect(flags.number('window', 30)).toBe(20);
+    expect(flags.number('settle', 10)).toBe(10);
+  });
+
+  it('refuses an unknown suite with exit code 2 and lists the suites on --help', async () => {
+    expect(await main(['no-such-suite'], tmpdir())).toBe(2);
+    expect(await main(['--help'], tmpdir())).toBe(0);
+  });
+});
+
+describe('ProcessSampler', () => {
+  it('reads CPU time and RSS of a process from /proc over a window', async () => {
+    const sampler = ProcessSampler.of(process.pid, 50);
+    const before = process.cpuUsage();
+    sampler.mark();
+    const end = performance.now() + 300;
+    let x = 0;
+    while (performance.now() < end) x += Math.sqrt(x + 1);
+    await new Promise((done) => setTimeout(done, 100));
+    const w = sampler.window();
+    const used = process.cpuUsage(before);
+    sampler.stop();
+    expect(x).toBeGreaterThan(0);
+    // the kernel's counters agree with Node's own, whatever the load on the box (a few 10 ms ticks of rounding)
+    expect(Math.abs(w.cpuSeconds - (used.user + used.system) / 1e6)).toBeLessThan(0.05);
+    expect(w.cpuSeconds).toBeGreaterThan(0);
+    expect(w.cpuPercent).toBeCloseTo((w.cpuSeconds / w.seconds) * 100, 6);
+    expect(w.rssMeanBytes).toBeGreaterThan(10 * 1024 * 1024);
+    expect(w.samples).toBeGreaterThan(1);
+    expect(readProc(2 ** 22 + 1)).toBeUndefined();
+  });
+
+  it('finds the PostgreSQL backends serving one database', async () => {
+    const admin = process.env.FLOTILLA_TEST_DATABASE_URL?.replace(/\/[^/]*$/, '/postgres');
+    const db = await createBenchDatabase(admin);
+    const client = new pg.Client({ connectionString: db.url });
+    try {
+      await client.connect();
+      const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+      expect(postgresBackendPids(db.name)).toContain(rows[0]?.pid);
+    } finally {
+      await client.end();
+      await db.drop();
+    }
+  });
+});
+
+describe('Mosquitto peer with the light fleet', () => {
+  it('starts on a free port, holds the clients, acknowledges their telemetry, and sees crashes', async () => {
+    const broker = await startMosquitto();
+    const fleet = new LightFleet({ host: '127.0.0.1', port: broker.port, mode: 'mosquitto', telemetryIntervalMs: 200, devicesPerAddress: 5 });
+    try {
+      await fleet.join(anonymousIdentities(20, 'spec'));
+      expect(await pollUntil(() => fleet.stats().connected === 20, 30_000, 20), 'all 20 connected').toBe(true);
+      expect(new Set(fleet.devices.map((d) => d.localAddress)).size).toBe(4);
+      expect(await pollUntil(() => fleet.stats().telemetryAcked >= 40, 30_000, 20), '40 entries acknowledged').toBe(true);
+      fleet.quiesce();
+      expect(await pollUntil(() => fleet.stats().telemetryAcked === fleet.stats().telemetryOffered, 30_000, 20), 'every entry acknowledged').toBe(true);
+      expect(fleet.crash(3)).toHaveLength(3);
+      expect(await pollUntil(() => fleet.stats().connected === 17, 30_000, 20), '3 crashed').toBe(true);
+      expect(fleet.stats()).toMatchObject({ failedConnects: 0, dropped: 0, resends: 0 });
+    } finally {
+      await fleet.stop();
+      await broker.stop();
+    }
+    expect(broker.process.exitCode !== null || broker.process.signalCode !== null).toBe(true);
+  });
+
+  it('spreads source addresses over 127.0.0.0/8, never 127.0.0.1', () => {
+    expect(sourceAddress(0, 100)).toBe('127.10.0.1');
+    expect(sourceAddress(99, 100)).toBe('127.10.0.1');
+    expect(sourceAddress(100, 100)).toBe('127.10.0.2');
+    expect(sourceAddress(254 * 100, 100)).toBe('127.10.1.1');
+  });
+});
+
+describe('results and report', () => {
+  it('writes a timestamped file and a latest copy, and renders the latest as a markdown table', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'flotilla-bench-results-'));
+    try {
+      const result: { runs: EnrollResult[] } = {
+        runs: [
+          {
+            backend: 'postgres',
+            devices: 1000,
+            concurrency: 16,
+            seconds: 12.5,
+            perSecond: 80,
+            errors: 0,
+            errorsByReason: {},
+            latencyMs: { count: 1000, p50: 150, p99: 400, max: 500, mean: 180 },
+            floor: { perSecond: 900, latencyMs: { count: 1000, p50: 10, p99: 30, max: 40, mean: 12 } },
+            targetRatio: 0.48,
+          },
+        ],
+      };
+      const file = await writeResult(dir, envelope('enroll', { devices: 1000 }, 1.5, result));
+      expect(file).toMatch(/enroll-\d{4}-\d\d-\d\dT.*\.json$/);
+      expect(JSON.parse(await readFile(join(dir, 'enroll-latest.json'), 'utf8'))).toMatchObject({ suite: 'enroll', result });
+      const md = renderReport(await readLatest(dir));
+      expect(md).toContain('### enroll');
+      expect(md).toContain('| postgres | 1000 | 16 | 12.5 s | 80/s | 0 | 400 ms | 900/s | 0.48x |');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('simulated fleet over worker processes', () => {
+  it('splits the devices over workers and sums their stats', async () => {
+    const broker = await startMosquitto();
+    const fleet = await openBenchFleet({ host: '127.0.0.1', port: broker.port, mode: 'mosquitto', telemetryIntervalMs: 200 }, 30, { engine: 'light', perWorker: 10 });
+    try {
+      expect(fleet.pids).toHaveLength(3);
+      expect(fleet.pids).not.toContain(process.pid);
+      await fleet.join(anonymousIdentities(30, 'worker'));
+      expect(await pollUntil(async () => (await fleet.stats()).connected === 30, 30_000, 50), 'all 30 connected').toBe(true);
+      expect(await pollUntil(async () => (await fleet.stats()).telemetryAcked >= 30, 30_000, 50), '30 entries acknowledged').toBe(true);
+      await fleet.quiesce();
+      expect(
+        await pollUntil(async () => {
+          const s = await fleet.stats();
+          return s.telemetryAcked === s.telemetryOffered;
+        }, 30_000, 50),
+        `every entry acknowledged: ${JSON.stringify(await fleet.stats())}`,
+      ).toBe(true);
+      const crashed = await fleet.crash(4);
+      expect(crashed).toHaveLength(4);
+      expect(await pollUntil(async () => (await fleet.stats()).connected === 26, 30_000, 50), '4 crashed').toBe(true);
+    } finally {
+      await fleet.stop();
+      await broker.stop();
+    }
+  });
+});
