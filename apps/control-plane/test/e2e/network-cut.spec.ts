@@ -7,7 +7,7 @@ import { TcpProxy, type SimAgent } from '@flotilla/tools/sim';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startAgentWithUrls } from '../support/agents.js';
 import { adminLogin, api, startTestControlPlane, type TestControlPlane } from '../support/control-plane.js';
-import { describeBackends } from '../support/databases.js';
+import { describeBackend } from '../support/databases.js';
 import { agentAckedSeq, compareStored, producedEntries } from '../support/outbox.js';
 import { pollUntil } from '../support/poll.js';
 
@@ -19,8 +19,12 @@ import { pollUntil } from '../support/poll.js';
 const MODEL = 'cut-tiny';
 const CUT_MS = 40_000;
 const KEEPALIVE_S = 2;
+// how long the local endpoint is watched once the agent is back (the failures came within a second of the return)
+const AFTER_BACK_MS = 5_000;
 
-describeBackends('a 40 s network cut of a real agent (issue 11)', (backend) => {
+// One backend: the outbox replay itself is the agent's and the broker's; storing replayed entries once on the embedded
+// PGlite is covered by outbox-crash.spec.ts on both databases.
+describeBackend('postgres', 'a 40 s network cut of a real agent (issue 11)', (backend) => {
   let t: TestControlPlane;
   let agent: SimAgent | undefined;
   let proxies: TcpProxy[] = [];
@@ -44,6 +48,7 @@ describeBackends('a 40 s network cut of a real agent (issue 11)', (backend) => {
     const mqttProxy = await TcpProxy.start({ target: { host: '127.0.0.1', port: t.cp.mqttPort } });
     const wsProxy = await TcpProxy.start({ target: { host: '127.0.0.1', port: Number(new URL(t.cp.url).port) }, mqtt: false });
     proxies = [mqttProxy, wsProxy];
+    const modelFile = ensureModel('tiny', { seed: 51 }); // in parallel with the agent's start
     const a = await startAgentWithUrls({
       controlPlaneUrl: t.cp.url,
       adminToken: token,
@@ -62,7 +67,7 @@ describeBackends('a 40 s network cut of a real agent (issue 11)', (backend) => {
     expect(a.urls.map((url) => new URL(url).protocol)).toEqual(['mqtt:', 'ws:']);
     const detail = async () => DeviceDetailSchema.parse((await api(t.cp, `/api/v1/devices/${a.deviceId}`, { token })).body);
 
-    const model = await ensureModel('tiny', { seed: 51 });
+    const model = await modelFile;
     expect((await api(t.cp, '/api/v1/models', { token, body: catalogEntry(model, { name: MODEL, memoryBytes: 64 * 1024 * 1024 }) })).status).toBe(201);
     expect((await api(t.cp, '/api/v1/deployments', { token, body: { name: 'cut', model: MODEL, replicas: 1, contextSize: 1024 } })).status).toBe(201);
     await pollUntil(async () => (await detail()).modelStates.some((m) => m.model === MODEL && m.state === 'ready'), {
@@ -133,15 +138,23 @@ describeBackends('a 40 s network cut of a real agent (issue 11)', (backend) => {
         { timeoutMs: 60_000, intervalMs: 200, what: 'the agent back online' },
       );
       backAfterMs = Date.now() - healAt;
+      const backAt = Date.now();
       await pollUntil(async () => (await agentAckedSeq(a)) >= lastSeqAtHeal, { timeoutMs: 30_000, intervalMs: 200, what: `acked up to seq ${lastSeqAtHeal}` });
+      // Keep asking the local endpoint while the control plane plans and republishes for the returning device: a
+      // device that comes back must not lose its model (it used to unload it, then reload it when re-placed). The
+      // window is observation time, not an assertion on timing.
+      await pollUntil(async () => Date.now() - backAt >= AFTER_BACK_MS && answers.some((x) => x.at >= backAt + AFTER_BACK_MS - 1000), {
+        timeoutMs: AFTER_BACK_MS + 30_000,
+        intervalMs: 200,
+        what: 'local answers after the return',
+      });
     } finally {
       load = false;
       await loop;
     }
     const during = answers.filter((x) => x.at > cutAt && x.at < healAt);
-    // Not asserted, reported: once back online the device gets the empty desired state the scheduler published while
-    // it was offline (an offline device loses its replicas even when no other device can take them), unloads the
-    // model (local requests get 404 MODEL_NOT_FOUND), and loads it again when it is re-placed.
+    // After the heal too: the scheduler kept the replica on the offline device (no other device could take it), so
+    // the device is not told to unload its model when it comes back.
     const afterHeal = answers.filter((x) => x.at >= healAt && x.status !== 200);
     const transport = mqttProxy.connections().some((c) => !c.isClosed) ? 'mqtt://' : wsProxy.connections().some((c) => !c.isClosed) ? 'ws://' : 'none';
     await a.stop();
@@ -171,7 +184,7 @@ describeBackends('a 40 s network cut of a real agent (issue 11)', (backend) => {
         `(${[...new Set(afterHeal.map((x) => (typeof x.status === 'number' ? `${x.status} ${x.body?.match(/"code":"([A-Z_]+)"/)?.[1] ?? ''}` : x.status)))].join('; ')}); scenario ${Date.now() - started} ms`,
     );
     // the local endpoint answered throughout the cut (and before it)
-    expect(answers.filter((x) => x.at < healAt && x.status !== 200).map((x) => ({ ...x, afterCutMs: x.at - cutAt }))).toEqual([]);
+    expect(answers.filter((x) => x.status !== 200).map((x) => ({ ...x, afterCutMs: x.at - cutAt }))).toEqual([]);
     expect(during.length).toBeGreaterThan(CUT_MS / 2000);
     // the outbox piled up during the cut, and the fallback to ws:// happened within it
     expect(lastSeqAtHeal - ackedAtHeal).toBeGreaterThan(CUT_MS / 1000);

@@ -44,6 +44,7 @@ describeBackends('control-plane restart with real agents (issue 11)', (backend) 
     if (!cp) throw new Error('no control plane');
     const started = Date.now();
     const { adminToken } = await adminLogin(cp, isolated.dataDir);
+    const modelFile = ensureModel('tiny', { seed: 41 }); // in parallel with the agents' start
     agents = await startAgents({
       controlPlaneUrl: cp.url,
       adminToken,
@@ -52,7 +53,7 @@ describeBackends('control-plane restart with real agents (issue 11)', (backend) 
       namePrefix: 'rec',
       env: { FLOTILLA_AGENT_TELEMETRY_INTERVAL_SECONDS: '0.25', FLOTILLA_AGENT_MQTT_KEEPALIVE_SECONDS: '2' },
     });
-    const model = await ensureModel('tiny', { seed: 41 });
+    const model = await modelFile;
     expect((await api(cp, '/api/v1/models', { token: adminToken, body: catalogEntry(model, { name: MODEL, memoryBytes: 64 * 1024 * 1024 }) })).status).toBe(201);
     expect((await api(cp, '/api/v1/deployments', { token: adminToken, body: { name: 'rec', model: MODEL, replicas: 3, contextSize: 1024 } })).status).toBe(201);
     const deploymentReady = async (c: ControlPlane, token: string) =>

@@ -147,6 +147,50 @@ describe('planPlacements', () => {
     expect(where(draining.placements)).toEqual(['dev-1']);
   });
 
+  it('keeps the replica of an offline device where no other device can take it, and changes nothing when it comes back', () => {
+    const d = deployment('d', 'aaa');
+    const first = plan({ models: [small], deployments: [d], devices: [device('dev-1')] });
+    expect(where(first.placements)).toEqual(['dev-1']);
+    // Cut off: the only device. Its replica stays (no empty desired state waiting for it), placed but not ready.
+    const cut = plan({ models: [small], deployments: [d], devices: [device('dev-1', { status: 'offline' })], placements: first.placements, modelStates: [ready('dev-1', small)] });
+    expect(cut).toMatchObject({ added: [], removed: [], updated: [], changedDeviceIds: [] });
+    expect(where(cut.placements)).toEqual(['dev-1']);
+    expect(cut.deployments[0]).toMatchObject({ placed: 1, ready: 0 });
+    const back = plan({ models: [small], deployments: [d], devices: [device('dev-1')], placements: cut.placements, modelStates: [ready('dev-1', small)] });
+    expect(back).toMatchObject({ added: [], removed: [], updated: [], changedDeviceIds: [] });
+    expect(back.deployments[0]).toMatchObject({ placed: 1, ready: 1 });
+    // The other devices cannot take it (too small, wrong labels, draining): it stays too.
+    const d2 = deployment('d2', 'aaa', { replicas: 2, labelSelector: { site: 'a' } });
+    const fleet = [device('dev-1', { labels: { site: 'a' } }), device('dev-2', { labels: { site: 'a' } }), device('dev-3', { labels: { site: 'a' }, memory: 1 * GiB }), device('dev-4')];
+    const placed = plan({ models: [small], deployments: [d2], devices: fleet });
+    expect(where(placed.placements)).toEqual(['dev-1', 'dev-2']);
+    const down = fleet.map((x) => (x.id === 'dev-2' ? { ...x, status: 'offline' as const } : x));
+    const held = plan({ models: [small], deployments: [d2], devices: down, placements: placed.placements });
+    expect(held.changedDeviceIds).toEqual([]);
+    expect(where(held.placements)).toEqual(['dev-1', 'dev-2']);
+    // A device that can take it appears: the replica moves (re-placement wins over holding).
+    const bigger = [...down, device('dev-5', { labels: { site: 'a' } })];
+    const moved = plan({ models: [small], deployments: [d2], devices: bigger, placements: held.placements });
+    expect(where(moved.placements)).toEqual(['dev-1', 'dev-5']);
+    expect(where(moved.removed)).toEqual(['dev-2']);
+  });
+
+  it('does not hold an offline replica the device is no longer eligible for', () => {
+    const d = deployment('d', 'aaa', { labelSelector: { site: 'a' } });
+    const first = plan({ models: [small], deployments: [d], devices: [device('dev-1', { labels: { site: 'a' } })] });
+    const relabelled = plan({ models: [small], deployments: [d], devices: [device('dev-1', { status: 'offline', labels: { site: 'b' } })], placements: first.placements });
+    expect(relabelled.placements).toEqual([]);
+    const avoided = plan({
+      models: [small],
+      deployments: [d],
+      devices: [device('dev-1', { status: 'offline', labels: { site: 'a' } })],
+      placements: first.placements,
+      avoid: [{ deviceId: 'dev-1', modelId: 'aaa' }],
+    });
+    expect(avoided.placements).toEqual([]);
+    expect(avoided.deployments[0]?.unsatisfied?.missing).toBe(1);
+  });
+
   it('keeps the replicas of a reconnecting device but counts them not ready and places nothing new there', () => {
     const d = deployment('d', 'aaa', { replicas: 2 });
     const first = plan({ models: [small], deployments: [d], devices: [device('dev-1'), device('dev-2')] });

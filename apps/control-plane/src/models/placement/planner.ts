@@ -6,6 +6,9 @@
  * Rules, in order of importance:
  * - Eligibility: a replica may only be on an `online` device (a `reconnecting` one keeps what it has) that carries every label of the selector, is in the pin
  *   list when there is one, has an accelerator when the deployment requires one, and is not in `avoid` for the model.
+ * - Holding: a replica on an `offline` device moves to another eligible device when one can take it; when none can, it
+ *   stays where it is (placed, not ready), so a box cut off from the control plane keeps serving its model locally
+ *   and is not told to unload it when it comes back.
  * - Stability: a placement that is still eligible and still fits stays where it is; the planner only fills gaps and
  *   trims surplus.
  * - Fit: the models on a device use at most its memory budget (maxMemoryBytes limit or RAM + VRAM) minus headroom;
@@ -174,9 +177,9 @@ class Allocation {
     return undefined;
   }
 
-  /** Why `model` cannot go (or, `keeping`, stay) on `budget`'s device for `deployment` now, or undefined when it can. */
-  problem(budget: DeviceBudget, deployment: PlannerDeployment, model: PlannerModel, avoid: Set<string>, keeping = false): UnplacedReason | undefined {
-    return eligibility(budget.device, deployment, model, avoid, keeping) ?? (budget.models.has(model.id) ? 'holds-model' : this.fitProblem(budget, model));
+  /** Why `model` cannot go (or, `keeping`/`holding`, stay) on `budget`'s device for `deployment` now, or undefined when it can. */
+  problem(budget: DeviceBudget, deployment: PlannerDeployment, model: PlannerModel, avoid: Set<string>, mode: EligibilityMode = 'new'): UnplacedReason | undefined {
+    return eligibility(budget.device, deployment, model, avoid, mode) ?? (budget.models.has(model.id) ? 'holds-model' : this.fitProblem(budget, model));
   }
 
   add(placement: PlannerPlacement): void {
@@ -234,7 +237,7 @@ export function planPlacements(input: PlanInput): PlanResult {
     const existing = (byDeployment.get(deployment.id) ?? []).filter((p) => p.modelId === model.id).sort(keepFirst);
     for (const p of existing) {
       const budget = alloc.budgets.get(p.deviceId);
-      if (w.current.length >= deployment.replicas || !budget || alloc.problem(budget, deployment, model, avoid, true)) continue;
+      if (w.current.length >= deployment.replicas || !budget || alloc.problem(budget, deployment, model, avoid, 'keeping')) continue;
       const placement = replicaOn(p.deviceId, deployment, model);
       alloc.add(placement);
       w.current.push(placement);
@@ -280,6 +283,18 @@ export function planPlacements(input: PlanInput): PlanResult {
         if (problem) reasons[problem] = (reasons[problem] ?? 0) + 1;
       }
       break;
+    }
+    // 5. Still short: replicas on offline devices that no other device could take stay where they are (stability
+    //    beats an empty desired state the device would only act on when it is back, by unloading a model it serves).
+    if (model && w.current.length < deployment.replicas) {
+      const existing = (byDeployment.get(deployment.id) ?? []).filter((p) => p.modelId === model.id).sort(keepFirst);
+      for (const p of existing) {
+        const budget = alloc.budgets.get(p.deviceId);
+        if (w.current.length >= deployment.replicas || !budget || alloc.problem(budget, deployment, model, avoid, 'holding')) continue;
+        const placement = replicaOn(p.deviceId, deployment, model);
+        alloc.add(placement);
+        w.current.push(placement);
+      }
     }
     statuses.push(deploymentStatus(w, isReady, reasons, alloc.budgets.size));
   }
@@ -392,16 +407,24 @@ function budgetOf(device: PlannerDevice, options: PlannerOptions): DeviceBudget 
   };
 }
 
+/**
+ * `new`: a replica placed now; `keeping`: a replica the device already has (a reconnecting device keeps it);
+ * `holding`: a replica the device already has that no other device could take (an offline device keeps it too).
+ */
+type EligibilityMode = 'new' | 'keeping' | 'holding';
+
 function eligibility(
   device: PlannerDevice,
   deployment: PlannerDeployment,
   model: PlannerModel,
   avoid: Set<string>,
-  keeping = false,
+  mode: EligibilityMode = 'new',
 ): UnplacedReason | undefined {
   // A reconnecting device may be dead: it keeps its replicas through the reconnect grace but gets no new ones.
   if (device.status === 'reconnecting') {
-    if (!keeping) return 'reconnecting';
+    if (mode === 'new') return 'reconnecting';
+  } else if (device.status === 'offline') {
+    if (mode !== 'holding') return 'offline';
   } else if (device.status !== 'online') return 'offline';
   if (deployment.pinnedDeviceIds.length > 0 && !deployment.pinnedDeviceIds.includes(device.id)) return 'not-pinned';
   for (const k in deployment.labelSelector) {
@@ -441,8 +464,9 @@ function replicaOn(deviceId: string, deployment: PlannerDeployment, model: Plann
 /** (device, model) pairs reported ready and in memory, with the catalog's file (same sha256), on online devices. */
 function readySet(states: readonly PlannerModelState[], models: readonly PlannerModel[], devices: readonly PlannerDevice[]): Set<string> {
   const byName = new Map(models.map((m) => [m.name, m]));
-  // A reconnecting device's last report is an earlier process's knowledge: not a replica that serves now.
-  const notServing = new Set(devices.filter((d) => d.status === 'reconnecting').map((d) => d.id));
+  // A reconnecting device's last report is an earlier process's knowledge, an offline one's is stale (it may serve
+  // locally, not for the fleet): neither is a replica that serves now.
+  const notServing = new Set(devices.filter((d) => d.status === 'reconnecting' || d.status === 'offline').map((d) => d.id));
   const ready = new Set<string>();
   for (const s of states) {
     const model = byName.get(s.modelName);
