@@ -1,22 +1,18 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { DevicePageSchema, type DeviceListItem } from '@flotilla/protocol';
 import { ControlPlaneProcess, startSimFleet, summaryLine, type SimFleet } from '@flotilla/tools/sim';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { openDatabase } from '../../src/platform/database/index.js';
 import { createIsolatedDatabase, describeBackend, type IsolatedDatabase } from '../support/databases.js';
 import { pollUntil } from '../support/poll.js';
-import { seedSimDevices } from '../support/sim-devices.js';
 
 // Issue 11, CI scenario "an untimed floor of 2,000 simulated devices on PostgreSQL": the built control plane as a
 // process, 2,000 simulated devices (tools/sim, light MQTT clients speaking the agent's protocol) from spread source
 // addresses, joining at CONNECT_RATE a second. Untimed: a CONNECT may wait up to 60 s for its CONNACK (the connect
 // timing is the benchmark's and the CONNECT-storm test's); every device connects with no failed connect (refused,
 // dropped or unanswered) and is listed online; every telemetry entry produced up to a point is acknowledged, and what the devices saw
-// acknowledged is stored exactly once. The bounds are generous, the figures are printed. The devices are
-// enrolled by writing them into the database before the control plane starts (REST enrollment at this size is the
-// benchmark's; at ~8 enrollments/s on a loaded CI box it would take minutes).
+// acknowledged is stored exactly once. The bounds are generous, the figures are printed. The devices enroll through
+// REST first (one enrollment token, batched enrollment: 2,000 in ~10-16 s on PostgreSQL), as a fleet does. The
+// CONNACK patience stays 60 s, as the issue words it ("untimed"): the agent's own 10 s is the CONNECT-storm test's.
 const DEVICES = 2000;
 const TELEMETRY_MS = 5000;
 const CONNECT_RATE = 100;
@@ -25,19 +21,15 @@ describeBackend('postgres', '2,000 simulated devices (issue 11)', (backend) => {
   let isolated: IsolatedDatabase;
   let cp: ControlPlaneProcess | undefined;
   let fleet: SimFleet | undefined;
-  let base: string;
 
   beforeAll(async () => {
     isolated = await createIsolatedDatabase(backend);
-    base = await mkdtemp(join(tmpdir(), 'flotilla-floor-'));
-    await seedSimDevices(isolated.options, join(base, 'credentials.json'), { count: DEVICES, namePrefix: 'floor' });
     cp = await ControlPlaneProcess.start({ dataDir: isolated.dataDir, databaseUrl: isolated.databaseUrl, logLevel: 'warn' });
   });
   afterAll(async () => {
     await fleet?.stop({ graceful: false });
     await cp?.stop();
     await isolated?.dispose();
-    if (base) await rm(base, { recursive: true, force: true });
   });
 
   const listDevices = async (c: ControlPlaneProcess): Promise<DeviceListItem[]> => {
@@ -58,7 +50,9 @@ describeBackend('postgres', '2,000 simulated devices (issue 11)', (backend) => {
     const sim = await startSimFleet({
       controlPlaneUrl: c.url,
       mqttUrl: c.mqttUrl,
-      credentialsFile: join(base, 'credentials.json'),
+      adminToken: c.adminToken,
+      namePrefix: 'floor',
+      enrollConcurrency: 32,
       devicesPerAddress: 20,
       connectRatePerSecond: CONNECT_RATE,
       behaviour: { keepaliveSeconds: 5, telemetryIntervalMs: TELEMETRY_MS, connectTimeoutMs: 60_000 },
@@ -68,7 +62,7 @@ describeBackend('postgres', '2,000 simulated devices (issue 11)', (backend) => {
     const joinedAt = Date.now();
     const online = await sim.waitFor((s) => s.online === DEVICES || s.counters.failedConnects > 0, `${DEVICES} devices online`, 180_000);
     const onlineAt = Date.now();
-    console.log(`[${backend}] joined (${CONNECT_RATE}/s) in ${joinedAt - started} ms, all online ${onlineAt - joinedAt} ms later: ${summaryLine(online)}`);
+    console.log(`[${backend}] enrolled and joined (${CONNECT_RATE}/s) in ${joinedAt - started} ms, all online ${onlineAt - joinedAt} ms later: ${summaryLine(online)}`);
     expect(online.counters.failedConnects).toBe(0);
     expect(online.online).toBe(DEVICES);
     // REST agrees

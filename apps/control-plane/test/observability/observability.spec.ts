@@ -174,6 +174,32 @@ describeBackends('observability', (backend) => {
     await prisma().device.deleteMany({ where: { id: { in: [hot.id, gone.id] } } });
   });
 
+  // Issue 11: a fleet going offline (or seen offline at start) opens thousands of alerts; they are written in chunks
+  // of statements, not one INSERT each, and each is still announced once and resolved once.
+  it('opens and resolves 2,500 device-offline alerts in one evaluation each, announcing every one', { timeout: 120_000 }, async () => {
+    const alerts = t.cp.app.get(AlertsService);
+    const lastSeenAt = new Date(Date.now() - 600_000);
+    const names = Array.from({ length: 2500 }, (_, i) => `fleet-off-${i}`);
+    await prisma().device.createMany({ data: names.map((name) => ({ name, status: 'offline' as const, lastSeenAt })) });
+    const ids = (await prisma().device.findMany({ where: { name: { in: names } }, select: { id: true } })).map((d) => d.id);
+    const seen = events.length;
+    const first = await alerts.evaluate();
+    expect(first.opened).toHaveLength(2500);
+    const rows = await prisma().alert.findMany({ where: { state: 'open', rule: 'device-offline', subject: { in: ids.map((id) => `device:${id}`) } } });
+    expect(new Set(rows.map((a) => a.subject)).size).toBe(2500);
+    expect(new Set(first.opened)).toEqual(new Set(rows.map((a) => a.id)));
+    const announced = events.slice(seen).filter((e) => e.type === 'alert.changed' && e.data.state === 'open');
+    expect(announced).toHaveLength(2500);
+
+    await prisma().device.updateMany({ where: { id: { in: ids } }, data: { status: 'online', lastSeenAt: new Date() } });
+    const second = await alerts.evaluate();
+    expect(new Set(second.resolved)).toEqual(new Set(first.opened));
+    expect(await prisma().alert.count({ where: { state: 'open', rule: 'device-offline' } })).toBe(0);
+    expect(events.slice(seen).filter((e) => e.type === 'alert.changed' && e.data.state === 'resolved')).toHaveLength(2500);
+    await prisma().alert.deleteMany({ where: { subject: { in: ids.map((id) => `device:${id}`) } } });
+    await prisma().device.deleteMany({ where: { id: { in: ids } } });
+  });
+
   it('serves /metrics in the Prometheus text format: devices, broker traffic, ingest lag, HTTP by route and status', async () => {
     await api(t.cp, '/healthz');
     await api(t.cp, '/api/v1/devices');

@@ -13,7 +13,7 @@ const now = new Date('2026-11-24T12:00:00Z');
 const GB = 1024 ** 3;
 
 function device(id: string, overrides: Partial<DeviceFacts> = {}): DeviceFacts {
-  return { id, name: id, status: 'online', since: now, memoryTotalBytes: 8 * GB, vramTotalBytes: null, ...overrides };
+  return { id, name: id, status: 'online', since: now, seen: true, memoryTotalBytes: 8 * GB, vramTotalBytes: null, ...overrides };
 }
 
 function telemetry(deviceId: string, overrides: Partial<TelemetryFacts> = {}): TelemetryFacts {
@@ -96,6 +96,20 @@ describe('alert rules', () => {
     expect(evaluateAlertRules(f, { ...DEFAULT_THRESHOLDS, offlineAfterSeconds: 60 }).map((c) => c.subject)).toEqual(['device:gone']);
   });
 
+  // Issue 11: a fleet enrolled (or seeded) at once and connecting opened, then resolved, one alert per device.
+  it('gives a device that has never connected firstConnectSeconds from enrolment before it counts as offline', () => {
+    const enrolled = (ago: number) => device(`new${ago}`, { status: 'offline', seen: false, since: new Date(now.getTime() - ago * 1000) });
+    const f = facts({ devices: [enrolled(5), enrolled(59), enrolled(61), device('was', { status: 'offline', since: new Date(now.getTime() - 5000) })] });
+    expect(rulesOf(f)).toEqual(['device-offline device:new61', 'device-offline device:was']);
+    const late = evaluateAlertRules(f, DEFAULT_THRESHOLDS).find((c) => c.subject === 'device:new61');
+    expect(late).toMatchObject({ threshold: 60, message: expect.stringContaining('has not connected since it enrolled') });
+    // The larger of the two thresholds applies to a device never seen.
+    expect(evaluateAlertRules(f, { ...DEFAULT_THRESHOLDS, offlineAfterSeconds: 120 }).map((c) => c.subject)).toEqual([]);
+    expect(evaluateAlertRules(f, { ...DEFAULT_THRESHOLDS, firstConnectSeconds: 0 }).map((c) => c.subject).sort()).toEqual(
+      ['device:new5', 'device:new59', 'device:new61', 'device:was'],
+    );
+  });
+
   it('keeps an open alert open until the value falls below the resolve ratio (no flapping)', () => {
     const at = (queueAvg: number) => facts({ devices: [device('a')], telemetry: [telemetry('a', { queueAvg })] });
     const open = new Set([alertKey('queue-high', 'device:a')]);
@@ -132,5 +146,17 @@ describe('alert plan', () => {
     );
     expect(plan.resolve.map((a) => a.id)).toEqual(['2']);
     expect(plan.open.map((c) => c.subject)).toEqual(['device:z']);
+  });
+
+  // Issue 11: a fleet of offline devices fires thousands of conditions; the de-duplication was quadratic in them.
+  it('plans 20,000 firing conditions in linear time', () => {
+    const many = Array.from({ length: 20_000 }, (_, i) => firing('device-offline', `device:d${i}`));
+    const started = performance.now();
+    const plan = planAlertChanges([{ id: '1', rule: 'device-offline', subject: 'device:d0' }], [...many, firing('device-offline', 'device:d1')]);
+    const elapsed = performance.now() - started;
+    expect(plan.open.length).toBe(19_999);
+    expect(plan.resolve).toEqual([]);
+    // Quadratic: 200 million key comparisons, over 20 s here; linear: milliseconds. Generous for a loaded box.
+    expect(elapsed).toBeLessThan(2000);
   });
 });

@@ -4,7 +4,10 @@ import { ALERT_RULE_IDS, type AlertRuleId, type AlertSeverity } from '@flotilla/
  * a plan says which alert rows to open and which to resolve. No I/O here, so the rules are tested with plain data.
  *
  * Rules (defaults from PRODUCT.md §4; every threshold is configurable, see alert.settings.ts):
- * - `device-offline` (warning): the registry marks the device offline for at least `offlineAfterSeconds`.
+ * - `device-offline` (warning): the registry marks the device offline for at least `offlineAfterSeconds`; a device
+ *   that has never connected (enrolled, or seeded, and not seen yet) only once enrolled for `firstConnectSeconds`
+ *   (default 60): it is on its way, and a fleet enrolled at once would otherwise open (and at once resolve) one alert
+ *   per device.
  * - `latency-high` (warning): a model's p95 request latency over the window exceeds `latencyMs` (3000).
  * - `queue-high` (warning): a device's average queue length over the window exceeds `queueLength` (50).
  * - `memory-high` (critical): a device's average memory use over the window exceeds `memoryPercent` (95 %) of its RAM.
@@ -38,6 +41,8 @@ export interface AlertThresholds {
   minRequests: number;
   /** how long a device must have been offline */
   offlineAfterSeconds: number;
+  /** how long a device that has never connected may take to connect after enrolling (at least offlineAfterSeconds) */
+  firstConnectSeconds: number;
   /** an open alert stays open until its value is below threshold x this */
   resolveRatio: number;
 }
@@ -50,6 +55,7 @@ export const DEFAULT_THRESHOLDS: AlertThresholds = {
   errorRatePercent: 10,
   minRequests: 10,
   offlineAfterSeconds: 0,
+  firstConnectSeconds: 60,
   resolveRatio: 0.9,
 };
 
@@ -59,6 +65,8 @@ export interface DeviceFacts {
   status: 'online' | 'offline' | 'draining' | 'revoked';
   /** last seen, or enrollment time for a device never seen */
   since: Date;
+  /** false for a device that has never connected (no last-seen time): `since` is its enrollment */
+  seen: boolean;
   memoryTotalBytes: number | null;
   vramTotalBytes: number | null;
 }
@@ -149,14 +157,17 @@ export function evaluateAlertRules(facts: AlertFacts, thresholds: AlertThreshold
     const subject = `device:${device.id}`;
     if (device.status === 'offline') {
       const offlineSeconds = Math.max(0, (facts.now.getTime() - device.since.getTime()) / 1000);
-      if (offlineSeconds >= thresholds.offlineAfterSeconds) {
+      const after = device.seen ? thresholds.offlineAfterSeconds : Math.max(thresholds.offlineAfterSeconds, thresholds.firstConnectSeconds);
+      if (offlineSeconds >= after) {
         firing.push({
           rule: 'device-offline',
           subject,
           severity: RULE_SEVERITY['device-offline'],
           value: Math.round(offlineSeconds),
-          threshold: thresholds.offlineAfterSeconds,
-          message: `device ${device.name} is offline (last seen ${device.since.toISOString()})`,
+          threshold: after,
+          message: device.seen
+            ? `device ${device.name} is offline (last seen ${device.since.toISOString()})`
+            : `device ${device.name} has not connected since it enrolled (${device.since.toISOString()})`,
         });
       }
     }
@@ -225,9 +236,12 @@ export function planAlertChanges(openAlerts: readonly OpenAlert[], firing: reado
     if (seen.has(key) || !firingKeys.has(key)) resolve.push(alert);
     seen.add(key);
   }
-  const open = firing.filter((c, i) => {
+  // One pass with a set: a fleet of offline devices fires thousands of conditions (a findIndex here was quadratic).
+  const open = firing.filter((c) => {
     const key = alertKey(c.rule, c.subject);
-    return !seen.has(key) && firing.findIndex((o) => alertKey(o.rule, o.subject) === key) === i;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
   });
   return { open, resolve };
 }

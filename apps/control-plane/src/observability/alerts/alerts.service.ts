@@ -20,6 +20,8 @@ const LOCK_CLASS_ID = 0x464c4f54;
 const LOCK_OBJECT_ID = 2;
 /** A device status change re-evaluates this soon after (several changes at once share one run). */
 const STATUS_DEBOUNCE_MS = 250;
+/** Alerts opened or resolved per statement (bounded bind parameters). */
+const WRITE_CHUNK = 1000;
 
 /**
  * Evaluates the alert rules every `evaluateEverySeconds` and when a device's status changes, and writes the result:
@@ -131,19 +133,31 @@ export class AlertsService implements OnModuleInit, OnModuleDestroy {
         });
         const firing = evaluateAlertRules(facts, this.settings.thresholds, new Set(open.map((a) => alertKey(a.rule, a.subject))));
         const plan = planAlertChanges(open, firing);
-        const opened = [];
-        for (const c of plan.open) {
-          const row = await tx.alert.create({
-            data: { rule: c.rule, subject: c.subject, severity: c.severity, value: c.value, threshold: c.threshold, message: c.message, openedAt: now },
+        // One INSERT per chunk, not per alert: a fleet going offline at once opens thousands.
+        const opened: { id: string; condition: AlertCondition }[] = [];
+        for (let i = 0; i < plan.open.length; i += WRITE_CHUNK) {
+          const chunk = plan.open.slice(i, i + WRITE_CHUNK);
+          const rows = await tx.alert.createManyAndReturn({
+            data: chunk.map((c) => ({ rule: c.rule, subject: c.subject, severity: c.severity, value: c.value, threshold: c.threshold, message: c.message, openedAt: now })),
+            select: { id: true, rule: true, subject: true },
           });
-          opened.push({ id: row.id, condition: c });
+          const byKey = new Map(chunk.map((c) => [alertKey(c.rule, c.subject), c]));
+          for (const row of rows) {
+            const condition = byKey.get(alertKey(row.rule, row.subject));
+            if (condition) opened.push({ id: row.id, condition });
+          }
         }
-        if (plan.resolve.length) {
-          await tx.alert.updateMany({ where: { id: { in: plan.resolve.map((a) => a.id) }, state: 'open' }, data: { state: 'resolved', resolvedAt: now } });
+        const resolvedRows: { id: string; rule: string; subject: string; severity: AlertCondition['severity'] }[] = [];
+        for (let i = 0; i < plan.resolve.length; i += WRITE_CHUNK) {
+          const ids = plan.resolve.slice(i, i + WRITE_CHUNK).map((a) => a.id);
+          resolvedRows.push(
+            ...(await tx.alert.updateManyAndReturn({
+              where: { id: { in: ids }, state: 'open' },
+              data: { state: 'resolved', resolvedAt: now },
+              select: { id: true, rule: true, subject: true, severity: true },
+            })),
+          );
         }
-        const resolvedRows = plan.resolve.length
-          ? await tx.alert.findMany({ where: { id: { in: plan.resolve.map((a) => a.id) } }, select: { id: true, rule: true, subject: true, severity: true } })
-          : [];
         return { firing, opened, resolved: resolvedRows };
       });
 

@@ -48,6 +48,7 @@ export class FleetFactsReader {
         name: d.name,
         status: d.status,
         since: d.lastSeenAt ?? d.createdAt,
+        seen: d.lastSeenAt !== null,
         memoryTotalBytes: memory ? memory : null,
         vramTotalBytes: vram > 0 ? vram : null,
       };

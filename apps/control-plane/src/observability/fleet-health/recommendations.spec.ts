@@ -60,8 +60,8 @@ describe('scaling recommendations', () => {
 
   it('recommends scaling up a saturated device', () => {
     const devices: DeviceFacts[] = [
-      { id: 'd1', name: 'kiosk', status: 'online', since: new Date(), memoryTotalBytes: 1000, vramTotalBytes: null },
-      { id: 'd2', name: 'idle', status: 'online', since: new Date(), memoryTotalBytes: 1000, vramTotalBytes: null },
+      { id: 'd1', name: 'kiosk', status: 'online', since: new Date(), seen: true, memoryTotalBytes: 1000, vramTotalBytes: null },
+      { id: 'd2', name: 'idle', status: 'online', since: new Date(), seen: true, memoryTotalBytes: 1000, vramTotalBytes: null },
     ];
     const telemetry: TelemetryFacts[] = [
       { deviceId: 'd1', samples: 10, queueAvg: 0, memoryAvgBytes: 980, vramAvgBytes: 0, cpuAvg: 97, requests: 0, failures: 0 },

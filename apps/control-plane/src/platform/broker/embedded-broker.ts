@@ -8,6 +8,7 @@ import { WebSocketServer, createWebSocketStream } from 'ws';
 import { listenOn } from '../common/ports.js';
 import { ConnectionAdmission, GuardedConnection, type MqttGuardLimits } from './mqtt-guard.js';
 import { WorkQueue } from './work-queue.js';
+import { indexRetainedMessages } from './retained-index.js';
 
 /** Who a connected MQTT client is, once authenticated. */
 export interface BrokerPrincipal {
@@ -146,6 +147,8 @@ export class EmbeddedBroker {
         done(null, subscription);
       },
     });
+    // Retained messages looked up by topic on SUBSCRIBE, not scanned (quadratic in the fleet otherwise).
+    if (!indexRetainedMessages((aedes as { persistence?: unknown }).persistence)) logger.warn('aedes persistence of an unknown shape: retained messages not indexed');
     aedes.on('clientError', (client, error) => {
       logger.debug({ clientId: client.id, err: error.message }, 'MQTT client error');
     });
