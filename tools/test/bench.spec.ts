@@ -148,30 +148,3 @@ describe('results and report', () => {
   });
 });
 
-describe('simulated fleet over worker processes', () => {
-  it('splits the devices over workers and sums their stats', async () => {
-    const broker = await startMosquitto();
-    const fleet = await openBenchFleet({ host: '127.0.0.1', port: broker.port, mode: 'mosquitto', telemetryIntervalMs: 200 }, 30, { engine: 'light', perWorker: 10 });
-    try {
-      expect(fleet.pids).toHaveLength(3);
-      expect(fleet.pids).not.toContain(process.pid);
-      await fleet.join(anonymousIdentities(30, 'worker'));
-      expect(await pollUntil(async () => (await fleet.stats()).connected === 30, 30_000, 50), 'all 30 connected').toBe(true);
-      expect(await pollUntil(async () => (await fleet.stats()).telemetryAcked >= 30, 30_000, 50), '30 entries acknowledged').toBe(true);
-      await fleet.quiesce();
-      expect(
-        await pollUntil(async () => {
-          const s = await fleet.stats();
-          return s.telemetryAcked === s.telemetryOffered;
-        }, 30_000, 50),
-        `every entry acknowledged: ${JSON.stringify(await fleet.stats())}`,
-      ).toBe(true);
-      const crashed = await fleet.crash(4);
-      expect(crashed).toHaveLength(4);
-      expect(await pollUntil(async () => (await fleet.stats()).connected === 26, 30_000, 50), '4 crashed').toBe(true);
-    } finally {
-      await fleet.stop();
-      await broker.stop();
-    }
-  });
-});
