@@ -5,7 +5,7 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { main } from '../src/bench/cli.js';
 import { drainTelemetry, openBenchFleet } from '../src/bench/common.js';
-import { startMosquitto } from '../src/bench/mosquitto.js';
+import { MosquittoProcess } from '../src/sim/mosquitto.js';
 import { createBenchDatabase } from '../src/bench/postgres.js';
 import { postgresBackendPids, ProcessSampler, readProc } from '../src/bench/proc.js';
 import { renderReport } from '../src/bench/report.js';
@@ -72,7 +72,7 @@ describe('ProcessSampler', () => {
 
 describe('Mosquitto peer with the simulated fleet', () => {
   it('starts on a free port, holds the clients from their source addresses, takes their telemetry, and sees crashes', async () => {
-    const broker = await startMosquitto();
+    const broker = await MosquittoProcess.start();
     const fleet = await openBenchFleet({ mqttUrl: `mqtt://127.0.0.1:${broker.port}`, devices: 20, perWorker: 3000, plain: true, behaviour: { telemetryIntervalMs: 200 } });
     try {
       await fleet.join(20);
@@ -88,13 +88,13 @@ describe('Mosquitto peer with the simulated fleet', () => {
       await fleet.stop();
       await broker.stop();
     }
-    expect(broker.process.exitCode !== null || broker.process.signalCode !== null).toBe(true);
+    expect(broker.stopped).toBe(true);
   });
 });
 
 describe('simulated fleet over worker processes', () => {
   it('splits the devices over workers and sums their stats', async () => {
-    const broker = await startMosquitto();
+    const broker = await MosquittoProcess.start();
     const fleet = await openBenchFleet({ mqttUrl: `mqtt://127.0.0.1:${broker.port}`, devices: 30, perWorker: 10, plain: true, behaviour: { telemetryIntervalMs: 200 } });
     try {
       expect(fleet.pids).toHaveLength(3);

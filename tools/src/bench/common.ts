@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { onInterrupt } from './cleanup.js';
-import { BenchControlPlane, metricValue } from './control-plane.js';
+import { ControlPlaneProcess } from '../sim/control-plane.js';
 import { openSimFleet, DEFAULT_DEVICES_PER_WORKER, type SimFleetControl } from '../sim/fleet-workers.js';
 import type { SimBehaviour } from '../sim/sim-device.js';
 import { trackChild } from './cleanup.js';
@@ -15,7 +15,7 @@ export type Backend = 'postgres' | 'pglite';
 
 export interface BenchStack {
   backend: Backend;
-  cp: BenchControlPlane;
+  cp: ControlPlaneProcess;
   admin: string;
   db: BenchDatabase | undefined;
   dispose(): Promise<void>;
@@ -28,21 +28,34 @@ export async function startStack(backend: Backend, env: Record<string, string> =
   // Enrollment limits (per address, per token) stop floods; a fleet suite enrolls its devices as set-up, not as the
   // figure it measures, so they are off there. The enroll suite keeps them.
   const limits: Record<string, string> = options.keepRateLimits ? {} : { FLOTILLA_RATE_LIMIT_ENROLL_PER_IP: '0', FLOTILLA_RATE_LIMIT_ENROLL_PER_TOKEN: '0' };
-  const cp = new BenchControlPlane({ dataDir: join(dir, 'cp'), ...(db ? { databaseUrl: db.url } : {}), env: { ...limits, ...env } });
   const unregister = onInterrupt(() => rm(dir, { recursive: true, force: true }));
+  let cp: ControlPlaneProcess | undefined;
   const dispose = async (): Promise<void> => {
     unregister();
-    await cp.stop().catch(() => undefined);
+    await cp?.stop().catch(() => undefined);
     await db?.drop().catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
   };
   try {
-    await cp.start();
-    return { backend, cp, admin: await cp.login(), db, dispose };
+    cp = await ControlPlaneProcess.start({ dataDir: join(dir, 'cp'), ...(db ? { databaseUrl: db.url } : {}), env: { ...limits, ...env }, onChild: trackChild });
+    return { backend, cp, admin: cp.adminToken, db, dispose };
   } catch (error) {
     await dispose();
     throw error;
   }
+}
+
+/** Reads one Prometheus sample (`name{labels} value`) from `/metrics` text; undefined when absent. */
+export function metricValue(text: string, name: string, labels?: Record<string, string>): number | undefined {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const rest = line.slice(name.length);
+    if (!(rest.startsWith('{') || rest.startsWith(' '))) continue;
+    if (labels && !Object.entries(labels).every(([k, v]) => rest.includes(`${k}="${v}"`))) continue;
+    const value = Number(rest.slice(rest.lastIndexOf(' ') + 1));
+    if (Number.isFinite(value)) return value;
+  }
+  return undefined;
 }
 
 /** The simulated devices' behaviour in every suite: the agent's keepalive, telemetry and resend timings, 50 ms loads. */

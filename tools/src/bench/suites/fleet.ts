@@ -5,7 +5,8 @@ import { startStack, joinFleet, openBenchFleet, perWorker, timeToAllConnected, d
 import { timedGet } from '../http.js';
 import type { SimFleetControl } from '../../sim/fleet-workers.js';
 import type { SimFleetStats } from '../../sim/sim-fleet.js';
-import { startMosquitto } from '../mosquitto.js';
+import { MosquittoProcess } from '../../sim/mosquitto.js';
+import { trackChild } from '../cleanup.js';
 import { postgresBackendPids, ProcessSampler, type SampleWindow } from '../proc.js';
 import { distribution, fmt, MiB, ratio, sleep, type Distribution } from '../stats.js';
 import type { Suite, SuiteContext, SuiteOutcome } from '../suite.js';
@@ -51,6 +52,14 @@ export interface FleetSizeResult {
   mosquitto: BrokerSide | null;
   /** control plane (first backend) / Mosquitto */
   ratios: { cpu: number | null; rssPerConnection: number | null };
+}
+
+/** the bench's Mosquitto: no connection limit, no in-flight cap, no-delay sockets (fed exactly the control plane's clients) */
+export const BENCH_MOSQUITTO_CONFIG = ['max_connections -1', 'max_inflight_messages 0', 'max_queued_messages 10000', 'set_tcp_nodelay true'];
+
+function pidOf(pid: number | undefined, what: string): number {
+  if (pid === undefined) throw new Error(`${what} is not running`);
+  return pid;
 }
 
 interface Settings {
@@ -100,7 +109,7 @@ function failedByReason(s: SimFleetStats): Record<string, number> {
 async function controlPlaneSide(ctx: SuiteContext, backend: Backend, n: number, s: Settings): Promise<ControlPlaneSide> {
   ctx.log(`[${backend}] ${n} devices: starting the control plane`);
   const stack = await startStack(backend);
-  const sampler = ProcessSampler.of(stack.cp.pid);
+  const sampler = ProcessSampler.of(pidOf(stack.cp.pid, 'control plane'));
   const dbName = stack.db?.name;
   const pgSampler = dbName ? new ProcessSampler(() => postgresBackendPids(dbName)) : undefined;
   let fleet: SimFleetControl | undefined;
@@ -169,8 +178,8 @@ async function controlPlaneSide(ctx: SuiteContext, backend: Backend, n: number, 
 }
 
 async function mosquittoSide(ctx: SuiteContext, n: number, s: Settings): Promise<BrokerSide> {
-  const broker = await startMosquitto();
-  const sampler = ProcessSampler.of(broker.pid);
+  const broker = await MosquittoProcess.start({ config: BENCH_MOSQUITTO_CONFIG, onChild: trackChild });
+  const sampler = ProcessSampler.of(pidOf(broker.pid, 'mosquitto'));
   const fleet = await openBenchFleet({ mqttUrl: `mqtt://127.0.0.1:${broker.port}`, devices: n, perWorker: s.perWorker, plain: true });
   try {
     sampler.mark();
