@@ -70,11 +70,12 @@ export function perWorker(flags: Flags): number {
  * A simulated fleet (tools/src/sim) of `devices` devices dialing `mqttUrl`: in this process or over worker processes
  * (see openSimFleet), killed with the runner on an interrupt. `plain`: against a bare broker (Mosquitto).
  */
-export function openBenchFleet(options: { mqttUrl: string; devices: number; perWorker: number; plain?: boolean; behaviour?: Partial<Omit<SimBehaviour, 'hardware'>>; credentials?: EnrollmentRun['identities'] }): Promise<SimFleetControl> {
+export function openBenchFleet(options: { mqttUrl: string; controlPlaneUrl?: string; devices: number; perWorker: number; plain?: boolean; behaviour?: Partial<Omit<SimBehaviour, 'hardware'>>; credentials?: EnrollmentRun['identities'] }): Promise<SimFleetControl> {
   return openSimFleet({
     devices: options.devices,
     perWorker: options.perWorker,
     mqttUrl: options.mqttUrl,
+    ...(options.controlPlaneUrl ? { controlPlaneUrl: options.controlPlaneUrl } : {}),
     namePrefix: `bench-${Date.now().toString(36)}`,
     devicesPerAddress: BENCH_DEVICES_PER_ADDRESS,
     addressBase: BENCH_ADDRESS_BASE,
@@ -94,7 +95,7 @@ export async function joinFleet(
   const enrollment = await enrollDevices(stack.cp.url, stack.admin, n);
   if (enrollment.errors > 0) throw new Error(`${enrollment.errors} of ${n} enrollments failed: ${JSON.stringify(enrollment.errorsByReason)}`);
   await beforeJoin?.();
-  const fleet = await openBenchFleet({ mqttUrl: `mqtt://127.0.0.1:${stack.cp.mqttPort}`, devices: n, perWorker: options.perWorker, credentials: enrollment.identities, ...(options.behaviour ? { behaviour: options.behaviour } : {}) });
+  const fleet = await openBenchFleet({ mqttUrl: stack.cp.mqttUrl, controlPlaneUrl: stack.cp.url, devices: n, perWorker: options.perWorker, credentials: enrollment.identities, ...(options.behaviour ? { behaviour: options.behaviour } : {}) });
   const joinStartedAt = Date.now();
   await fleet.join(n);
   return { fleet, enrollment, joinStartedAt };
