@@ -6,8 +6,8 @@ import { describe, expect, it } from 'vitest';
 import { main } from '../src/bench/cli.js';
 import { drainTelemetry, openBenchFleet } from '../src/bench/common.js';
 import { MosquittoProcess } from '../src/sim/mosquitto.js';
-import { createBenchDatabase } from '../src/bench/postgres.js';
-import { postgresBackendPids, ProcessSampler, readProc } from '../src/bench/proc.js';
+import { createBenchDatabase, postgresBackendPids } from '../src/bench/postgres.js';
+import { ProcessSampler, readProcessUsageSync } from '../src/sim/process-usage.js';
 import { renderReport } from '../src/bench/report.js';
 import { envelope, readLatest, writeResult } from '../src/bench/results.js';
 import { pollUntil } from '../src/bench/stats.js';
@@ -52,7 +52,7 @@ describe('ProcessSampler', () => {
     expect(w.cpuPercent).toBeCloseTo((w.cpuSeconds / w.seconds) * 100, 6);
     expect(w.rssMeanBytes).toBeGreaterThan(10 * 1024 * 1024);
     expect(w.samples).toBeGreaterThan(1);
-    expect(readProc(2 ** 22 + 1)).toBeUndefined();
+    expect(readProcessUsageSync(2 ** 22 + 1)).toBeUndefined();
   });
 
   it('finds the PostgreSQL backends serving one database', async () => {

@@ -7,7 +7,8 @@ import type { SimFleetControl } from '../../sim/fleet-workers.js';
 import type { SimFleetStats } from '../../sim/sim-fleet.js';
 import { MosquittoProcess } from '../../sim/mosquitto.js';
 import { trackChild } from '../cleanup.js';
-import { postgresBackendPids, ProcessSampler, type SampleWindow } from '../proc.js';
+import { ProcessSampler, type SampleWindow } from '../../sim/process-usage.js';
+import { postgresBackendPids } from '../postgres.js';
 import { distribution, fmt, MiB, ratio, sleep, type Distribution } from '../stats.js';
 import type { Suite, SuiteContext, SuiteOutcome } from '../suite.js';
 
