@@ -110,9 +110,9 @@ function failedByReason(s: SimFleetStats): Record<string, number> {
 async function controlPlaneSide(ctx: SuiteContext, backend: Backend, n: number, s: Settings): Promise<ControlPlaneSide> {
   ctx.log(`[${backend}] ${n} devices: starting the control plane`);
   const stack = await startStack(backend);
-  const sampler = ProcessSampler.of(pidOf(stack.cp.pid, 'control plane'));
+  const sampler = ProcessSampler.of(pidOf(stack.cp.pid, 'control plane'), 500);
   const dbName = stack.db?.name;
-  const pgSampler = dbName ? new ProcessSampler(() => postgresBackendPids(dbName)) : undefined;
+  const pgSampler = dbName ? new ProcessSampler(() => postgresBackendPids(dbName), 500) : undefined;
   let fleet: SimFleetControl | undefined;
   try {
     ctx.log(`[${backend}] enrolling ${n} devices`);
@@ -180,7 +180,7 @@ async function controlPlaneSide(ctx: SuiteContext, backend: Backend, n: number, 
 
 async function mosquittoSide(ctx: SuiteContext, n: number, s: Settings): Promise<BrokerSide> {
   const broker = await MosquittoProcess.start({ config: BENCH_MOSQUITTO_CONFIG, onChild: trackChild });
-  const sampler = ProcessSampler.of(pidOf(broker.pid, 'mosquitto'));
+  const sampler = ProcessSampler.of(pidOf(broker.pid, 'mosquitto'), 500);
   const fleet = await openBenchFleet({ mqttUrl: `mqtt://127.0.0.1:${broker.port}`, devices: n, perWorker: s.perWorker, plain: true });
   try {
     sampler.mark();
