@@ -4,11 +4,10 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { main } from '../src/bench/cli.js';
-import { anonymousIdentities, LightFleet, sourceAddress } from '../src/bench/light-fleet.js';
-import { startMosquitto } from '../src/bench/mosquitto.js';
-import { openBenchFleet } from '../src/bench/bench-fleet.js';
-import { createBenchDatabase } from '../src/bench/postgres.js';
-import { postgresBackendPids, ProcessSampler, readProc } from '../src/bench/proc.js';
+import { drainTelemetry, openBenchFleet } from '../src/bench/common.js';
+import { MosquittoProcess } from '../src/sim/mosquitto.js';
+import { createBenchDatabase, postgresBackendPids } from '../src/bench/postgres.js';
+import { ProcessSampler, readProcessUsageSync } from '../src/sim/process-usage.js';
 import { renderReport } from '../src/bench/report.js';
 import { envelope, readLatest, writeResult } from '../src/bench/results.js';
 import { pollUntil } from '../src/bench/stats.js';
@@ -16,7 +15,7 @@ import { Flags } from '../src/bench/suite.js';
 import type { EnrollResult } from '../src/bench/suites/enroll.js';
 
 // The benchmark suites are never tests (they measure, on a shared box). These check the pieces they are built from,
-// cheaply: flags, the /proc sampler, the Mosquitto peer with the light fleet, result files and the report.
+// cheaply: flags, the /proc sampler, the Mosquitto peer with the simulated fleet, result files and the report.
 describe('bench runner', () => {
   it('parses suite names, valued flags, size lists and switches', () => {
     const { suites, flags } = Flags.parse(['fleet', 'liveness', '--devices', '1k,5000', '--quick', '--window=20', '--pglite']);
@@ -53,7 +52,7 @@ describe('ProcessSampler', () => {
     expect(w.cpuPercent).toBeCloseTo((w.cpuSeconds / w.seconds) * 100, 6);
     expect(w.rssMeanBytes).toBeGreaterThan(10 * 1024 * 1024);
     expect(w.samples).toBeGreaterThan(1);
-    expect(readProc(2 ** 22 + 1)).toBeUndefined();
+    expect(readProcessUsageSync(2 ** 22 + 1)).toBeUndefined();
   });
 
   it('finds the PostgreSQL backends serving one database', async () => {
@@ -71,32 +70,49 @@ describe('ProcessSampler', () => {
   });
 });
 
-describe('Mosquitto peer with the light fleet', () => {
-  it('starts on a free port, holds the clients, acknowledges their telemetry, and sees crashes', async () => {
-    const broker = await startMosquitto();
-    const fleet = new LightFleet({ host: '127.0.0.1', port: broker.port, mode: 'mosquitto', telemetryIntervalMs: 200, devicesPerAddress: 5 });
+describe('Mosquitto peer with the simulated fleet', () => {
+  it('starts on a free port, holds the clients from their source addresses, takes their telemetry, and sees crashes', async () => {
+    const broker = await MosquittoProcess.start();
+    const fleet = await openBenchFleet({ mqttUrl: `mqtt://127.0.0.1:${broker.port}`, devices: 20, perWorker: 3000, plain: true, behaviour: { telemetryIntervalMs: 200 } });
     try {
-      await fleet.join(anonymousIdentities(20, 'spec'));
-      expect(await pollUntil(() => fleet.stats().connected === 20, 30_000, 20), 'all 20 connected').toBe(true);
-      expect(new Set(fleet.devices.map((d) => d.localAddress)).size).toBe(4);
-      expect(await pollUntil(() => fleet.stats().telemetryAcked >= 40, 30_000, 20), '40 entries acknowledged').toBe(true);
-      fleet.quiesce();
-      expect(await pollUntil(() => fleet.stats().telemetryAcked === fleet.stats().telemetryOffered, 30_000, 20), 'every entry acknowledged').toBe(true);
-      expect(fleet.crash(3)).toHaveLength(3);
-      expect(await pollUntil(() => fleet.stats().connected === 17, 30_000, 20), '3 crashed').toBe(true);
-      expect(fleet.stats()).toMatchObject({ failedConnects: 0, dropped: 0, resends: 0 });
+      await fleet.join(20);
+      expect(await pollUntil(async () => (await fleet.stats()).connected === 20, 30_000, 20), 'all 20 connected').toBe(true);
+      expect(await pollUntil(async () => (await fleet.stats()).counters.entriesAcked >= 40, 30_000, 20), '40 entries sent').toBe(true);
+      await drainTelemetry(fleet, 30_000);
+      const drained = await fleet.stats();
+      expect(drained.counters.entriesAcked).toBe(drained.counters.entriesSent);
+      expect(await fleet.crash(3)).toHaveLength(3);
+      expect(await pollUntil(async () => (await fleet.stats()).connected === 17, 30_000, 20), '3 crashed').toBe(true);
+      expect((await fleet.stats()).counters).toMatchObject({ failedConnects: 0, connectionsLost: 0, entriesResent: 0 });
     } finally {
       await fleet.stop();
       await broker.stop();
     }
-    expect(broker.process.exitCode !== null || broker.process.signalCode !== null).toBe(true);
+    expect(broker.stopped).toBe(true);
   });
+});
 
-  it('spreads source addresses over 127.0.0.0/8, never 127.0.0.1', () => {
-    expect(sourceAddress(0, 100)).toBe('127.10.0.1');
-    expect(sourceAddress(99, 100)).toBe('127.10.0.1');
-    expect(sourceAddress(100, 100)).toBe('127.10.0.2');
-    expect(sourceAddress(254 * 100, 100)).toBe('127.10.1.1');
+describe('simulated fleet over worker processes', () => {
+  it('splits the devices over workers and sums their stats', async () => {
+    const broker = await MosquittoProcess.start();
+    const fleet = await openBenchFleet({ mqttUrl: `mqtt://127.0.0.1:${broker.port}`, devices: 30, perWorker: 10, plain: true, behaviour: { telemetryIntervalMs: 200 } });
+    try {
+      expect(fleet.pids).toHaveLength(3);
+      expect(fleet.pids).not.toContain(process.pid);
+      await fleet.join(30);
+      expect(await pollUntil(async () => (await fleet.stats()).connected === 30, 30_000, 50), 'all 30 connected').toBe(true);
+      expect(await pollUntil(async () => (await fleet.stats()).counters.entriesAcked >= 30, 30_000, 50), '30 entries sent').toBe(true);
+      await drainTelemetry(fleet, 30_000);
+      const s = await fleet.stats();
+      expect(s.counters.entriesAcked, JSON.stringify(s)).toBe(s.counters.entriesSent);
+      expect(s.everConnected).toBe(30);
+      const crashed = await fleet.crash(4);
+      expect(crashed).toHaveLength(4);
+      expect(await pollUntil(async () => (await fleet.stats()).connected === 26, 30_000, 50), '4 crashed').toBe(true);
+    } finally {
+      await fleet.stop();
+      await broker.stop();
+    }
   });
 });
 
@@ -132,30 +148,3 @@ describe('results and report', () => {
   });
 });
 
-describe('simulated fleet over worker processes', () => {
-  it('splits the devices over workers and sums their stats', async () => {
-    const broker = await startMosquitto();
-    const fleet = await openBenchFleet({ host: '127.0.0.1', port: broker.port, mode: 'mosquitto', telemetryIntervalMs: 200 }, 30, { engine: 'light', perWorker: 10 });
-    try {
-      expect(fleet.pids).toHaveLength(3);
-      expect(fleet.pids).not.toContain(process.pid);
-      await fleet.join(anonymousIdentities(30, 'worker'));
-      expect(await pollUntil(async () => (await fleet.stats()).connected === 30, 30_000, 50), 'all 30 connected').toBe(true);
-      expect(await pollUntil(async () => (await fleet.stats()).telemetryAcked >= 30, 30_000, 50), '30 entries acknowledged').toBe(true);
-      await fleet.quiesce();
-      expect(
-        await pollUntil(async () => {
-          const s = await fleet.stats();
-          return s.telemetryAcked === s.telemetryOffered;
-        }, 30_000, 50),
-        `every entry acknowledged: ${JSON.stringify(await fleet.stats())}`,
-      ).toBe(true);
-      const crashed = await fleet.crash(4);
-      expect(crashed).toHaveLength(4);
-      expect(await pollUntil(async () => (await fleet.stats()).connected === 26, 30_000, 50), '4 crashed').toBe(true);
-    } finally {
-      await fleet.stop();
-      await broker.stop();
-    }
-  });
-});

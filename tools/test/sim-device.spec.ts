@@ -110,8 +110,15 @@ describe('SimDevice against a broker', () => {
   });
 
   it('takes a desired state to ready, and reports failures with a code', async () => {
-    await startOne({ downloadMs: 100, loadMs: 50 });
+    const f = await startOne({ downloadMs: 100, loadMs: 50 });
+    expect(f.arrivals()).toEqual([]);
+    const sentAt = Date.now();
     await send('desired', desired(1));
+    // the fleet records when the first desired state, and each model in one, first reached the device
+    await waitFor(() => f.arrivals().length === 1, 'desired state arrival recorded', 5000);
+    const [arrival] = f.arrivals();
+    expect(arrival?.desiredAt).toBeGreaterThanOrEqual(sentAt);
+    expect(arrival?.models).toEqual({ m1: arrival?.desiredAt });
     await waitFor(() => of('modelState').some((r) => r.models[0]?.state === 'ready'), 'ready', 5000);
     const states = of('modelState').map((r) => r.models.map((m) => m.state).join(','));
     expect(states.filter((s, i) => s !== states[i - 1])).toEqual(['pending', 'downloading', 'verifying', 'loading', 'ready']);
@@ -119,6 +126,8 @@ describe('SimDevice against a broker', () => {
     // An older or equal version is ignored; a newer one without the model removes it.
     await send('desired', { ...desired(2), models: [] });
     await waitFor(() => of('modelState').some((r) => r.desiredVersion === 2 && r.models.length === 0), 'model removed', 5000);
+    // first arrivals stay as they were
+    expect(f.arrivals()).toEqual([arrival]);
 
     await fleet?.stop({ graceful: false });
     seen.length = 0;

@@ -1,10 +1,15 @@
 import { CreatedEnrollmentTokenSchema } from '@flotilla/protocol';
-import { closeEnrollmentAgents, enrollDevice } from '../sim/enroll.js';
+import { closeEnrollmentAgents, enrollDevice, type SimCredentials } from '../sim/enroll.js';
+import { sourceAddress } from '../sim/mqtt-client.js';
 import { api } from './http.js';
-import { sourceAddress, type LightDeviceIdentity } from './light-fleet.js';
+
+/** Second octet of the bench's first source address (127.10.0.1): enrollment and the fleet dial from the same ones. */
+export const BENCH_ADDRESS_BASE = 10;
+/** Devices per source address, enrolling and connecting. */
+export const BENCH_DEVICES_PER_ADDRESS = 200;
 
 export interface EnrollmentRun {
-  identities: LightDeviceIdentity[];
+  identities: SimCredentials[];
   /** ms per successful enrollment */
   latenciesMs: number[];
   errors: number;
@@ -28,14 +33,14 @@ export interface EnrollOptions {
  */
 export async function enrollDevices(cpUrl: string, adminToken: string, n: number, options: EnrollOptions = {}): Promise<EnrollmentRun> {
   const perToken = options.perToken ?? 250;
-  const perAddress = options.devicesPerAddress ?? 200;
+  const perAddress = options.devicesPerAddress ?? BENCH_DEVICES_PER_ADDRESS;
   const prefix = options.namePrefix ?? `bench-${Date.now().toString(36)}`;
   const tokens: string[] = [];
   for (let left = n; left > 0; left -= perToken) {
     const minted = CreatedEnrollmentTokenSchema.parse(await api(cpUrl, 'POST', '/api/v1/enrollment-tokens', adminToken, { uses: Math.min(perToken, left), labels: { sim: 'bench' } }));
     tokens.push(minted.token);
   }
-  const identities: LightDeviceIdentity[] = [];
+  const identities: SimCredentials[] = [];
   const latenciesMs: number[] = [];
   const errorsByReason: Record<string, number> = {};
   let errors = 0;
@@ -47,9 +52,9 @@ export async function enrollDevices(cpUrl: string, adminToken: string, n: number
         const i = next++;
         const t0 = performance.now();
         try {
-          const c = await enrollDevice(cpUrl, { token: tokens[Math.floor(i / perToken)] ?? '', name: `${prefix}-${i}`, agentVersion: 'bench-sim' }, sourceAddress(i, perAddress));
+          const c = await enrollDevice(cpUrl, { token: tokens[Math.floor(i / perToken)] ?? '', name: `${prefix}-${i}`, agentVersion: 'bench-sim' }, sourceAddress(i, perAddress, BENCH_ADDRESS_BASE));
           latenciesMs.push(performance.now() - t0);
-          identities[i] = { deviceId: c.deviceId, username: c.username, password: c.password };
+          identities[i] = c;
         } catch (error) {
           errors++;
           const status = (error as { status?: number }).status;

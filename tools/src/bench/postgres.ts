@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import pg from 'pg';
 import { onInterrupt } from './cleanup.js';
 
@@ -43,4 +44,25 @@ export async function createBenchDatabase(adminUrl = process.env.FLOTILLA_BENCH_
       await drop();
     },
   };
+}
+
+/**
+ * PostgreSQL backends serving one database: their process title is `postgres: <user> <database> <client> <state>`,
+ * so the database's own CPU can be measured apart from other users of a shared server.
+ */
+export function postgresBackendPids(database: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      if (!cmdline.startsWith('postgres: ')) continue;
+      // Debian prefixes the cluster: `postgres: 15/main: <user> <database> <client> <state>`
+      const m = /^postgres: (?:\S+: )?(\S+) (\S+) /.exec(cmdline.replace(/\0/g, ' '));
+      if (m?.[2] === database) pids.push(Number(entry));
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return pids;
 }

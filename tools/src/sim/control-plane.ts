@@ -25,6 +25,8 @@ export interface ControlPlaneProcessOptions {
   main?: string;
   /** how long start() waits for /healthz (default 120 s: a loaded 2-core box can take over a minute) */
   startTimeoutMs?: number;
+  /** told of each process started (e.g. to kill it when the caller is interrupted) */
+  onChild?: (child: ChildProcess) => void;
 }
 
 /**
@@ -39,6 +41,10 @@ export class ControlPlaneProcess {
   private admin: { email: string; password: string; apiKey?: string } | undefined;
   /** a session token of the initial admin (set by start()) */
   adminToken = '';
+  /** stderr lines at error or fatal level (pino 50/60) and plain start-up failures, over every start (not inherited) */
+  readonly errorLines: string[] = [];
+  /** every exit of a started process */
+  readonly exits: { code: number | null; signal: string | null; at: number }[] = [];
 
   private constructor(
     private readonly options: ControlPlaneProcessOptions,
@@ -112,12 +118,24 @@ export class ControlPlaneProcess {
       stdio: ['ignore', 'ignore', options.inheritStderr ? 'inherit' : 'pipe'],
     });
     this.child = child;
+    options.onChild?.(child);
     this.stderrTail = [];
+    let pending = '';
     child.stderr?.setEncoding('utf8').on('data', (text: string) => {
       this.stderrTail.push(text);
       if (this.stderrTail.length > 50) this.stderrTail.shift();
+      const lines = (pending + text).split('\n');
+      pending = lines.pop() ?? '';
+      for (const line of lines) {
+        if (/"level":(50|60)/.test(line) || line.startsWith('flotilla:')) this.errorLines.push(line.slice(0, 2000));
+      }
     });
-    this.exitedPromise = new Promise((done) => child.once('exit', (code) => done(code)));
+    this.exitedPromise = new Promise((done) =>
+      child.once('exit', (code, signal) => {
+        this.exits.push({ code, signal, at: Date.now() });
+        done(code);
+      }),
+    );
     const deadline = Date.now() + (options.startTimeoutMs ?? 120_000);
     for (;;) {
       if (!this.running) throw new Error(`the control plane exited during start (code ${child.exitCode ?? child.signalCode}): ${this.stderr()}`);

@@ -3,6 +3,7 @@ export * from './conformance.js';
 export * from './control-plane.js';
 export * from './enroll.js';
 export * from './fleet.js';
+export * from './fleet-workers.js';
 export * from './gateway-load.js';
 export * from './mosquitto.js';
 export * from './mqtt-client.js';

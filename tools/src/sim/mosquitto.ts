@@ -12,6 +12,8 @@ export interface MosquittoOptions {
   binary?: string;
   /** extra lines for mosquitto.conf */
   config?: string[];
+  /** told of the process (e.g. to kill it when the caller is interrupted) */
+  onChild?: (child: ChildProcess) => void;
 }
 
 /**
@@ -27,13 +29,14 @@ export class MosquittoProcess {
   ) {}
 
   static async start(options: MosquittoOptions = {}): Promise<MosquittoProcess> {
-    const binary = options.binary ?? '/usr/sbin/mosquitto';
+    const binary = options.binary ?? process.env.FLOTILLA_MOSQUITTO ?? '/usr/sbin/mosquitto';
     if (!existsSync(binary)) throw new Error(`mosquitto not found at ${binary}`);
     const port = options.port ?? (await freePort());
     const dir = await mkdtemp(join(tmpdir(), 'flotilla-mosquitto-'));
     const conf = join(dir, 'mosquitto.conf');
     await writeFile(conf, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'max_keepalive 3600', ...(options.config ?? [])].join('\n') + '\n');
     const child = spawn(binary, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+    options.onChild?.(child);
     let stderr = '';
     child.stderr?.setEncoding('utf8').on('data', (text: string) => (stderr = (stderr + text).slice(-2000)));
     const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
@@ -55,6 +58,11 @@ export class MosquittoProcess {
 
   get pid(): number | undefined {
     return this.child.pid;
+  }
+
+  /** exited (or killed) */
+  get stopped(): boolean {
+    return this.child.exitCode !== null || this.child.signalCode !== null;
   }
 
   async stop(): Promise<void> {

@@ -151,6 +151,8 @@ export interface SimContext {
   /** MQTT host/port every device dials (the broker, or a proxy in front of it) */
   broker: { host: string; port: number };
   random: () => number;
+  /** no new telemetry entries while set (held ones are still sent and resent): lets a run drain its outboxes */
+  telemetryPaused?: boolean;
 }
 
 export type SimDeviceState = 'idle' | 'connecting' | 'connected' | 'waiting' | 'crashed' | 'silenced' | 'stopped';
@@ -190,6 +192,10 @@ export class SimDevice implements MqttClientHandler {
   private connectStartedAt = 0;
   private helloSentAt = 0;
   private everConnected = false;
+  /** when the first desired state arrived (ms epoch; 0: none yet) */
+  desiredAt = 0;
+  /** model name -> when it first appeared in a desired state (ms epoch): delivery latency of a placement */
+  readonly modelArrivals = new Map<string, number>();
   private attempt = 0;
   private reconnectAt = 0;
   private nextTelemetryAt = 0;
@@ -212,6 +218,11 @@ export class SimDevice implements MqttClientHandler {
     private readonly ctx: SimContext,
   ) {
     this.client = new LightMqttClient(this);
+  }
+
+  /** had an accepted CONNACK at least once */
+  get hasConnected(): boolean {
+    return this.everConnected;
   }
 
   /** entries held (not acknowledged) */
@@ -296,7 +307,7 @@ export class SimDevice implements MqttClientHandler {
       default:
         return;
     }
-    if (now >= this.nextTelemetryAt) {
+    if (now >= this.nextTelemetryAt && !this.ctx.telemetryPaused) {
       this.nextTelemetryAt = now + behaviour.telemetryIntervalMs;
       this.enqueueTelemetry(now);
     }
@@ -526,6 +537,9 @@ export class SimDevice implements MqttClientHandler {
       return;
     }
     const desired: DesiredState = decoded.value;
+    const arrived = Date.now();
+    if (this.desiredAt === 0) this.desiredAt = arrived;
+    for (const model of desired.models) if (!this.modelArrivals.has(model.name)) this.modelArrivals.set(model.name, arrived);
     if (desired.version <= this.desiredVersion) return;
     this.desiredVersion = desired.version;
     const models = (this.models ??= new Map<string, ModelJob>());

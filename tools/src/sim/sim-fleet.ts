@@ -17,6 +17,10 @@ export interface SimFleetOptions {
   labels?: Record<string, string>;
   /** broker to dial instead of the enrolled URL (required in plain mode), e.g. mqtt://127.0.0.1:1883 */
   mqttUrl?: string;
+  /** credentials of devices enrolled elsewhere: joined first, before the file's and before enrolling */
+  credentials?: readonly SimCredentials[];
+  /** index of this fleet's first device in a larger fleet (worker processes): names and source addresses */
+  indexOffset?: number;
   /** credentials are loaded from here (devices re-join without enrolling) and saved after enrolling */
   credentialsFile?: string;
   /** device names (and, in plain mode, client ids) are `<prefix>-<n>` (default `sim`) */
@@ -43,6 +47,8 @@ export interface SimFleetStats {
   devices: number;
   /** MQTT connection up (CONNACK received) */
   connected: number;
+  /** devices that had an accepted CONNACK at least once */
+  everConnected: number;
   /** connected and the control plane answered this connection's hello (plain mode: connected) */
   online: number;
   connecting: number;
@@ -60,6 +66,13 @@ export interface SimFleetStats {
   enrollFailures: number;
   heapUsedBytes: number;
   rssBytes: number;
+}
+
+/** When a device first received a desired state, and each model in one (ms epoch). */
+export interface SimArrival {
+  deviceId: string;
+  desiredAt: number;
+  models: Record<string, number>;
 }
 
 /**
@@ -97,7 +110,7 @@ export class SimFleet {
     if (behaviour.mode === 'plain' && !options.mqttUrl) throw new Error('plain mode needs mqttUrl');
     if (behaviour.mode === 'control-plane' && !options.controlPlaneUrl) throw new Error('controlPlaneUrl is required (or use plain mode)');
     const file = options.credentialsFile ? await loadCredentials(options.credentialsFile) : undefined;
-    const loaded = file?.devices ?? [];
+    const loaded = [...(options.credentials ?? []), ...(file?.devices ?? [])];
     let brokerUrl = options.mqttUrl ?? loaded[0]?.urls.find((url) => url.startsWith('mqtt://'));
     const ctx: SimContext = {
       behaviour,
@@ -139,14 +152,14 @@ export class SimFleet {
     if (missing > 0) {
       if (plain) {
         for (let i = 0; i < missing; i++) {
-          const name = `${prefix}-${this.devices.length + credentials.length + 1}`;
+          const name = `${prefix}-${(this.options.indexOffset ?? 0) + this.devices.length + credentials.length + 1}`;
           credentials.push({ name, deviceId: name });
         }
       } else {
         credentials.push(...(await this.enrollBatch(missing)));
       }
     }
-    const start = this.devices.length;
+    const start = this.devices.length + (this.options.indexOffset ?? 0);
     const added = credentials.map((c, i) => {
       const index = start + i;
       const address = this.options.spreadAddresses === false ? undefined : sourceAddress(index, this.options.devicesPerAddress ?? 20, this.options.addressBase ?? 1);
@@ -208,6 +221,25 @@ export class SimFleet {
     return revived;
   }
 
+  /** stops creating telemetry entries (held ones are still delivered): drain before reading the counters */
+  pauseTelemetry(): void {
+    this.ctx.telemetryPaused = true;
+  }
+
+  resumeTelemetry(): void {
+    this.ctx.telemetryPaused = false;
+  }
+
+  /** per device: when its first desired state and each model (in a desired state) first arrived */
+  arrivals(): SimArrival[] {
+    const out: SimArrival[] = [];
+    for (const device of this.devices) {
+      if (device.desiredAt === 0) continue;
+      out.push({ deviceId: device.deviceId, desiredAt: device.desiredAt, models: Object.fromEntries(device.modelArrivals) });
+    }
+    return out;
+  }
+
   /** HTTP load on the gateway (see saturateGateway) */
   saturateGateway(options: GatewayLoadOptions): Promise<GatewayLoadResult> {
     return saturateGateway(options);
@@ -225,12 +257,13 @@ export class SimFleet {
   }
 
   stats(): SimFleetStats {
-    const count = { connected: 0, online: 0, connecting: 0, waiting: 0, crashed: 0, silenced: 0, cut: 0, stopped: 0 };
+    const count = { connected: 0, everConnected: 0, online: 0, connecting: 0, waiting: 0, crashed: 0, silenced: 0, cut: 0, stopped: 0 };
     const plain = this.ctx.behaviour.mode === 'plain';
     let entriesHeld = 0;
     const modelStates: Partial<Record<ModelStateName, number>> = {};
     for (const device of this.devices) {
       entriesHeld += device.heldEntries;
+      if (device.hasConnected) count.everConnected++;
       if (this.cutIds.has(device.deviceId)) count.cut++;
       switch (device.state) {
         case 'connected':

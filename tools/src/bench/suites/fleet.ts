@@ -1,12 +1,14 @@
 // Devices held: the built control plane with N simulated devices (enrolled over REST, keepalive 5 s, telemetry every
 // 5 s as outbox entries), side by side with a Mosquitto this suite starts itself and feeds the same clients and
 // payloads. Measured over a steady-state window after everyone connected and a settle time.
-import { startStack, joinFleet, timeToAllConnected, drainTelemetry, scrapeLoopDelay, type Backend } from '../common.js';
+import { startStack, joinFleet, openBenchFleet, perWorker, timeToAllConnected, drainTelemetry, scrapeLoopDelay, type Backend } from '../common.js';
 import { timedGet } from '../http.js';
-import { anonymousIdentities, type LightFleetStats } from '../light-fleet.js';
-import { fleetChoice, openBenchFleet, type BenchFleet, type FleetChoice } from '../bench-fleet.js';
-import { startMosquitto } from '../mosquitto.js';
-import { postgresBackendPids, ProcessSampler, type SampleWindow } from '../proc.js';
+import type { SimFleetControl } from '../../sim/fleet-workers.js';
+import type { SimFleetStats } from '../../sim/sim-fleet.js';
+import { MosquittoProcess } from '../../sim/mosquitto.js';
+import { trackChild } from '../cleanup.js';
+import { ProcessSampler, type SampleWindow } from '../../sim/process-usage.js';
+import { postgresBackendPids } from '../postgres.js';
 import { distribution, fmt, MiB, ratio, sleep, type Distribution } from '../stats.js';
 import type { Suite, SuiteContext, SuiteOutcome } from '../suite.js';
 
@@ -53,16 +55,24 @@ export interface FleetSizeResult {
   ratios: { cpu: number | null; rssPerConnection: number | null };
 }
 
+/** the bench's Mosquitto: no connection limit, no in-flight cap, no-delay sockets (fed exactly the control plane's clients) */
+export const BENCH_MOSQUITTO_CONFIG = ['max_connections -1', 'max_inflight_messages 0', 'max_queued_messages 10000', 'set_tcp_nodelay true'];
+
+function pidOf(pid: number | undefined, what: string): number {
+  if (pid === undefined) throw new Error(`${what} is not running`);
+  return pid;
+}
+
 interface Settings {
   settleMs: number;
   windowMs: number;
   connectTimeoutMs: number;
   drainTimeoutMs: number;
   /** which simulator, and devices per simulator worker process */
-  choice: FleetChoice;
+  perWorker: number;
 }
 
-async function steadyWindow(sampler: ProcessSampler, fleet: BenchFleet, idleRss: number, n: number, windowMs: number, during?: () => Promise<void>): Promise<{ w: Window; pg?: SampleWindow }> {
+async function steadyWindow(sampler: ProcessSampler, fleet: SimFleetControl, idleRss: number, n: number, windowMs: number, during?: () => Promise<void>): Promise<{ w: Window; pg?: SampleWindow }> {
   const simSampler = new ProcessSampler(() => fleet.pids, 1000);
   const t0 = performance.now();
   sampler.mark();
@@ -87,17 +97,23 @@ async function steadyWindow(sampler: ProcessSampler, fleet: BenchFleet, idleRss:
   };
 }
 
-function sideOf(s0: LightFleetStats, s1: LightFleetStats, end: LightFleetStats): BrokerSide['telemetry'] {
-  return { offered: end.telemetryOffered, acked: end.telemetryAcked, resends: end.resends, resendsInWindow: s1.resends - s0.resends };
+function sideOf(s0: SimFleetStats, s1: SimFleetStats, end: SimFleetStats): BrokerSide['telemetry'] {
+  return { offered: end.counters.entriesSent, acked: end.counters.entriesAcked, resends: end.counters.entriesResent, resendsInWindow: s1.counters.entriesResent - s0.counters.entriesResent };
+}
+
+/** why CONNECTs failed, as far as the simulator tells (the rest: closed or unreachable) */
+function failedByReason(s: SimFleetStats): Record<string, number> {
+  const c = s.counters;
+  return { refused: c.connectsRefused, timedOut: c.connectTimeouts, closed: Math.max(0, c.failedConnects - c.connectsRefused - c.connectTimeouts) };
 }
 
 async function controlPlaneSide(ctx: SuiteContext, backend: Backend, n: number, s: Settings): Promise<ControlPlaneSide> {
   ctx.log(`[${backend}] ${n} devices: starting the control plane`);
   const stack = await startStack(backend);
-  const sampler = ProcessSampler.of(stack.cp.pid);
+  const sampler = ProcessSampler.of(pidOf(stack.cp.pid, 'control plane'), 500);
   const dbName = stack.db?.name;
-  const pgSampler = dbName ? new ProcessSampler(() => postgresBackendPids(dbName)) : undefined;
-  let fleet: BenchFleet | undefined;
+  const pgSampler = dbName ? new ProcessSampler(() => postgresBackendPids(dbName), 500) : undefined;
+  let fleet: SimFleetControl | undefined;
   try {
     ctx.log(`[${backend}] enrolling ${n} devices`);
     let idleRss = 0;
@@ -105,13 +121,12 @@ async function controlPlaneSide(ctx: SuiteContext, backend: Backend, n: number, 
     const joined = await joinFleet(
       stack,
       n,
-      {},
+      { perWorker: s.perWorker },
       async () => {
         sampler.mark();
         await sleep(2000);
         idleRss = sampler.window().rssMeanBytes;
       },
-      s.choice,
     );
     fleet = joined.fleet;
     const f = fleet;
@@ -144,9 +159,9 @@ async function controlPlaneSide(ctx: SuiteContext, backend: Backend, n: number, 
       enrollment: { seconds: joined.enrollment.seconds, errors: joined.enrollment.errors, perSecond: joined.enrollment.identities.length / joined.enrollment.seconds },
       timeToAllConnectedMs: ttc,
       connected: after.connected,
-      failedConnects: end.failedConnects,
-      failedByReason: end.failedByReason,
-      dropped: end.dropped,
+      failedConnects: end.counters.failedConnects,
+      failedByReason: failedByReason(end),
+      dropped: end.counters.connectionsLost,
       window: w,
       postgres: pg ?? null,
       eventLoop: { p50Ms: loop.p50Ms ?? null, p99Ms: loop.p99Ms ?? null, maxMs: loop.maxMs ?? null },
@@ -164,15 +179,15 @@ async function controlPlaneSide(ctx: SuiteContext, backend: Backend, n: number, 
 }
 
 async function mosquittoSide(ctx: SuiteContext, n: number, s: Settings): Promise<BrokerSide> {
-  const broker = await startMosquitto();
-  const sampler = ProcessSampler.of(broker.pid);
-  const fleet = await openBenchFleet({ host: '127.0.0.1', port: broker.port, mode: 'mosquitto' }, n, s.choice);
+  const broker = await MosquittoProcess.start({ config: BENCH_MOSQUITTO_CONFIG, onChild: trackChild });
+  const sampler = ProcessSampler.of(pidOf(broker.pid, 'mosquitto'), 500);
+  const fleet = await openBenchFleet({ mqttUrl: `mqtt://127.0.0.1:${broker.port}`, devices: n, perWorker: s.perWorker, plain: true });
   try {
     sampler.mark();
     await sleep(1000);
     const idleRss = sampler.window().rssMeanBytes;
     const t0 = Date.now();
-    await fleet.join(anonymousIdentities(n));
+    await fleet.join(n);
     const ttc = await timeToAllConnected(fleet, t0, s.connectTimeoutMs);
     ctx.log(`[mosquitto] ${(await fleet.stats()).everConnected}/${n} connected in ${fmt((ttc ?? NaN) / 1000)} s; settling ${s.settleMs / 1000} s`);
     await sleep(s.settleMs);
@@ -186,9 +201,9 @@ async function mosquittoSide(ctx: SuiteContext, n: number, s: Settings): Promise
       devices: n,
       timeToAllConnectedMs: ttc,
       connected: after.connected,
-      failedConnects: end.failedConnects,
-      failedByReason: end.failedByReason,
-      dropped: end.dropped,
+      failedConnects: end.counters.failedConnects,
+      failedByReason: failedByReason(end),
+      dropped: end.counters.connectionsLost,
       window: w,
       telemetry: sideOf(before, after, end),
     };
@@ -230,7 +245,7 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
     windowMs: f.number('window', ctx.quick ? 5 : 30) * 1000,
     connectTimeoutMs: f.number('connect-timeout', 120) * 1000,
     drainTimeoutMs: f.number('drain-timeout', ctx.quick ? 10 : 40) * 1000,
-    choice: fleetChoice(f),
+    perWorker: perWorker(f),
   };
   const results: FleetSizeResult[] = [];
   const summary: string[] = [];
@@ -254,7 +269,7 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
     summary.push(...lines);
   }
   return {
-    options: { sizes, backends, ...s, keepaliveSeconds: 5, telemetryIntervalMs: 5000, simulator: s.choice.engine === 'light' ? 'tools/src/bench/light-fleet.ts (raw MQTT)' : 'tools/src/sim startSimFleet' },
+    options: { sizes, backends, ...s, keepaliveSeconds: 5, telemetryIntervalMs: 5000, simulator: 'tools/src/sim (startSimFleet / startSimFleetWorkers)' },
     result: { sizes: results },
     summary,
   };
@@ -263,6 +278,6 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
 export const fleetSuite: Suite = {
   name: 'fleet',
   description: 'devices held: control plane (PostgreSQL, optionally PGlite) vs a Mosquitto fed the same clients',
-  flagsHelp: ['--devices 1000,5000 (1000)', '--pglite (also on PGlite)', '--no-postgres', '--no-mosquitto', '--settle S (10)', '--window S (30)', '--connect-timeout S (120)', '--sim light|project (which simulator)', '--per-worker N (3000 devices per simulator process; 0 = always in workers)'],
+  flagsHelp: ['--devices 1000,5000 (1000)', '--pglite (also on PGlite)', '--no-postgres', '--no-mosquitto', '--settle S (10)', '--window S (30)', '--connect-timeout S (120)', '--per-worker N (3000 devices per simulator process; 0 = always in workers)'],
   run,
 };

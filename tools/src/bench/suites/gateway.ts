@@ -11,7 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureModel } from '../../models/index.js';
 import { startAgents, stopAgents, type SimAgent } from '../../sim/fleet.js';
-import { BenchControlPlane } from '../control-plane.js';
+import { ControlPlaneProcess } from '../../sim/control-plane.js';
+import { trackChild } from '../cleanup.js';
 import { api } from '../http.js';
 import { fmt, percentile, pollUntil, ratio } from '../stats.js';
 import type { Suite, SuiteContext, SuiteOutcome } from '../suite.js';
@@ -125,12 +126,14 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
   const options = { requests, concurrency, maxTokens, warmup, blocks, model: modelName, database: 'pglite' };
 
   const dir = await mkdtemp(join(tmpdir(), 'flotilla-bench-gateway-'));
-  const cp = new BenchControlPlane({ dataDir: join(dir, 'cp'), env: { NODE_LLAMA_CPP_SKIP_DOWNLOAD: 'true' } });
+  let cp: ControlPlaneProcess | undefined;
   let agents: SimAgent[] = [];
   try {
-    await cp.start();
-    const creds = await cp.credentials();
-    const admin = await cp.login();
+    const started = await ControlPlaneProcess.start({ dataDir: join(dir, 'cp'), env: { NODE_LLAMA_CPP_SKIP_DOWNLOAD: 'true' }, onChild: trackChild });
+    cp = started;
+    const admin = started.adminToken;
+    const apiKey = cp.apiKey;
+    if (!apiKey) throw new Error('initial-credentials.json has no API key');
     const model = await ensureModel(preset);
     await api(cp.url, 'POST', '/api/v1/models', admin, {
       name: modelName,
@@ -151,14 +154,14 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
     });
     await api(cp.url, 'POST', '/api/v1/deployments', admin, { name: 'bench', model: modelName, replicas: 1, parallel: Math.min(64, concurrency * 2), contextSize: 2048 });
     const ready = await pollUntil(async () => {
-      const stats = (await api(cp.url, 'GET', '/api/v1/gateway/stats', admin)) as { replicas: Record<string, unknown[]> };
+      const stats = (await api(started.url, 'GET', '/api/v1/gateway/stats', admin)) as { replicas: Record<string, unknown[]> };
       return stats.replicas[modelName]?.length === 1;
     }, 120_000);
     if (!ready) throw new Error('the model did not become ready within 120 s');
     const agent = agents[0];
     if (!agent) throw new Error('no agent');
     const direct: Side = { name: 'direct', url: agent.localApiUrl, token: undefined };
-    const gateway: Side = { name: 'gateway', url: `${cp.url}/v1`, token: creds.apiKey };
+    const gateway: Side = { name: 'gateway', url: `${cp.url}/v1`, token: apiKey };
     const body = JSON.stringify({ model: modelName, messages: [{ role: 'user', content: 'Say something short.' }], max_tokens: maxTokens, temperature: 0, seed: 1 });
 
     ctx.log(`warming up: ${warmup} requests per side, not counted`);
@@ -201,7 +204,7 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
     return { options, result, summary };
   } finally {
     await stopAgents(agents).catch(() => undefined);
-    await cp.stop();
+    await cp?.stop();
     await rm(dir, { recursive: true, force: true });
   }
 }

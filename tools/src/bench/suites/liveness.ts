@@ -2,9 +2,9 @@
 // (nothing sent, no PINGREQ: the broker must notice the keepalive lapse). Measured: time from the event until the
 // device is listed offline by GET /api/v1/devices?status=offline (polled every 100 ms), against the targets
 // (crash within 1 s, silence within 1.5 x keepalive + 1 s).
-import { startStack, joinFleet, timeToAllConnected, devicesWithStatus } from '../common.js';
+import { startStack, joinFleet, perWorker, timeToAllConnected, devicesWithStatus } from '../common.js';
 import { distribution, fmt, ratio, sleep, type Distribution } from '../stats.js';
-import { fleetChoice, type BenchFleet } from '../bench-fleet.js';
+import type { SimFleetControl } from '../../sim/fleet-workers.js';
 import type { Suite, SuiteContext, SuiteOutcome } from '../suite.js';
 
 export interface DetectionResult {
@@ -50,9 +50,9 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
   if (2 * k > n) throw new Error(`--events ${k}: needs at least ${2 * k} devices`);
   const connectTimeoutMs = ctx.flags.number('connect-timeout', 300) * 1000;
   const stack = await startStack('postgres');
-  let fleet: BenchFleet | undefined;
+  let fleet: SimFleetControl | undefined;
   try {
-    const joined = await joinFleet(stack, n, { keepaliveSeconds }, undefined, fleetChoice(ctx.flags));
+    const joined = await joinFleet(stack, n, { perWorker: perWorker(ctx.flags), behaviour: { keepaliveSeconds } });
     const f = joined.fleet;
     fleet = f;
     const joinStartedAt = joined.joinStartedAt;
@@ -82,6 +82,6 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
 export const livenessSuite: Suite = {
   name: 'liveness',
   description: 'detection latency of 100 crashes and 100 silences, vs the targets',
-  flagsHelp: ['--devices N (1000)', '--connect-timeout S (300: the first join must end within it)', '--sim light|project', '--per-worker N (3000)', '--events K (100)', '--keepalive S (5)', '--poll-ms MS (100)'],
+  flagsHelp: ['--devices N (1000)', '--connect-timeout S (300: the first join must end within it)', '--per-worker N (3000)', '--events K (100)', '--keepalive S (5)', '--poll-ms MS (100)'],
   run,
 };

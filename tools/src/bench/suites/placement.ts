@@ -3,10 +3,10 @@
 // records when a model first appears in its desired state) and every replica ready (the devices answer
 // downloading -> ready after a simulated load time), as the deployments API reports it.
 import { randomBytes } from 'node:crypto';
-import { startStack, joinFleet, timeToAllConnected } from '../common.js';
+import { startStack, joinFleet, perWorker, timeToAllConnected } from '../common.js';
 import { api } from '../http.js';
 import { fmt, sleep } from '../stats.js';
-import { fleetChoice, type BenchFleet } from '../bench-fleet.js';
+import type { SimFleetControl } from '../../sim/fleet-workers.js';
 import type { Suite, SuiteContext, SuiteOutcome } from '../suite.js';
 
 interface DeploymentRow {
@@ -49,9 +49,9 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
   const timeoutMs = ctx.flags.number('timeout', 180) * 1000;
   const connectTimeoutMs = ctx.flags.number('connect-timeout', 300) * 1000;
   const stack = await startStack('postgres');
-  let fleet: BenchFleet | undefined;
+  let fleet: SimFleetControl | undefined;
   try {
-    const joined = await joinFleet(stack, n, {}, undefined, fleetChoice(ctx.flags));
+    const joined = await joinFleet(stack, n, { perWorker: perWorker(ctx.flags) });
     const f = joined.fleet;
     fleet = f;
     const joinStartedAt = joined.joinStartedAt;
@@ -88,12 +88,12 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
       const rows = (await listDeployments(stack.cp.url, stack.admin)).filter((x) => x.name.startsWith(`bench-${runId}-`));
       placed = rows.reduce((s, x) => s + (x.status?.placed ?? 0), 0);
       ready = rows.reduce((s, x) => s + (x.status?.ready ?? 0), 0);
-      const arrivals = new Map((await f.modelArrivals()).map(([device, model, at]) => [`${device} ${model}`, at]));
+      const arrivals = new Map((await f.arrivals()).map((a) => [a.deviceId, a.models]));
       let latest = 0;
       delivered = 0;
       for (const row of rows) {
         for (const id of row.status?.deviceIds ?? []) {
-          const at = arrivals.get(`${id} ${row.model}`);
+          const at = arrivals.get(id)?.[row.model];
           if (at !== undefined) {
             delivered++;
             latest = Math.max(latest, at);
@@ -120,6 +120,6 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
 export const placementSuite: Suite = {
   name: 'placement',
   description: 'D deployments over N devices: desired states delivered and replicas ready after the last create',
-  flagsHelp: ['--devices N (1000)', '--connect-timeout S (300: the first join must end within it)', '--sim light|project', '--per-worker N (3000)', '--deployments D (100)', '--replicas R (3)', '--timeout S (180)'],
+  flagsHelp: ['--devices N (1000)', '--connect-timeout S (300: the first join must end within it)', '--per-worker N (3000)', '--deployments D (100)', '--replicas R (3)', '--timeout S (180)'],
   run,
 };

@@ -2,9 +2,9 @@
 // database). Measured: time until every device is connected again and listed online, whether the new process
 // stays up, and telemetry dropped (offered vs acknowledged after a drain, resends). Peer in the same run: the
 // fleet's first join (time to all connected from a cold start of the devices).
-import { startStack, joinFleet, timeToAllConnected, drainTelemetry, scrapeLoopDelay } from '../common.js';
+import { startStack, joinFleet, perWorker, timeToAllConnected, drainTelemetry, scrapeLoopDelay } from '../common.js';
 import { fmt, pollUntil, ratio, sleep } from '../stats.js';
-import { fleetChoice, type BenchFleet } from '../bench-fleet.js';
+import type { SimFleetControl } from '../../sim/fleet-workers.js';
 import type { Suite, SuiteContext, SuiteOutcome } from '../suite.js';
 
 export interface RestartResult {
@@ -33,9 +33,9 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
   const recoverTimeoutMs = ctx.flags.number('recover-timeout', ctx.quick ? 60 : 300) * 1000;
   const connectTimeoutMs = ctx.flags.number('connect-timeout', 300) * 1000;
   const stack = await startStack('postgres');
-  let fleet: BenchFleet | undefined;
+  let fleet: SimFleetControl | undefined;
   try {
-    const joined = await joinFleet(stack, n, {}, undefined, fleetChoice(ctx.flags));
+    const joined = await joinFleet(stack, n, { perWorker: perWorker(ctx.flags) });
     const f = joined.fleet;
     fleet = f;
     const joinStartedAt = joined.joinStartedAt;
@@ -67,9 +67,9 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
       allOnlineMs,
       crashedAfterRestart,
       exits: stack.cp.exits.map((e) => ({ code: e.code, signal: e.signal })),
-      telemetry: { offered: s.telemetryOffered, acked: s.telemetryAcked, lost: s.telemetryOffered - s.telemetryAcked, resends: s.resends },
-      failedConnects: s.failedConnects,
-      failedConnectsBeforeKill: beforeKill.failedConnects,
+      telemetry: { offered: s.counters.entriesSent, acked: s.counters.entriesAcked, lost: s.counters.entriesSent - s.counters.entriesAcked, resends: s.counters.entriesResent },
+      failedConnects: s.counters.failedConnects,
+      failedConnectsBeforeKill: beforeKill.counters.failedConnects,
       errorLogLines: stack.cp.errorLines.length,
       errorLogSample: stack.cp.errorLines.slice(0, 3),
       targetMs: 60_000,
@@ -77,7 +77,7 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
     const summary = [
       `${n} devices: control plane back (healthz) in ${fmt(controlPlaneStartMs / 1000, 2)} s; all reconnected ${allReconnectedMs === null ? 'NOT' : `${fmt(allReconnectedMs / 1000)} s`} and all listed online ${allOnlineMs === null ? 'NOT' : `${fmt(allOnlineMs / 1000)} s`} after the SIGKILL ` +
         `(first join ${fmt((firstJoinMs ?? NaN) / 1000)} s: ${fmt(ratio(allOnlineMs, firstJoinMs), 2)}x; target 60 s)`,
-      `  new process ${crashedAfterRestart ? 'EXITED' : 'stayed up'}; telemetry ${s.telemetryAcked}/${s.telemetryOffered} acknowledged after the drain (${result.telemetry.lost} lost), ${s.resends} resends; ${s.failedConnects - beforeKill.failedConnects} connect attempts refused or unanswered while it was down or starting (${beforeKill.failedConnects} before the kill); ${result.errorLogLines} error log lines`,
+      `  new process ${crashedAfterRestart ? 'EXITED' : 'stayed up'}; telemetry ${s.counters.entriesAcked}/${s.counters.entriesSent} acknowledged after the drain (${result.telemetry.lost} lost), ${s.counters.entriesResent} resends; ${s.counters.failedConnects - beforeKill.counters.failedConnects} connect attempts refused or unanswered while it was down or starting (${beforeKill.counters.failedConnects} before the kill); ${result.errorLogLines} error log lines`,
     ];
     return { options: { devices: n, watchMs, recoverTimeoutMs, backend: 'postgres' }, result, summary };
   } finally {
@@ -89,6 +89,6 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
 export const restartSuite: Suite = {
   name: 'restart',
   description: 'control plane SIGKILLed and restarted under a fleet: recovery time, crash or not, dropped messages',
-  flagsHelp: ['--devices N (1000)', '--connect-timeout S (300: the first join must end within it)', '--sim light|project', '--per-worker N (3000)', '--watch S (60: the restarted process must stay up that long)', '--recover-timeout S (300)'],
+  flagsHelp: ['--devices N (1000)', '--connect-timeout S (300: the first join must end within it)', '--per-worker N (3000)', '--watch S (60: the restarted process must stay up that long)', '--recover-timeout S (300)'],
   run,
 };
