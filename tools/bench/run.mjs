@@ -8,7 +8,8 @@ import { root, workspaceEnv } from '../scripts/workspace.mjs';
 const args = process.argv.slice(2);
 const env = workspaceEnv({ NODE_LLAMA_CPP_GPU: 'false' });
 Object.assign(process.env, { NODE_LLAMA_CPP_GPU: 'false', NODE_LLAMA_CPP_SKIP_DOWNLOAD: 'true' });
-if (!args.includes('--no-build') && !args.includes('--help')) {
+// --help needs the built CLI too: a fresh clone builds first (cached afterwards).
+if (!args.includes('--no-build')) {
   console.log('building the tools, the control plane and the agent (cached by Nx)...');
   execFileSync('npx', ['nx', 'run-many', '-t', 'build', '-p', '@flotilla/tools', '@flotilla/control-plane', '@flotilla/device-agent', '--outputStyle=static'], {
     cwd: root,
