@@ -56,6 +56,21 @@ describe('sim fleet over worker processes', () => {
     }
   }, 120_000);
 
+  it('deals enrolled credentials out as join deals out devices: 5 over 2 workers of up to 4 need no enrollment', async () => {
+    // before: worker 0 got credentials 0-3 and worker 1 got 4, but join(5) splits evenly (3 and 2; 2,500 and 2,500
+    // of 5,000 in the bench), so worker 1 ran short and tried to enroll (the bench's 5,000-device run failed so)
+    const credentials = Array.from({ length: 5 }, (_, i) => ({ name: `c-${i}`, deviceId: `c-${i}`, username: `c-${i}`, password: 'x', urls: [] }));
+    const fleet = await openSimFleet({ devices: 5, perWorker: 4, mqttUrl: broker.url, controlPlaneUrl: 'http://127.0.0.1:9', credentials, namePrefix: 'c', behaviour: { telemetryIntervalMs: 200 } });
+    try {
+      expect(fleet.pids).toHaveLength(2);
+      await fleet.join(5);
+      await waitFor(async () => (await fleet.stats()).everConnected === 5, 'every enrolled device connected once', 30_000);
+      expect((await fleet.stats()).enrollFailures).toBe(0);
+    } finally {
+      await fleet.stop({ graceful: false });
+    }
+  }, 60_000);
+
   it('runs small fleets in this process behind the same interface', async () => {
     const fleet = await openSimFleet({ devices: 10, mqttUrl: broker.url, namePrefix: 'l', behaviour: { mode: 'plain', telemetryIntervalMs: 200 } });
     try {

@@ -4,10 +4,13 @@ import { createLogger } from './platform/common/logger.js';
 import { PortInUseError, describeMove } from './platform/common/ports.js';
 import { startControlPlane } from './app/create-app.js';
 import { INITIAL_CREDENTIALS_FILE } from './app/bootstrap/initial-credentials.js';
+import { CpuProfiler } from './platform/common/cpu-profiler.js';
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env);
   const logger = createLogger(config.logLevel, { prettyWhenTty: true });
+  const profiler = config.cpuProfileDir === undefined ? undefined : new CpuProfiler(config.cpuProfileDir, logger);
+  profiler?.arm();
   const cp = await startControlPlane(config, logger);
   for (const move of cp.portMoves) process.stdout.write(`flotilla: ${describeMove(move, config.dataDir)}\n`);
   if (cp.initialCredentials) {
@@ -29,7 +32,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, 'shutting down');
-    cp.close().then(
+    Promise.all([profiler?.disarm(), cp.close()]).then(
       () => process.exit(0),
       () => process.exit(1),
     );

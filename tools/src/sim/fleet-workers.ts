@@ -138,10 +138,13 @@ export class SimFleetWorkers implements SimFleetControl {
       return new WorkerChannel(child);
     });
     const fleet = new SimFleetWorkers(workers);
+    // credentials are dealt out as join(n) deals out devices (an even share per worker), so that no worker has to
+    // enroll devices of its own because its slice was short
+    const dealt = credentials ? Math.ceil(credentials.length / n) : 0;
     try {
       await Promise.all(
         workers.map((w, i) => {
-          const slice = credentials ? { credentials: credentials.slice(i * perWorker, (i + 1) * perWorker) } : {};
+          const slice = credentials ? { credentials: credentials.slice(i * dealt, (i + 1) * dealt) } : {};
           return w.call({ op: 'init', options: { ...rest, ...slice, indexOffset: (rest.indexOffset ?? 0) + i * perWorker } });
         }),
       );

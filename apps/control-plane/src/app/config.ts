@@ -58,6 +58,12 @@ const trustProxy = optionalString.pipe(
 /** PostgreSQL connections the control plane opens at most (PGlite has one, whatever this says). */
 export const DEFAULT_DATABASE_POOL_SIZE = 10;
 
+/**
+ * Devices the embedded PGlite holds on the reference 2-core box (docs/benchmarks.md, fleet suite with --pglite); past
+ * it the control plane warns at start and when the fleet grows past it, and recommends PostgreSQL.
+ */
+export const DEFAULT_PGLITE_DEVICE_LIMIT = 5000;
+
 /** The core variables: data, ports, database, logging, first admin. */
 export const coreEnvSchema = z.object({
   FLOTILLA_DATA_DIR: z.string().trim().min(1).default('./.flotilla'),
@@ -82,6 +88,12 @@ export const coreEnvSchema = z.object({
   FLOTILLA_MIGRATIONS_DIR: optionalString,
   FLOTILLA_DASHBOARD_DIR: optionalString,
   FLOTILLA_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  FLOTILLA_CPU_PROFILE_DIR: optionalString,
+  FLOTILLA_PGLITE_DEVICE_LIMIT: z.coerce
+    .number({ error: 'FLOTILLA_PGLITE_DEVICE_LIMIT must be a whole number of devices (0 turns the warning off)' })
+    .int({ error: 'FLOTILLA_PGLITE_DEVICE_LIMIT must be a whole number of devices (0 turns the warning off)' })
+    .min(0, { error: 'FLOTILLA_PGLITE_DEVICE_LIMIT must be a whole number of devices (0 turns the warning off)' })
+    .default(DEFAULT_PGLITE_DEVICE_LIMIT),
   FLOTILLA_ADMIN_EMAIL: z.email({ error: 'FLOTILLA_ADMIN_EMAIL must be an e-mail address' }).default('admin@flotilla.local'),
   FLOTILLA_MQTT_KEEPALIVE_LIMIT_S: z.coerce.number().int().min(0).max(3600).default(120),
   FLOTILLA_MQTT_MAX_MESSAGE_BYTES: z.coerce.number().int().min(1024).max(256 * 1024 * 1024).default(1024 * 1024),
@@ -152,7 +164,11 @@ export interface ControlPlaneConfig {
     migrationsDir: string | undefined;
     /** PostgreSQL pool size (FLOTILLA_DATABASE_POOL_SIZE); unused by the embedded PGlite */
     poolSize: number;
+    /** enrolled or connected devices past which the embedded PGlite is too small (a warning); 0: no warning */
+    pgliteDeviceLimit: number;
   };
+  /** SIGUSR2 toggles a CPU profile written here (FLOTILLA_CPU_PROFILE_DIR); unset: no profiler */
+  cpuProfileDir: string | undefined;
   dashboardDir: string | undefined;
   logLevel: z.infer<typeof coreEnvSchema>['FLOTILLA_LOG_LEVEL'];
   adminEmail: string;
@@ -214,7 +230,13 @@ export function loadConfig(env: NodeJS.ProcessEnv): ControlPlaneConfig {
               certFile: e.FLOTILLA_MQTT_TLS_CERT_FILE, keyFile: e.FLOTILLA_MQTT_TLS_KEY_FILE, caFile: e.FLOTILLA_MQTT_TLS_CA_FILE }
           : undefined,
     },
-    database: { url: e.DATABASE_URL, migrationsDir: e.FLOTILLA_MIGRATIONS_DIR, poolSize: e.FLOTILLA_DATABASE_POOL_SIZE },
+    database: {
+      url: e.DATABASE_URL,
+      migrationsDir: e.FLOTILLA_MIGRATIONS_DIR,
+      poolSize: e.FLOTILLA_DATABASE_POOL_SIZE,
+      pgliteDeviceLimit: e.FLOTILLA_PGLITE_DEVICE_LIMIT,
+    },
+    cpuProfileDir: e.FLOTILLA_CPU_PROFILE_DIR === undefined ? undefined : resolve(e.FLOTILLA_CPU_PROFILE_DIR),
     dashboardDir: e.FLOTILLA_DASHBOARD_DIR,
     logLevel: e.FLOTILLA_LOG_LEVEL,
     adminEmail: e.FLOTILLA_ADMIN_EMAIL,

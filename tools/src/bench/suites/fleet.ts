@@ -1,6 +1,7 @@
 // Devices held: the built control plane with N simulated devices (enrolled over REST, keepalive 5 s, telemetry every
 // 5 s as outbox entries), side by side with a Mosquitto this suite starts itself and feeds the same clients and
 // payloads. Measured over a steady-state window after everyone connected and a settle time.
+import { resolve } from 'node:path';
 import { startStack, joinFleet, openBenchFleet, perWorker, timeToAllConnected, drainTelemetry, scrapeLoopDelay, type Backend } from '../common.js';
 import { timedGet } from '../http.js';
 import type { SimFleetControl } from '../../sim/fleet-workers.js';
@@ -109,7 +110,14 @@ function failedByReason(s: SimFleetStats): Record<string, number> {
 
 async function controlPlaneSide(ctx: SuiteContext, backend: Backend, n: number, s: Settings): Promise<ControlPlaneSide> {
   ctx.log(`[${backend}] ${n} devices: starting the control plane`);
-  const stack = await startStack(backend);
+  // --cpu-prof DIR: two CPU profiles of the control plane (its SIGUSR2 profiler): the connect storm, the steady window
+  const profileDir = ctx.flags.string('cpu-prof', '');
+  const stack = await startStack(backend, profileDir ? { FLOTILLA_CPU_PROFILE_DIR: resolve(profileDir, `${backend}-${n}`) } : {});
+  const toggleProfile = (what: string): void => {
+    if (!profileDir || stack.cp.pid === undefined) return;
+    process.kill(stack.cp.pid, 'SIGUSR2');
+    ctx.log(`[${backend}] CPU profile: ${what} (written under ${resolve(profileDir, `${backend}-${n}`)})`);
+  };
   const sampler = ProcessSampler.of(pidOf(stack.cp.pid, 'control plane'), 500);
   const dbName = stack.db?.name;
   const pgSampler = dbName ? new ProcessSampler(() => postgresBackendPids(dbName), 500) : undefined;
@@ -126,11 +134,13 @@ async function controlPlaneSide(ctx: SuiteContext, backend: Backend, n: number, 
         sampler.mark();
         await sleep(2000);
         idleRss = sampler.window().rssMeanBytes;
+        toggleProfile('connect storm started');
       },
     );
     fleet = joined.fleet;
     const f = fleet;
     const ttc = await timeToAllConnected(f, joined.joinStartedAt, s.connectTimeoutMs);
+    toggleProfile('connect storm written');
     ctx.log(`[${backend}] ${(await f.stats()).everConnected}/${n} connected ${ttc === null ? `(not all within ${s.connectTimeoutMs / 1000} s)` : `in ${fmt(ttc / 1000)} s`}; settling ${s.settleMs / 1000} s`);
     await sleep(s.settleMs);
     const before = await f.stats();
@@ -139,6 +149,7 @@ async function controlPlaneSide(ctx: SuiteContext, backend: Backend, n: number, 
     let failures = 0;
     pgSampler?.mark();
     ctx.log(`[${backend}] steady window ${s.windowMs / 1000} s`);
+    toggleProfile('steady window started');
     const { w } = await steadyWindow(sampler, f, idleRss, n, s.windowMs, async () => {
       const end = Date.now() + s.windowMs;
       while (Date.now() < end) {
@@ -148,6 +159,7 @@ async function controlPlaneSide(ctx: SuiteContext, backend: Backend, n: number, 
         await sleep(250);
       }
     });
+    toggleProfile('steady window written');
     const pg = pgSampler?.window();
     const loop = await scrapeLoopDelay(stack.cp.url);
     const after = await f.stats();
@@ -278,6 +290,6 @@ async function run(ctx: SuiteContext): Promise<SuiteOutcome> {
 export const fleetSuite: Suite = {
   name: 'fleet',
   description: 'devices held: control plane (PostgreSQL, optionally PGlite) vs a Mosquitto fed the same clients',
-  flagsHelp: ['--devices 1000,5000 (1000)', '--pglite (also on PGlite)', '--no-postgres', '--no-mosquitto', '--settle S (10)', '--window S (30)', '--connect-timeout S (120)', '--per-worker N (3000 devices per simulator process; 0 = always in workers)'],
+  flagsHelp: ['--devices 1000,5000 (1000)', '--pglite (also on PGlite)', '--no-postgres', '--no-mosquitto', '--settle S (10)', '--window S (30)', '--connect-timeout S (120)', '--per-worker N (3000 devices per simulator process; 0 = always in workers)', '--cpu-prof DIR (CPU profiles of the control plane: connect storm and steady window; the profiler adds overhead)'],
   run,
 };

@@ -3,6 +3,7 @@ import { CONFIG } from '../../platform/tokens.js';
 import { DevicePresence } from './device-presence.js';
 import { DeviceQueue } from './device-queue.js';
 import { DeviceWriteBatcher } from './device-writes.js';
+import { FleetSizeAdvisor } from './fleet-size-advisor.js';
 import { IngestStats } from './ingest-stats.js';
 import { DeviceLivenessService } from './liveness.service.js';
 import { ModelStateService } from './model-state.service.js';
@@ -27,6 +28,7 @@ import { TelemetryCache } from './telemetry-cache.js';
     DeviceLivenessService,
     ModelStateService,
     MqttIngestService,
+    FleetSizeAdvisor,
   ],
   exports: [REGISTRY_SETTINGS, IngestStats, DeviceQueue, DevicePresence, TelemetryCache, DeviceLivenessService],
 })
