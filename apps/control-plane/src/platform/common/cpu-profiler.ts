@@ -14,7 +14,11 @@ export class CpuProfiler {
   private running = false;
   private busy: Promise<void> = Promise.resolve();
   private readonly onSignal = () => {
-    this.busy = this.busy.then(() => this.toggle()).catch((error: unknown) => this.logger.error({ err: error }, 'CPU profile failed'));
+    this.busy = this.busy
+      .then(async () => {
+        await this.toggle();
+      })
+      .catch((error: unknown) => this.logger.error({ err: error }, 'CPU profile failed'));
   };
 
   constructor(
